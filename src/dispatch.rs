@@ -1,0 +1,203 @@
+//! Routing accepted datagrams to the worker that owns their VM.
+//!
+//! A VM's worker is a pure function of its address, so one VM's rows are
+//! always written by one thread, in receive order, with no lock on its file.
+//! Records travel in batches: one channel operation carries up to
+//! [`BATCH_RECORDS`] datagrams, and emptied batch vectors come back to the
+//! receive loop through a recycle channel, so steady state allocates nothing.
+//!
+//! The channels are bounded and the receive loop never blocks on them: a
+//! batch that does not fit is dropped and counted as `dropped_overload`. A
+//! blocked receive loop would only move the loss into the kernel, uncounted
+//! by us, while also starving the status line and shutdown handling.
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering::Relaxed;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use crate::stats::Stats;
+use crate::wire::Stat;
+
+/// Records per batch: large enough to amortise a channel operation, small
+/// enough that a batch's latency is negligible when traffic is light.
+pub const BATCH_RECORDS: usize = 256;
+
+/// One accepted datagram, stamped on receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record {
+    pub ip: IpAddr,
+    pub recv_ms: u64,
+    pub stat: Stat,
+}
+
+/// What the receive loop tells a worker.
+#[derive(Debug)]
+pub enum Msg {
+    Batch(Vec<Record>),
+    /// Close every file and reopen on next use (SIGHUP, log rotation).
+    Reopen,
+}
+
+/// Index of the worker that owns `ip` among `workers`.
+pub fn worker_of(ip: IpAddr, workers: usize) -> usize {
+    let key: u64 = match ip {
+        IpAddr::V4(v4) => u64::from(u32::from(v4)),
+        IpAddr::V6(v6) => {
+            let x = u128::from(v6);
+            (x as u64) ^ ((x >> 64) as u64)
+        }
+    };
+    // Fibonacci hashing spreads consecutive addresses (127.1.0.1, .2, ...)
+    // evenly over the workers; the high bits are the well-mixed ones.
+    let h = key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((h >> 32) * workers as u64 >> 32) as usize
+}
+
+/// The receive loop's side of the worker channels.
+pub struct Dispatcher {
+    senders: Vec<Sender<Msg>>,
+    pending: Vec<Vec<Record>>,
+    recycle: Receiver<Vec<Record>>,
+    /// Accepted and dropped since the last [`Dispatcher::publish`].
+    accepted: u64,
+    dropped: u64,
+}
+
+impl Dispatcher {
+    pub fn new(senders: Vec<Sender<Msg>>, recycle: Receiver<Vec<Record>>) -> Self {
+        let pending = senders
+            .iter()
+            .map(|_| Vec::with_capacity(BATCH_RECORDS))
+            .collect();
+        Dispatcher {
+            senders,
+            pending,
+            recycle,
+            accepted: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Queues one record for its worker, sending the batch once it is full.
+    pub fn push(&mut self, rec: Record) {
+        let w = worker_of(rec.ip, self.senders.len());
+        self.pending[w].push(rec);
+        if self.pending[w].len() >= BATCH_RECORDS {
+            self.send(w);
+        }
+    }
+
+    /// Sends every partly filled batch (the receive loop calls this whenever
+    /// the socket runs dry, so a light load is not held back).
+    pub fn flush(&mut self) {
+        for w in 0..self.pending.len() {
+            if !self.pending[w].is_empty() {
+                self.send(w);
+            }
+        }
+    }
+
+    fn send(&mut self, w: usize) {
+        let fresh = self
+            .recycle
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BATCH_RECORDS));
+        let batch = std::mem::replace(&mut self.pending[w], fresh);
+        let n = batch.len() as u64;
+        match self.senders[w].try_send(Msg::Batch(batch)) {
+            Ok(()) => self.accepted += n,
+            Err(TrySendError::Full(Msg::Batch(mut batch)))
+            | Err(TrySendError::Disconnected(Msg::Batch(mut batch))) => {
+                self.dropped += n;
+                // Reuse the refused vector as the next pending batch.
+                batch.clear();
+                self.pending[w] = batch;
+            }
+            Err(_) => unreachable!("only batches are sent here"),
+        }
+    }
+
+    /// Asks every worker to reopen its files. Waits for room: a reopen is
+    /// rare and must not be lost the way an overload batch may be.
+    pub fn reopen(&mut self) {
+        self.flush();
+        for s in &self.senders {
+            let _ = s.send(Msg::Reopen);
+        }
+    }
+
+    /// Adds the counts since the last call to `stats`, and samples the
+    /// queue depth.
+    pub fn publish(&mut self, stats: &Stats) {
+        stats.accepted.fetch_add(self.accepted, Relaxed);
+        stats.dropped_overload.fetch_add(self.dropped, Relaxed);
+        self.accepted = 0;
+        self.dropped = 0;
+        let depth: usize = self.senders.iter().map(|s| s.len()).sum();
+        stats.queue_depth.store(depth as u64, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossbeam_channel::bounded;
+    use std::net::Ipv4Addr;
+
+    fn rec(n: u32) -> Record {
+        Record {
+            ip: IpAddr::V4(Ipv4Addr::from(0x7f01_0000 + n)),
+            recv_ms: 1,
+            stat: Stat::default(),
+        }
+    }
+
+    #[test]
+    fn same_ip_same_worker_and_spread_even() {
+        let mut per = [0usize; 4];
+        for n in 0..4000 {
+            let ip = rec(n).ip;
+            let w = worker_of(ip, 4);
+            assert_eq!(w, worker_of(ip, 4));
+            per[w] += 1;
+        }
+        for count in per {
+            assert!((800..1200).contains(&count), "{per:?}");
+        }
+        assert_eq!(worker_of("fd00::1".parse().unwrap(), 1), 0);
+    }
+
+    #[test]
+    fn full_queue_drops_and_counts_never_blocks() {
+        let (tx, rx) = bounded(1);
+        let (_rtx, rrx) = bounded(4);
+        let mut d = Dispatcher::new(vec![tx], rrx);
+        let stats = Stats::default();
+        for n in 0..3 {
+            d.push(rec(n));
+        }
+        d.flush(); // fills the one slot
+        d.push(rec(9));
+        d.flush(); // no room: dropped, not blocked
+        d.publish(&stats);
+        assert_eq!(stats.accepted.load(Relaxed), 3);
+        assert_eq!(stats.dropped_overload.load(Relaxed), 1);
+        assert_eq!(stats.queue_depth.load(Relaxed), 1);
+        match rx.try_recv().unwrap() {
+            Msg::Batch(b) => assert_eq!(b.len(), 3),
+            Msg::Reopen => panic!("expected a batch"),
+        }
+    }
+
+    #[test]
+    fn full_batches_go_without_flush() {
+        let (tx, rx) = bounded(8);
+        let (_rtx, rrx) = bounded(4);
+        let mut d = Dispatcher::new(vec![tx], rrx);
+        for n in 0..BATCH_RECORDS as u32 {
+            d.push(rec(n));
+        }
+        assert_eq!(rx.len(), 1);
+    }
+}

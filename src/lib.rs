@@ -1,0 +1,37 @@
+//! vmstats: a collector of virtual machine statistics.
+//!
+//! VMs push fixed-size UDP datagrams; the aggregator keeps one append-only
+//! file per VM and reports which VMs could be reclaimed. A datagram's way
+//! through the crate, module by module:
+//!
+//! 1. [`receiver`]: the mio network loop takes datagrams off the socket in
+//!    batches ([`sys`] holds `recvmmsg` and its portable fallback), stamps
+//!    them and validates them against the contract in [`wire`];
+//! 2. [`dispatch`]: accepted records go, in batches over bounded channels,
+//!    to the one worker that owns their VM (source IP);
+//! 3. [`worker`]: the worker formats rows into the VM's buffer and flushes
+//!    it through the [`store`], which owns the per-VM files;
+//! 4. [`report`]: the reclamation report is built from those files.
+//!
+//! [`aggregator`] wires these together for one run, [`stats`] counts what
+//! happened, [`config`] holds the validated settings and [`sim`] is the VM
+//! simulator and load generator.
+
+pub mod aggregator;
+pub mod config;
+pub mod dispatch;
+pub mod receiver;
+pub mod report;
+pub mod sim;
+pub mod stats;
+pub mod store;
+pub mod sys;
+pub mod wire;
+pub mod worker;
+
+/// Wall-clock time as Unix milliseconds (the contract's time unit).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,212 @@
+//! The network loop: one mio-driven thread that takes datagrams off the
+//! socket in batches, stamps `recv_ms`, validates them and hands the accepted
+//! ones to the dispatcher.
+//!
+//! It does nothing else per datagram: no formatting, no file, no lock, no
+//! allocation. Everything slow happens in the workers, so the socket is
+//! drained as fast as the kernel fills it. Counts are kept in plain locals
+//! and published to the shared [`Stats`] once per wake-up.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::Cidr;
+use crate::dispatch::{Dispatcher, Record};
+use crate::stats::{self, Stats};
+use crate::sys::{self, RecvBatch};
+use crate::wire::{self, Reject};
+
+const SOCKET: Token = Token(0);
+
+/// Longest sleep in `poll`: how quickly a stop, a reopen or a status line is
+/// noticed when no traffic arrives.
+const IDLE_TICK: Duration = Duration::from_millis(50);
+
+/// Batches taken per wake-up before the loop looks at its flags again.
+const BATCHES_PER_WAKE: usize = 256;
+
+/// Flags the process's signal handlers (or a test) set to steer the loop.
+#[derive(Debug, Clone, Default)]
+pub struct Control {
+    pub stop: Arc<AtomicBool>,
+    pub reopen: Arc<AtomicBool>,
+}
+
+/// A bound socket and what the kernel granted.
+pub struct Bound {
+    pub socket: UdpSocket,
+    pub local: SocketAddr,
+    /// SO_RCVBUF as the kernel reports it (Linux doubles the asked size).
+    pub recv_buffer: usize,
+}
+
+/// Binds the listening socket: dual-stack for an IPv6 address, non-blocking,
+/// with the receive buffer asked as large as `recv_buffer` (forced past
+/// `net.core.rmem_max` where the process may). Returns what it got.
+pub fn bind(listen: SocketAddr, recv_buffer: usize) -> io::Result<Bound> {
+    let socket = Socket::new(Domain::for_address(listen), Type::DGRAM, Some(Protocol::UDP))?;
+    if listen.is_ipv6() {
+        // `[::]` also takes IPv4 traffic, as IPv4-mapped sources.
+        socket.set_only_v6(false)?;
+    }
+    socket.set_nonblocking(true)?;
+    // A refused size is not fatal: the kernel's default still works.
+    let _ = socket.set_recv_buffer_size(recv_buffer);
+    let mut got = socket.recv_buffer_size().unwrap_or(0);
+    if got < recv_buffer {
+        if sys::force_recv_buffer(&socket, recv_buffer).is_ok() {
+            got = socket.recv_buffer_size().unwrap_or(got);
+        }
+    }
+    socket.bind(&listen.into())?;
+    let std_sock: std::net::UdpSocket = socket.into();
+    let local = std_sock.local_addr()?;
+    Ok(Bound {
+        socket: UdpSocket::from_std(std_sock),
+        local,
+        recv_buffer: got,
+    })
+}
+
+/// Counts not yet published to [`Stats`].
+#[derive(Default)]
+struct Local {
+    received: u64,
+    rejected: [u64; Reject::ALL.len()],
+}
+
+pub struct Receiver {
+    socket: UdpSocket,
+    poll: Poll,
+    batch: RecvBatch,
+    dispatcher: Dispatcher,
+    allow: Vec<Cidr>,
+    stats: Arc<Stats>,
+    local: Local,
+    /// When the last receive error was logged (they are rate limited).
+    error_logged: Option<Instant>,
+}
+
+impl Receiver {
+    pub fn new(
+        mut socket: UdpSocket,
+        dispatcher: Dispatcher,
+        allow: Vec<Cidr>,
+        stats: Arc<Stats>,
+    ) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut socket, SOCKET, Interest::READABLE)?;
+        Ok(Receiver {
+            socket,
+            poll,
+            batch: RecvBatch::new(),
+            dispatcher,
+            allow,
+            stats,
+            local: Local::default(),
+            error_logged: None,
+        })
+    }
+
+    /// Runs until `ctl.stop` is set or `deadline` passes, printing a status
+    /// line every `stats_interval`. On return every accepted datagram has
+    /// been handed to the workers; the socket is closed with the receiver.
+    pub fn run(mut self, ctl: &Control, deadline: Option<Instant>, stats_interval: Duration) {
+        let mut events = Events::with_capacity(8);
+        let mut more = false;
+        let mut last_status = Instant::now();
+        let mut prev = self.stats.snapshot();
+        loop {
+            if ctl.stop.load(Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            if ctl.reopen.swap(false, Relaxed) {
+                eprintln!("reopening data files (SIGHUP)");
+                self.dispatcher.reopen();
+            }
+            if last_status.elapsed() >= stats_interval {
+                let now = self.stats.snapshot();
+                let secs = last_status.elapsed().as_secs_f64();
+                eprintln!("{}", stats::status_line(&now, &prev, secs));
+                prev = now;
+                last_status = Instant::now();
+            }
+            // With datagrams still waiting, only look; else sleep until one comes.
+            let timeout = if more { Duration::ZERO } else { IDLE_TICK };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                self.log_error("poll", &e);
+            }
+            more = self.drain();
+            self.dispatcher.flush();
+            self.publish();
+        }
+        self.dispatcher.flush();
+        self.publish();
+    }
+
+    /// Reads batches until the socket is empty (false) or the per-wake
+    /// budget is spent with datagrams still waiting (true).
+    fn drain(&mut self) -> bool {
+        for _ in 0..BATCHES_PER_WAKE {
+            match sys::recv_batch(&self.socket, &mut self.batch) {
+                Ok(_) => self.take_batch(),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // ICMP errors and the like: not ours to stop for.
+                    self.log_error("receive", &e);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn take_batch(&mut self) {
+        let recv_ms = crate::unix_ms();
+        for i in 0..self.batch.len() {
+            let (src, payload, truncated) = self.batch.get(i);
+            self.local.received += 1;
+            let ip = wire::canonical_ip(src);
+            let verdict = wire::decode(payload, truncated).and_then(|stat| {
+                if self.allow.is_empty() || self.allow.iter().any(|c| c.contains(ip)) {
+                    Ok(stat)
+                } else {
+                    Err(Reject::NotAllowed)
+                }
+            });
+            match verdict {
+                Ok(stat) => self.dispatcher.push(Record { ip, recv_ms, stat }),
+                Err(reason) => self.local.rejected[reason.index()] += 1,
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        let local = std::mem::take(&mut self.local);
+        self.stats.received.fetch_add(local.received, Relaxed);
+        for (i, n) in local.rejected.iter().enumerate() {
+            if *n > 0 {
+                self.stats.rejected[i].fetch_add(*n, Relaxed);
+            }
+        }
+        self.dispatcher.publish(&self.stats);
+    }
+
+    fn log_error(&mut self, what: &str, e: &io::Error) {
+        if self.error_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            eprintln!("warning: {what} error on the UDP socket: {e}");
+            self.error_logged = Some(Instant::now());
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! Platform syscalls behind one `cfg`: batched receive (`recvmmsg`), batched
+//! send with a per-datagram source address (`sendmmsg` + `IP_PKTINFO`), the
+//! forced receive buffer, `syncfs` and the open-file limit.
+//!
+//! Linux gets the batched calls, which is where the collector's speed comes
+//! from (one syscall per up to [`BATCH`] datagrams). Every other platform gets
+//! a portable fallback of the same signature, slower but correct, so the rest
+//! of the crate never mentions a platform.
+
+use std::net::IpAddr;
+
+/// Datagrams per batched syscall. 64 is where `recvmmsg` stops paying back on
+/// this class of machine (quinn-udp and rsyslog use 32 to 64).
+pub const BATCH: usize = 64;
+
+/// Bytes kept of each received datagram. Anything longer than a valid
+/// datagram is rejected on its length alone, so the kernel may cut it: the
+/// cut is reported as `truncated` and costs no copy of a 64 KiB payload.
+pub const RECV_BUF_LEN: usize = 128;
+
+/// Reusable storage for one batch of received datagrams.
+pub struct RecvBatch {
+    bufs: Vec<[u8; RECV_BUF_LEN]>,
+    lens: Vec<usize>,
+    truncated: Vec<bool>,
+    sources: Vec<IpAddr>,
+    filled: usize,
+    #[cfg(target_os = "linux")]
+    raw: linux::RawRecv,
+}
+
+impl RecvBatch {
+    pub fn new() -> Self {
+        RecvBatch {
+            bufs: vec![[0; RECV_BUF_LEN]; BATCH],
+            lens: vec![0; BATCH],
+            truncated: vec![false; BATCH],
+            sources: vec![IpAddr::from([0, 0, 0, 0]); BATCH],
+            filled: 0,
+            #[cfg(target_os = "linux")]
+            raw: linux::RawRecv::new(),
+        }
+    }
+
+    /// Datagrams held since the last [`recv_batch`].
+    pub fn len(&self) -> usize {
+        self.filled
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.filled == 0
+    }
+
+    /// Source address, payload (at most [`RECV_BUF_LEN`] bytes) and whether
+    /// the kernel cut the payload to fit, of datagram `i`.
+    pub fn get(&self, i: usize) -> (IpAddr, &[u8], bool) {
+        (
+            self.sources[i],
+            &self.bufs[i][..self.lens[i]],
+            self.truncated[i],
+        )
+    }
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One datagram to send from a chosen local IPv4 address.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    pub src: std::net::Ipv4Addr,
+    pub payload: &'a [u8],
+}
+
+#[cfg(target_os = "linux")]
+pub use linux::{close_file, force_recv_buffer, recv_batch, send_batch, sync_filesystem};
+
+#[cfg(not(target_os = "linux"))]
+pub use fallback::{close_file, force_recv_buffer, recv_batch, send_batch, sync_filesystem};
+
+/// Raises the soft open-file limit to the hard limit and returns the limit
+/// now in force (`None` where the platform has no such limit).
+#[cfg(unix)]
+pub fn raise_nofile_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return None;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: `raised` is a valid rlimit; failure leaves the old limit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim = raised;
+        }
+    }
+    Some(lim.rlim_cur as u64)
+}
+
+#[cfg(not(unix))]
+pub fn raise_nofile_limit() -> Option<u64> {
+    None
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use super::{BATCH, Outgoing, RECV_BUF_LEN, RecvBatch};
+    use std::fs::File;
+    use std::io;
+    use std::mem;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, UdpSocket};
+    use std::os::fd::{AsRawFd, RawFd};
+    use std::ptr;
+
+    /// The kernel-facing half of a [`RecvBatch`]. The pointers in `hdrs` are
+    /// rebuilt before every call rather than kept, so moving the batch is safe.
+    pub struct RawRecv {
+        hdrs: Vec<libc::mmsghdr>,
+        iovs: Vec<libc::iovec>,
+        names: Vec<libc::sockaddr_storage>,
+    }
+
+    impl RawRecv {
+        pub fn new() -> Self {
+            // SAFETY: mmsghdr, iovec and sockaddr_storage are plain C structs
+            // for which all-zero bytes are a valid (empty) value.
+            unsafe {
+                RawRecv {
+                    hdrs: vec![mem::zeroed(); BATCH],
+                    iovs: vec![mem::zeroed(); BATCH],
+                    names: vec![mem::zeroed(); BATCH],
+                }
+            }
+        }
+    }
+
+    fn source_of(name: &libc::sockaddr_storage) -> IpAddr {
+        match name.ss_family as libc::c_int {
+            libc::AF_INET => {
+                // SAFETY: the family says the storage holds a sockaddr_in,
+                // and sockaddr_storage is large and aligned enough for it.
+                let sin = unsafe { &*(name as *const _ as *const libc::sockaddr_in) };
+                IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: as above, for sockaddr_in6.
+                let sin6 = unsafe { &*(name as *const _ as *const libc::sockaddr_in6) };
+                IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr))
+            }
+            _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        }
+    }
+
+    /// Receives up to [`BATCH`] datagrams with one `recvmmsg`, without
+    /// blocking. `Err(WouldBlock)` when none is waiting.
+    pub fn recv_batch(socket: &impl AsRawFd, batch: &mut RecvBatch) -> io::Result<usize> {
+        batch.filled = 0;
+        let raw = &mut batch.raw;
+        for i in 0..BATCH {
+            raw.iovs[i] = libc::iovec {
+                iov_base: batch.bufs[i].as_mut_ptr().cast(),
+                iov_len: RECV_BUF_LEN,
+            };
+            let hdr = &mut raw.hdrs[i].msg_hdr;
+            hdr.msg_name = (&mut raw.names[i] as *mut libc::sockaddr_storage).cast();
+            hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            hdr.msg_iov = &mut raw.iovs[i];
+            hdr.msg_iovlen = 1;
+            hdr.msg_control = ptr::null_mut();
+            hdr.msg_controllen = 0;
+            hdr.msg_flags = 0;
+            raw.hdrs[i].msg_len = 0;
+        }
+        // SAFETY: every header points at live buffers owned by `batch`
+        // (names, iovecs, payload arrays) whose sizes are the lengths given,
+        // and `batch` is borrowed mutably for the whole call.
+        let n = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                raw.hdrs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        for i in 0..n {
+            let hdr = &raw.hdrs[i];
+            batch.lens[i] = (hdr.msg_len as usize).min(RECV_BUF_LEN);
+            batch.truncated[i] = hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            batch.sources[i] = source_of(&raw.names[i]);
+        }
+        batch.filled = n;
+        Ok(n)
+    }
+
+    /// Room for one `IP_PKTINFO` control message, 8-byte aligned as cmsghdr needs.
+    type PktinfoCmsg = [u64; 4];
+
+    /// Sends `msgs` to `dst` with as few `sendmmsg` calls as it takes, each
+    /// datagram from its own source address (`IP_PKTINFO`). The socket must be
+    /// bound to the unspecified address. Returns how many were sent: fewer
+    /// than `msgs.len()` when a send failed after some went out, `Err` when
+    /// none did.
+    pub fn send_batch(socket: &UdpSocket, dst: SocketAddrV4, msgs: &[Outgoing]) -> io::Result<usize> {
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        let space = unsafe { libc::CMSG_SPACE(mem::size_of::<libc::in_pktinfo>() as u32) } as usize;
+        assert!(space <= mem::size_of::<PktinfoCmsg>());
+        let mut sent = 0;
+        for chunk in msgs.chunks(BATCH) {
+            let mut name = sockaddr_v4(dst);
+            let mut iovs: [libc::iovec; BATCH] =
+                // SAFETY: all-zero is a valid iovec.
+                unsafe { mem::zeroed() };
+            let mut cmsgs = [[0u64; 4]; BATCH];
+            // SAFETY: all-zero is a valid mmsghdr.
+            let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { mem::zeroed() };
+            for (i, m) in chunk.iter().enumerate() {
+                iovs[i] = libc::iovec {
+                    iov_base: m.payload.as_ptr() as *mut libc::c_void,
+                    iov_len: m.payload.len(),
+                };
+                let hdr = &mut hdrs[i].msg_hdr;
+                hdr.msg_name = (&mut name as *mut libc::sockaddr_in).cast();
+                hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                hdr.msg_iov = &mut iovs[i];
+                hdr.msg_iovlen = 1;
+                hdr.msg_control = cmsgs[i].as_mut_ptr().cast();
+                hdr.msg_controllen = space as _;
+                // SAFETY: msg_control points at `space` writable, aligned
+                // bytes, enough for one cmsghdr plus an in_pktinfo, so
+                // CMSG_FIRSTHDR is non-null and CMSG_DATA lies inside it.
+                unsafe {
+                    let cmsg = libc::CMSG_FIRSTHDR(hdr);
+                    (*cmsg).cmsg_level = libc::IPPROTO_IP;
+                    (*cmsg).cmsg_type = libc::IP_PKTINFO;
+                    (*cmsg).cmsg_len = libc::CMSG_LEN(mem::size_of::<libc::in_pktinfo>() as u32) as _;
+                    let info = libc::in_pktinfo {
+                        ipi_ifindex: 0,
+                        ipi_spec_dst: libc::in_addr {
+                            s_addr: u32::from(m.src).to_be(),
+                        },
+                        ipi_addr: libc::in_addr { s_addr: 0 },
+                    };
+                    ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::in_pktinfo>(), info);
+                }
+            }
+            let mut off = 0;
+            while off < chunk.len() {
+                // SAFETY: hdrs[off..chunk.len()] point at `name`, `iovs`,
+                // `cmsgs` and the caller's payloads, all alive for the call.
+                let n = unsafe {
+                    libc::sendmmsg(
+                        socket.as_raw_fd(),
+                        hdrs[off..].as_mut_ptr(),
+                        (chunk.len() - off) as libc::c_uint,
+                        0,
+                    )
+                };
+                if n < 0 {
+                    let err = io::Error::last_os_error();
+                    if err.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    // Report what went out; the error shows again on the next call.
+                    if sent + off > 0 {
+                        return Ok(sent + off);
+                    }
+                    return Err(err);
+                }
+                off += n as usize;
+            }
+            sent += chunk.len();
+        }
+        Ok(sent)
+    }
+
+    fn sockaddr_v4(a: SocketAddrV4) -> libc::sockaddr_in {
+        // SAFETY: all-zero is a valid sockaddr_in (it also zeroes sin_zero).
+        let mut sin: libc::sockaddr_in = unsafe { mem::zeroed() };
+        sin.sin_family = libc::AF_INET as libc::sa_family_t;
+        sin.sin_port = a.port().to_be();
+        sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+        sin
+    }
+
+    fn setsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+        // SAFETY: the option value is a live c_int and its size is given.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    }
+
+    /// `SO_RCVBUFFORCE`: a receive buffer above `net.core.rmem_max`, allowed
+    /// to root (CAP_NET_ADMIN) only.
+    pub fn force_recv_buffer(socket: &impl AsRawFd, bytes: usize) -> io::Result<()> {
+        let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        setsockopt_int(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, bytes)
+    }
+
+    /// Flushes every dirty page of the filesystem holding `file` with one
+    /// `syncfs`, which covers files the store already closed (LRU) as well as
+    /// new directory entries.
+    pub fn sync_filesystem(file: &File) -> io::Result<()> {
+        // SAFETY: the descriptor is valid while `file` is borrowed.
+        if unsafe { libc::syncfs(file.as_raw_fd()) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// Closing needs no sync here: [`sync_filesystem`] reaches closed files.
+    pub fn close_file(file: File) {
+        drop(file);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod fallback {
+    use super::{Outgoing, RECV_BUF_LEN, RecvBatch, BATCH};
+    use std::fs::File;
+    use std::io;
+    use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+
+    /// One `recv_from` per datagram until the batch is full or the socket is
+    /// drained; same contract as the Linux `recvmmsg` version.
+    pub fn recv_batch(socket: &mio::net::UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
+        let mut scratch = [0u8; 65_536];
+        batch.filled = 0;
+        while batch.filled < BATCH {
+            match socket.recv_from(&mut scratch) {
+                Ok((n, from)) => {
+                    let i = batch.filled;
+                    let kept = n.min(RECV_BUF_LEN);
+                    batch.bufs[i][..kept].copy_from_slice(&scratch[..kept]);
+                    batch.lens[i] = kept;
+                    batch.truncated[i] = n > RECV_BUF_LEN;
+                    batch.sources[i] = from.ip();
+                    batch.filled += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && batch.filled > 0 => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(batch.filled)
+    }
+
+    /// Without `IP_PKTINFO`, each datagram goes out of a socket bound to its
+    /// source address: slow, but every VM still has its own address.
+    pub fn send_batch(_socket: &UdpSocket, dst: SocketAddrV4, msgs: &[Outgoing]) -> io::Result<usize> {
+        for (i, m) in msgs.iter().enumerate() {
+            let sent = UdpSocket::bind(SocketAddr::from((m.src, 0)))
+                .and_then(|s| s.send_to(m.payload, dst));
+            if let Err(e) = sent {
+                return if i > 0 { Ok(i) } else { Err(e) };
+            }
+        }
+        Ok(msgs.len())
+    }
+
+    pub fn force_recv_buffer<S>(_socket: &S, _bytes: usize) -> io::Result<()> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "SO_RCVBUFFORCE is Linux-only"))
+    }
+
+    /// Without `syncfs`, only this directory handle is synced here; the
+    /// files themselves are synced as they close ([`close_file`]) and by the
+    /// store before exit.
+    pub fn sync_filesystem(dir: &File) -> io::Result<()> {
+        dir.sync_all()
+    }
+
+    /// A file closed by the store is synced first: no later call reaches it.
+    pub fn close_file(file: File) {
+        let _ = file.sync_data();
+    }
+}

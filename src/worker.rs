@@ -1,0 +1,270 @@
+//! A worker: buffers its VMs' rows and flushes them to their files.
+//!
+//! Rows are formatted into a per-VM buffer as batches arrive and written out
+//! with one `write` when the buffer reaches `flush_bytes` or its oldest row
+//! is `flush_interval` old. Deadlines are kept in a FIFO: the interval is the
+//! same for every VM, so deadlines are pushed in order and the due ones are
+//! at the front; a tick costs what is due, not a scan of 100,000 buffers.
+//!
+//! A failed write keeps the rows (up to a bound) and retries at the next
+//! deadline, so a full or failing disk loses nothing until the bound forces
+//! it, and every loss is counted.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use hdrhistogram::Histogram;
+
+use crate::dispatch::{Msg, Record};
+use crate::stats::Stats;
+use crate::store::{FileStore, Opened};
+use crate::wire;
+
+/// Per-worker settings, derived from the aggregator config.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub data_dir: PathBuf,
+    pub flush_bytes: usize,
+    pub flush_interval: Duration,
+    pub max_open_files: usize,
+}
+
+/// A buffer that outgrew this is freed after its flush rather than kept, so
+/// a VM that was once busy does not pin `flush_bytes` forever; smaller ones
+/// are reused, so a quiet VM allocates nothing per row.
+const KEEP_CAPACITY: usize = 4 * wire::MAX_ROW_LEN;
+
+/// How many times `flush_bytes` a VM may hold while its writes fail.
+const RETRY_BUFFERS: usize = 4;
+
+#[derive(Default)]
+struct VmBuf {
+    buf: Vec<u8>,
+    rows: u64,
+    /// Wall-clock receive time of the oldest buffered row.
+    oldest_recv_ms: u64,
+    /// Worker-clock deadline of the pending flush; matches a `due` entry.
+    due_ms: u64,
+    /// Worker-clock time of the last write-error log line for this VM.
+    error_logged_ms: Option<u64>,
+}
+
+/// Receive-to-disk latencies of one worker, ms, recorded once per flush for
+/// all its rows at the age of the oldest (an upper bound for each row).
+pub type LatencyHistogram = Histogram<u64>;
+
+pub fn new_latency_histogram() -> LatencyHistogram {
+    Histogram::new_with_max(3_600_000, 3).expect("static bounds are valid")
+}
+
+pub struct Worker {
+    cfg: WorkerConfig,
+    store: FileStore,
+    vms: HashMap<IpAddr, VmBuf>,
+    due: VecDeque<(IpAddr, u64)>,
+    stats: Arc<Stats>,
+    latency: LatencyHistogram,
+    start: Instant,
+}
+
+impl Worker {
+    pub fn new(cfg: WorkerConfig, stats: Arc<Stats>) -> Self {
+        let store = FileStore::new(cfg.data_dir.clone(), cfg.max_open_files);
+        Worker {
+            cfg,
+            store,
+            vms: HashMap::new(),
+            due: VecDeque::new(),
+            stats,
+            latency: new_latency_histogram(),
+            start: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// Serves `rx` until every sender is gone, then flushes and fsyncs all
+    /// it holds and returns its latency histogram.
+    pub fn run(mut self, rx: Receiver<Msg>, recycle: Sender<Vec<Record>>) -> LatencyHistogram {
+        let interval_ms = self.cfg.flush_interval.as_millis() as u64;
+        loop {
+            let wait = match self.due.front() {
+                Some(&(_, due)) => due.saturating_sub(self.now_ms()),
+                None => interval_ms,
+            };
+            match rx.recv_timeout(Duration::from_millis(wait)) {
+                Ok(Msg::Batch(mut batch)) => {
+                    self.ingest(&batch);
+                    batch.clear();
+                    // The receive loop may be gone or stocked up: then the
+                    // vector is simply freed.
+                    let _ = recycle.try_send(batch);
+                }
+                Ok(Msg::Reopen) => {
+                    self.flush_all();
+                    let before = self.store.open_count();
+                    self.store.close_all();
+                    track_open_files(&self.stats, &self.store, before);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            self.flush_due();
+        }
+        self.flush_all();
+        let lost: u64 = self.vms.values().map(|vm| vm.rows).sum();
+        if lost > 0 {
+            eprintln!("error: {lost} rows could not be written before exit");
+            self.stats.dropped_write_error.fetch_add(lost, Relaxed);
+        }
+        if let Err(e) = self.store.sync_open() {
+            eprintln!("error: fsync of data files failed: {e}");
+        }
+        self.latency
+    }
+
+    /// Appends the rows of a batch to their VMs' buffers.
+    pub fn ingest(&mut self, batch: &[Record]) {
+        let now = self.now_ms();
+        let deadline = now + self.cfg.flush_interval.as_millis() as u64;
+        for rec in batch {
+            let vm = self.vms.entry(rec.ip).or_insert_with(|| {
+                self.stats.vms_known.fetch_add(1, Relaxed);
+                VmBuf::default()
+            });
+            if vm.rows == 0 {
+                vm.oldest_recv_ms = rec.recv_ms;
+                vm.due_ms = deadline;
+                vm.buf.reserve(wire::MAX_ROW_LEN);
+                self.due.push_back((rec.ip, deadline));
+            }
+            wire::push_row(&mut vm.buf, rec.recv_ms, &rec.stat);
+            vm.rows += 1;
+            if vm.buf.len() >= self.cfg.flush_bytes {
+                self.flush_vm(rec.ip, now);
+            }
+        }
+    }
+
+    /// Flushes the VMs whose deadline has passed.
+    pub fn flush_due(&mut self) {
+        let now = self.now_ms();
+        while let Some(&(ip, due)) = self.due.front() {
+            if due > now {
+                break;
+            }
+            self.due.pop_front();
+            // A VM flushed early (size) and refilled has a later deadline
+            // and a later entry; this one is stale.
+            if self.vms.get(&ip).is_some_and(|vm| vm.rows > 0 && vm.due_ms == due) {
+                self.flush_vm(ip, now);
+            }
+        }
+    }
+
+    /// Flushes every buffer (shutdown, reopen).
+    pub fn flush_all(&mut self) {
+        let now = self.now_ms();
+        let ips: Vec<IpAddr> = self
+            .vms
+            .iter()
+            .filter(|(_, vm)| vm.rows > 0)
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in ips {
+            self.flush_vm(ip, now);
+        }
+        self.due.clear();
+    }
+
+
+    fn flush_vm(&mut self, ip: IpAddr, now: u64) {
+        let Some(vm) = self.vms.get_mut(&ip) else {
+            return;
+        };
+        if vm.rows == 0 {
+            return;
+        }
+        let open_before = self.store.open_count();
+        let result = self.store.append(ip, &vm.buf);
+        track_open_files(&self.stats, &self.store, open_before);
+        match result {
+            Ok(opened) => {
+                if let Some(Opened::Repaired(cut)) = opened {
+                    eprintln!(
+                        "warning: {}: cut a torn last row ({cut} bytes) before appending",
+                        self.store.path_of(ip).display()
+                    );
+                }
+                self.stats.rows_written.fetch_add(vm.rows, Relaxed);
+                self.stats.bytes_written.fetch_add(vm.buf.len() as u64, Relaxed);
+                let age = crate::unix_ms().saturating_sub(vm.oldest_recv_ms);
+                self.latency.saturating_record_n(age, vm.rows);
+                vm.rows = 0;
+                if vm.buf.capacity() > KEEP_CAPACITY {
+                    vm.buf = Vec::new();
+                } else {
+                    vm.buf.clear();
+                }
+            }
+            Err(err) => {
+                self.stats.write_errors.fetch_add(1, Relaxed);
+                let interval_ms = self.cfg.flush_interval.as_millis() as u64;
+                let quiet = vm
+                    .error_logged_ms
+                    .is_some_and(|t| now < t + interval_ms.max(1000));
+                if !quiet {
+                    eprintln!("error: {err} (rows kept, will retry)");
+                    vm.error_logged_ms = Some(now);
+                }
+                // Rows that reached the file whole are done; keep the rest.
+                let done = vm.buf[..err.written]
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map_or(0, |p| p + 1);
+                let written_rows = count_rows(&vm.buf[..done]);
+                vm.buf.drain(..done);
+                vm.rows -= written_rows;
+                self.stats.rows_written.fetch_add(written_rows, Relaxed);
+                self.stats.bytes_written.fetch_add(done as u64, Relaxed);
+                let cap = RETRY_BUFFERS * self.cfg.flush_bytes;
+                if vm.buf.len() > cap {
+                    // Drop the oldest whole rows until the rest fits.
+                    let excess = vm.buf.len() - cap;
+                    let cut = vm.buf[excess..]
+                        .iter()
+                        .position(|b| *b == b'\n')
+                        .map_or(vm.buf.len(), |p| excess + p + 1);
+                    let dropped = count_rows(&vm.buf[..cut]);
+                    vm.buf.drain(..cut);
+                    vm.rows -= dropped;
+                    self.stats.dropped_write_error.fetch_add(dropped, Relaxed);
+                }
+                if vm.rows > 0 {
+                    let retry = now + interval_ms;
+                    vm.due_ms = retry;
+                    self.due.push_back((ip, retry));
+                }
+            }
+        }
+    }
+}
+
+/// Each worker adds its own change, so the shared gauge is the sum.
+fn track_open_files(stats: &Stats, store: &FileStore, before: usize) {
+    let after = store.open_count() as u64;
+    stats
+        .files_open
+        .fetch_add(after.wrapping_sub(before as u64), Relaxed);
+}
+
+fn count_rows(bytes: &[u8]) -> u64 {
+    bytes.iter().filter(|b| **b == b'\n').count() as u64
+}
