@@ -26,14 +26,14 @@ use crate::worker::{Worker, WorkerConfig, new_latency_histogram};
 pub enum AggregatorError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("cannot listen on {addr} (--listen): {source}")]
-    Bind { addr: SocketAddr, source: io::Error },
-    #[error("data dir {path} (--data-dir) cannot be used: {source}")]
-    DataDir { path: PathBuf, source: io::Error },
+    #[error("cannot listen on {addr} (--listen): {error}")]
+    Bind { addr: SocketAddr, error: io::Error },
+    #[error("data dir {path} (--data-dir) cannot be used: {error}")]
+    DataDir { path: PathBuf, error: io::Error },
     #[error("cannot start: {0}")]
     Start(io::Error),
-    #[error("cannot sync data dir {path}: {source}")]
-    Sync { path: PathBuf, source: io::Error },
+    #[error("cannot sync data dir {path}: {error}")]
+    Sync { path: PathBuf, error: io::Error },
     #[error(transparent)]
     Report(#[from] ReportError),
 }
@@ -53,9 +53,9 @@ const RESERVED_FDS: u64 = 64;
 /// Creates the data dir and proves a file can be created in it, so a bad
 /// `--data-dir` fails at startup rather than at the first flush.
 fn prepare_data_dir(path: &Path) -> Result<(), AggregatorError> {
-    let err = |source| AggregatorError::DataDir {
+    let err = |error| AggregatorError::DataDir {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     fs::create_dir_all(path).map_err(err)?;
     let probe = path.join(".vmstats-write-probe");
@@ -82,10 +82,11 @@ pub fn run(cfg: &AggregatorConfig, ctl: &Control) -> Result<RunSummary, Aggregat
     cfg.validate()?;
     prepare_data_dir(&cfg.data_dir)?;
     let files_cap = files_per_worker(cfg);
-    let bound = receiver::bind(cfg.listen, cfg.recv_buffer).map_err(|source| AggregatorError::Bind {
-        addr: cfg.listen,
-        source,
-    })?;
+    let bound =
+        receiver::bind(cfg.listen, cfg.recv_buffer).map_err(|error| AggregatorError::Bind {
+            addr: cfg.listen,
+            error,
+        })?;
     eprintln!(
         "udp-aggregator: listening on {} (data dir {}, {} workers, {} open files each, receive buffer {} bytes)",
         bound.local,
@@ -128,8 +129,13 @@ pub fn run(cfg: &AggregatorConfig, ctl: &Control) -> Result<RunSummary, Aggregat
     drop(recycle_tx);
 
     let dispatcher = Dispatcher::new(senders, recycle_rx);
-    let receiver = Receiver::new(bound.socket, dispatcher, cfg.allow.clone(), Arc::clone(&stats))
-        .map_err(AggregatorError::Start)?;
+    let receiver = Receiver::new(
+        bound.socket,
+        dispatcher,
+        cfg.allow.clone(),
+        Arc::clone(&stats),
+    )
+    .map_err(AggregatorError::Start)?;
     let deadline = cfg.duration.map(|d| started + d);
     // Returns after the last batch is handed over; dropping the receiver
     // closes the socket and the channels, which is the workers' signal.
@@ -141,9 +147,9 @@ pub fn run(cfg: &AggregatorConfig, ctl: &Control) -> Result<RunSummary, Aggregat
         latency.add(&worker_latency).expect("same bounds");
     }
     let dir = File::open(&cfg.data_dir).and_then(|d| sys::sync_filesystem(&d).map(|()| d));
-    dir.map_err(|source| AggregatorError::Sync {
+    dir.map_err(|error| AggregatorError::Sync {
         path: cfg.data_dir.clone(),
-        source,
+        error,
     })?;
 
     let counters = stats.snapshot();

@@ -40,7 +40,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        _ => return Err(format!("`{text}` has unknown unit `{unit}` (use ms, s, m or h)")),
+        _ => {
+            return Err(format!(
+                "`{text}` has unknown unit `{unit}` (use ms, s, m or h)"
+            ));
+        }
     };
     if !secs.is_finite() || secs > 1e9 {
         return Err(format!("`{text}` is out of range"));
@@ -61,7 +65,11 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         "k" | "kib" => 1 << 10,
         "m" | "mib" => 1 << 20,
         "g" | "gib" => 1 << 30,
-        _ => return Err(format!("`{text}` has unknown unit `{unit}` (use k, m or g)")),
+        _ => {
+            return Err(format!(
+                "`{text}` has unknown unit `{unit}` (use k, m or g)"
+            ));
+        }
     };
     value
         .checked_mul(mult)
@@ -80,11 +88,15 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -255,15 +267,24 @@ pub fn default_workers() -> usize {
 impl AggregatorConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(1..=256).contains(&self.workers) {
-            return Err(invalid("--workers", format!("{} is not in 1..=256", self.workers)));
+            return Err(invalid(
+                "--workers",
+                format!("{} is not in 1..=256", self.workers),
+            ));
         }
         if !(crate::wire::MAX_ROW_LEN..=64 << 20).contains(&self.flush_bytes) {
             return Err(invalid(
                 "--flush-bytes",
-                format!("{} is not in {}..=64MiB", self.flush_bytes, crate::wire::MAX_ROW_LEN),
+                format!(
+                    "{} is not in {}..=64MiB",
+                    self.flush_bytes,
+                    crate::wire::MAX_ROW_LEN
+                ),
             ));
         }
-        if self.flush_interval < Duration::from_millis(1) || self.flush_interval > Duration::from_secs(3600) {
+        if self.flush_interval < Duration::from_millis(1)
+            || self.flush_interval > Duration::from_secs(3600)
+        {
             return Err(invalid("--flush-interval", "must be between 1ms and 1h"));
         }
         if self.stats_interval < Duration::from_millis(100) {
@@ -339,7 +360,10 @@ impl Default for SimConfig {
 impl SimConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(1..=1_000_000).contains(&self.count) {
-            return Err(invalid("--count", format!("{} is not in 1..=1000000", self.count)));
+            return Err(invalid(
+                "--count",
+                format!("{} is not in 1..=1000000", self.count),
+            ));
         }
         if self.interval < Duration::from_millis(1) || self.interval > Duration::from_secs(3600) {
             return Err(invalid("--interval", "must be between 1ms and 1h"));
@@ -431,7 +455,10 @@ mod tests {
         };
         let err = cfg.validate().unwrap_err();
         assert_eq!(err.flag, "--workers");
-        assert_eq!(err.to_string(), "invalid value for --workers: 0 is not in 1..=256");
+        assert_eq!(
+            err.to_string(),
+            "invalid value for --workers: 0 is not in 1..=256"
+        );
         let mut cfg = AggregatorConfig::default();
         cfg.report.thresholds.idle_cpu_pct = 120.0;
         assert_eq!(cfg.validate().unwrap_err().flag, "--idle-cpu-pct");

@@ -13,6 +13,7 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
@@ -22,6 +23,11 @@ use crate::wire::Stat;
 /// Records per batch: large enough to amortise a channel operation, small
 /// enough that a batch's latency is negligible when traffic is light.
 pub const BATCH_RECORDS: usize = 256;
+
+/// How long a partly filled batch may wait for more records. Without it a
+/// moderate rate (a few per wake-up) would send many tiny batches and fill
+/// the bounded queues by count long before they fill by records.
+pub const LINGER: Duration = Duration::from_millis(2);
 
 /// One accepted datagram, stamped on receipt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +57,7 @@ pub fn worker_of(ip: IpAddr, workers: usize) -> usize {
     // Fibonacci hashing spreads consecutive addresses (127.1.0.1, .2, ...)
     // evenly over the workers; the high bits are the well-mixed ones.
     let h = key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    ((h >> 32) * workers as u64 >> 32) as usize
+    (((h >> 32) * workers as u64) >> 32) as usize
 }
 
 /// The receive loop's side of the worker channels.
@@ -59,6 +65,8 @@ pub struct Dispatcher {
     senders: Vec<Sender<Msg>>,
     pending: Vec<Vec<Record>>,
     recycle: Receiver<Vec<Record>>,
+    /// When the receive loop first saw records pending and not yet sent.
+    pending_since: Option<Instant>,
     /// Accepted and dropped since the last [`Dispatcher::publish`].
     accepted: u64,
     dropped: u64,
@@ -74,6 +82,7 @@ impl Dispatcher {
             senders,
             pending,
             recycle,
+            pending_since: None,
             accepted: 0,
             dropped: 0,
         }
@@ -88,9 +97,27 @@ impl Dispatcher {
         }
     }
 
-    /// Sends every partly filled batch (the receive loop calls this whenever
-    /// the socket runs dry, so a light load is not held back).
+    /// Whether records wait in partly filled batches.
+    pub fn has_pending(&self) -> bool {
+        self.pending.iter().any(|p| !p.is_empty())
+    }
+
+    /// Sends the partly filled batches once they have waited [`LINGER`]
+    /// (the receive loop calls this once per wake-up).
+    pub fn tick(&mut self, now: Instant) {
+        if !self.has_pending() {
+            self.pending_since = None;
+            return;
+        }
+        let since = *self.pending_since.get_or_insert(now);
+        if now.duration_since(since) >= LINGER {
+            self.flush();
+        }
+    }
+
+    /// Sends every partly filled batch.
     pub fn flush(&mut self) {
+        self.pending_since = None;
         for w in 0..self.pending.len() {
             if !self.pending[w].is_empty() {
                 self.send(w);
@@ -188,6 +215,23 @@ mod tests {
             Msg::Batch(b) => assert_eq!(b.len(), 3),
             Msg::Reopen => panic!("expected a batch"),
         }
+    }
+
+    #[test]
+    fn partial_batches_linger_then_go() {
+        let (tx, rx) = bounded(8);
+        let (_rtx, rrx) = bounded(4);
+        let mut d = Dispatcher::new(vec![tx], rrx);
+        let t0 = Instant::now();
+        d.tick(t0);
+        d.push(rec(1));
+        d.tick(t0);
+        d.push(rec(2));
+        d.tick(t0 + LINGER / 2);
+        assert_eq!(rx.len(), 0);
+        d.tick(t0 + LINGER);
+        assert_eq!(rx.len(), 1);
+        assert!(!d.has_pending());
     }
 
     #[test]

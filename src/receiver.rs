@@ -18,7 +18,7 @@ use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::Cidr;
-use crate::dispatch::{Dispatcher, Record};
+use crate::dispatch::{Dispatcher, LINGER, Record};
 use crate::stats::{self, Stats};
 use crate::sys::{self, RecvBatch};
 use crate::wire::{self, Reject};
@@ -31,6 +31,11 @@ const IDLE_TICK: Duration = Duration::from_millis(50);
 
 /// Batches taken per wake-up before the loop looks at its flags again.
 const BATCHES_PER_WAKE: usize = 256;
+
+/// Batches read after a stop: what the kernel already queued for us (up to a
+/// 64 MiB buffer's worth) is still taken and written, while a flood that
+/// never lets the socket run dry cannot hold the shutdown up for long.
+const FINAL_DRAIN_BATCHES: usize = 4096;
 
 /// Flags the process's signal handlers (or a test) set to steer the loop.
 #[derive(Debug, Clone, Default)]
@@ -51,7 +56,11 @@ pub struct Bound {
 /// with the receive buffer asked as large as `recv_buffer` (forced past
 /// `net.core.rmem_max` where the process may). Returns what it got.
 pub fn bind(listen: SocketAddr, recv_buffer: usize) -> io::Result<Bound> {
-    let socket = Socket::new(Domain::for_address(listen), Type::DGRAM, Some(Protocol::UDP))?;
+    let socket = Socket::new(
+        Domain::for_address(listen),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
     if listen.is_ipv6() {
         // `[::]` also takes IPv4 traffic, as IPv4-mapped sources.
         socket.set_only_v6(false)?;
@@ -60,10 +69,8 @@ pub fn bind(listen: SocketAddr, recv_buffer: usize) -> io::Result<Bound> {
     // A refused size is not fatal: the kernel's default still works.
     let _ = socket.set_recv_buffer_size(recv_buffer);
     let mut got = socket.recv_buffer_size().unwrap_or(0);
-    if got < recv_buffer {
-        if sys::force_recv_buffer(&socket, recv_buffer).is_ok() {
-            got = socket.recv_buffer_size().unwrap_or(got);
-        }
+    if got < recv_buffer && sys::force_recv_buffer(&socket, recv_buffer).is_ok() {
+        got = socket.recv_buffer_size().unwrap_or(got);
     }
     socket.bind(&listen.into())?;
     let std_sock: std::net::UdpSocket = socket.into();
@@ -117,8 +124,9 @@ impl Receiver {
     }
 
     /// Runs until `ctl.stop` is set or `deadline` passes, printing a status
-    /// line every `stats_interval`. On return every accepted datagram has
-    /// been handed to the workers; the socket is closed with the receiver.
+    /// line every `stats_interval`, then takes what the socket already holds.
+    /// On return every accepted datagram has been handed to the workers; the
+    /// socket closes with the receiver.
     pub fn run(mut self, ctl: &Control, deadline: Option<Instant>, stats_interval: Duration) {
         let mut events = Events::with_capacity(8);
         let mut more = false;
@@ -139,25 +147,33 @@ impl Receiver {
                 prev = now;
                 last_status = Instant::now();
             }
-            // With datagrams still waiting, only look; else sleep until one comes.
-            let timeout = if more { Duration::ZERO } else { IDLE_TICK };
+            // With datagrams still waiting, only look; else sleep until one
+            // comes or a lingering batch is due.
+            let timeout = if more {
+                Duration::ZERO
+            } else if self.dispatcher.has_pending() {
+                LINGER
+            } else {
+                IDLE_TICK
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout))
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 self.log_error("poll", &e);
             }
-            more = self.drain();
-            self.dispatcher.flush();
+            more = self.drain(BATCHES_PER_WAKE);
+            self.dispatcher.tick(Instant::now());
             self.publish();
         }
+        self.drain(FINAL_DRAIN_BATCHES);
         self.dispatcher.flush();
         self.publish();
     }
 
-    /// Reads batches until the socket is empty (false) or the per-wake
-    /// budget is spent with datagrams still waiting (true).
-    fn drain(&mut self) -> bool {
-        for _ in 0..BATCHES_PER_WAKE {
+    /// Reads batches until the socket is empty (false) or `budget` batches
+    /// are taken with datagrams still waiting (true).
+    fn drain(&mut self, budget: usize) -> bool {
+        for _ in 0..budget {
             match sys::recv_batch(&self.socket, &mut self.batch) {
                 Ok(_) => self.take_batch(),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
@@ -204,7 +220,10 @@ impl Receiver {
     }
 
     fn log_error(&mut self, what: &str, e: &io::Error) {
-        if self.error_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+        if self
+            .error_logged
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+        {
             eprintln!("warning: {what} error on the UDP socket: {e}");
             self.error_logged = Some(Instant::now());
         }

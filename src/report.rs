@@ -24,12 +24,12 @@ use crate::wire::{self, Row};
 /// A report that could not be built or written, with the path at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    #[error("cannot read data dir {path}: {source}")]
-    DataDir { path: PathBuf, source: io::Error },
-    #[error("cannot read {path}: {source}")]
-    File { path: PathBuf, source: io::Error },
-    #[error("cannot write report to {path} (--report-file): {source}")]
-    Write { path: PathBuf, source: io::Error },
+    #[error("cannot read data dir {path}: {error}")]
+    DataDir { path: PathBuf, error: io::Error },
+    #[error("cannot read {path}: {error}")]
+    File { path: PathBuf, error: io::Error },
+    #[error("cannot write report to {path} (--report-file): {error}")]
+    Write { path: PathBuf, error: io::Error },
 }
 
 /// The verdict on one VM.
@@ -242,7 +242,10 @@ pub fn categorize(vm: &VmSummary, t: &Thresholds, as_of_ms: u64) -> (Category, S
             ),
         );
     }
-    if vm.cpu_p95 < t.idle_cpu_pct && vm.net_p95_bps < t.idle_net_bps && vm.disk_p95_bps < t.idle_disk_bps {
+    if vm.cpu_p95 < t.idle_cpu_pct
+        && vm.net_p95_bps < t.idle_net_bps
+        && vm.disk_p95_bps < t.idle_disk_bps
+    {
         return (
             Category::Idle,
             format!(
@@ -304,10 +307,14 @@ impl Report {
             .into_iter()
             .map(|vm| {
                 let (category, reason) = categorize(&vm, t, as_of_ms);
-                VmReport { vm, category, reason }
+                VmReport {
+                    vm,
+                    category,
+                    reason,
+                }
             })
             .collect();
-        vms.sort_by(|a, b| (a.category, a.vm.ip).cmp(&(b.category, b.vm.ip)));
+        vms.sort_by_key(|v| (v.category, v.vm.ip));
         Report { as_of_ms, vms }
     }
 
@@ -319,9 +326,9 @@ impl Report {
 /// Reads one VM file into its summary: header checked, torn last line
 /// skipped (the contract allows one after a crash), bad lines counted.
 pub fn summarize_file(path: &Path, ip: IpAddr) -> Result<Option<VmSummary>, ReportError> {
-    let err = |source| ReportError::File {
+    let err = |error| ReportError::File {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let mut reader = BufReader::new(File::open(path).map_err(err)?);
     let mut acc = Accumulator::default();
@@ -357,9 +364,9 @@ pub fn summarize_file(path: &Path, ip: IpAddr) -> Result<Option<VmSummary>, Repo
 /// read are reported on stderr and left out, so one bad file does not hide
 /// the other VMs.
 pub fn build(data_dir: &Path, t: &Thresholds, as_of_ms: u64) -> Result<Report, ReportError> {
-    let dir_err = |source| ReportError::DataDir {
+    let dir_err = |error| ReportError::DataDir {
         path: data_dir.to_path_buf(),
-        source,
+        error,
     };
     let mut summaries = Vec::new();
     for entry in std::fs::read_dir(data_dir).map_err(dir_err)? {
@@ -441,11 +448,17 @@ fn table_cells(r: &VmReport, as_of_ms: u64) -> [String; 12] {
         v.samples.to_string(),
         v.vcpus.to_string(),
         v.mem_mib.to_string(),
-        format!("{:.1}/{:.1}/{:.1}/{:.1}", v.cpu_p50, v.cpu_p95, v.cpu_p99, v.cpu_max),
+        format!(
+            "{:.1}/{:.1}/{:.1}/{:.1}",
+            v.cpu_p50, v.cpu_p95, v.cpu_p99, v.cpu_max
+        ),
         format!("{:.1}/{:.1}", v.mem_p95, v.mem_max),
         fmt_rate(v.net_p95_bps),
         fmt_rate(v.disk_p95_bps),
-        format!("{}/{}/{}/{}", v.lost, v.duplicates, v.out_of_order, v.restarts),
+        format!(
+            "{}/{}/{}/{}",
+            v.lost, v.duplicates, v.out_of_order, v.restarts
+        ),
         fmt_age(as_of_ms.saturating_sub(v.last_seen_ms)),
         format!("{}: {}", r.category.advice(), r.reason),
     ]
@@ -534,9 +547,18 @@ fn fields(r: &VmReport) -> [(&'static str, String); 21] {
 const TEXT_FIELDS: [&str; 4] = ["ip", "category", "advice", "reason"];
 
 fn render_json(r: &Report) -> String {
-    let mut out = format!("{{\"as_of_ms\":{},\"summary\":{{\"vms\":{}", r.as_of_ms, r.vms.len());
+    let mut out = format!(
+        "{{\"as_of_ms\":{},\"summary\":{{\"vms\":{}",
+        r.as_of_ms,
+        r.vms.len()
+    );
     for c in Category::ALL {
-        let _ = write!(out, ",{}:{}", json_str(&c.name().to_ascii_lowercase()), r.count(c));
+        let _ = write!(
+            out,
+            ",{}:{}",
+            json_str(&c.name().to_ascii_lowercase()),
+            r.count(c)
+        );
     }
     out.push_str("},\"vms\":[");
     for (i, v) in r.vms.iter().enumerate() {
@@ -592,18 +614,18 @@ pub fn render(r: &Report, format: ReportFormat) -> String {
 pub fn write(r: &Report, format: ReportFormat, file: Option<&Path>) -> Result<(), ReportError> {
     let text = render(r, format);
     match file {
-        Some(path) => std::fs::write(path, text).map_err(|source| ReportError::Write {
+        Some(path) => std::fs::write(path, text).map_err(|error| ReportError::Write {
             path: path.to_path_buf(),
-            source,
+            error,
         }),
         None => {
             use std::io::Write;
             let mut out = io::stdout().lock();
             out.write_all(text.as_bytes())
                 .and_then(|()| out.flush())
-                .map_err(|source| ReportError::Write {
+                .map_err(|error| ReportError::Write {
                     path: PathBuf::from("<stdout>"),
-                    source,
+                    error,
                 })
         }
     }
@@ -710,17 +732,26 @@ mod tests {
     #[test]
     fn busy_cpu_or_full_memory_is_undersized() {
         let (c, why) = category_of(&steady(20, 9100, 5000, 50_000, 0));
-        assert_eq!((c, why.as_str()), (Category::Undersized, "p95 cpu 91.0% > 80%"));
+        assert_eq!(
+            (c, why.as_str()),
+            (Category::Undersized, "p95 cpu 91.0% > 80%")
+        );
         let mut rows = steady(20, 5000, 5000, 50_000, 0);
         rows[3].stat.mem_pct_x100 = 9500;
         let (c, why) = category_of(&rows);
-        assert_eq!((c, why.as_str()), (Category::Undersized, "max mem 95.0% > 90%"));
+        assert_eq!(
+            (c, why.as_str()),
+            (Category::Undersized, "max mem 95.0% > 90%")
+        );
     }
 
     #[test]
     fn middling_is_ok() {
         let (c, why) = category_of(&steady(20, 5000, 6000, 50_000, 0));
-        assert_eq!((c, why.as_str()), (Category::Ok, "p95 cpu 50.0%, max mem 60.0%"));
+        assert_eq!(
+            (c, why.as_str()),
+            (Category::Ok, "p95 cpu 50.0%, max mem 60.0%")
+        );
     }
 
     #[test]
@@ -731,12 +762,18 @@ mod tests {
         let vm = summary_of(&rows);
         assert_eq!(vm.cpu_max, 99.0);
         assert_eq!(vm.cpu_p95, 2.0);
-        assert_eq!(categorize(&vm, &Thresholds::default(), AS_OF).0, Category::Idle);
+        assert_eq!(
+            categorize(&vm, &Thresholds::default(), AS_OF).0,
+            Category::Idle
+        );
     }
 
     #[test]
     fn loss_duplicates_reorder_and_restarts() {
-        let mut rows: Vec<Row> = [0, 1, 3, 2, 2, 5].iter().map(|s| row(*s, 0, 0, 0, 0)).collect();
+        let mut rows: Vec<Row> = [0, 1, 3, 2, 2, 5]
+            .iter()
+            .map(|s| row(*s, 0, 0, 0, 0))
+            .collect();
         // A restart: new boot_id, seq from 0 again, no loss across it.
         for s in 0..3 {
             let mut r = row(s, 0, 0, 0, 0);
@@ -797,7 +834,11 @@ mod tests {
         let text = render(&sample_report(), ReportFormat::Table);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 5);
-        assert!(lines[0].starts_with("VM         CATEGORY    SAMPLES"), "{}", lines[0]);
+        assert!(
+            lines[0].starts_with("VM         CATEGORY    SAMPLES"),
+            "{}",
+            lines[0]
+        );
         assert!(lines[1].starts_with("127.1.0.1  IDLE"), "{}", lines[1]);
         assert!(lines[1].ends_with("reclaim: p95 cpu 3.1% < 10%, net 410 B/s, disk 0 B/s"));
         assert!(lines[1].contains("3.1/3.1/3.1/3.1"), "{}", lines[1]);
@@ -811,7 +852,9 @@ mod tests {
     fn json_escapes_and_lists_every_vm() {
         assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
         let text = render(&sample_report(), ReportFormat::Json);
-        assert!(text.starts_with(&format!("{{\"as_of_ms\":{AS_OF},\"summary\":{{\"vms\":3,\"idle\":1,")));
+        assert!(text.starts_with(&format!(
+            "{{\"as_of_ms\":{AS_OF},\"summary\":{{\"vms\":3,\"idle\":1,"
+        )));
         assert_eq!(text.matches("\"ip\":").count(), 3);
         assert!(text.contains("\"category\":\"IDLE\",\"advice\":\"reclaim\""));
         assert!(text.contains("\"cpu_p95\":3.10,"));
@@ -824,8 +867,16 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 4);
         assert!(lines[0].starts_with("ip,category,advice,reason,samples,"));
-        assert!(lines[1].starts_with("127.1.0.1,IDLE,reclaim,\"p95 cpu 3.1% < 10%, net 410 B/s, disk 0 B/s\",20,8,16384,"));
-        assert_eq!(render(&Report::new(vec![], &Thresholds::default(), 0), ReportFormat::Csv), "");
+        assert!(lines[1].starts_with(
+            "127.1.0.1,IDLE,reclaim,\"p95 cpu 3.1% < 10%, net 410 B/s, disk 0 B/s\",20,8,16384,"
+        ));
+        assert_eq!(
+            render(
+                &Report::new(vec![], &Thresholds::default(), 0),
+                ReportFormat::Csv
+            ),
+            ""
+        );
     }
 
     #[test]
@@ -855,6 +906,9 @@ mod tests {
         let err = summarize_file(&path, "127.1.0.9".parse().unwrap()).unwrap_err();
         assert!(err.to_string().contains("127.1.0.9.csv"), "{err}");
         let missing = build(&dir.path().join("nope"), &Thresholds::default(), 0).unwrap_err();
-        assert!(missing.to_string().starts_with("cannot read data dir"), "{missing}");
+        assert!(
+            missing.to_string().starts_with("cannot read data dir"),
+            "{missing}"
+        );
     }
 }

@@ -78,10 +78,14 @@ impl SimVm {
     /// VM `index` of a run seeded with `seed`; `boot_id` is per run.
     pub fn new(index: u32, src: Ipv4Addr, seed: u64, boot_id: u32) -> SimVm {
         let profile = PROFILES[((u64::from(index) + seed) % PROFILES.len() as u64) as usize];
-        let mut rng = SmallRng::seed_from_u64(seed ^ u64::from(index).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng =
+            SmallRng::seed_from_u64(seed ^ u64::from(index).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let (vcpus, mib_per_cpu): (u16, u32) = match profile {
             Profile::Oversized => ([16, 32, 48, 64][rng.random_range(0..4)], 4096),
-            _ => ([1, 2, 4, 8, 16][rng.random_range(0..5)], [2048, 4096, 8192][rng.random_range(0..3)]),
+            _ => (
+                [1, 2, 4, 8, 16][rng.random_range(0..5)],
+                [2048, 4096, 8192][rng.random_range(0..3)],
+            ),
         };
         let l = match profile {
             Profile::Idle => Levels {
@@ -240,12 +244,18 @@ impl Sender {
         let msgs: Vec<Outgoing> = payloads
             .iter()
             .zip(srcs)
-            .map(|(p, src)| Outgoing { src: *src, payload: p })
+            .map(|(p, src)| Outgoing {
+                src: *src,
+                payload: p,
+            })
             .collect();
         let sent = match sys::send_batch(&self.socket, self.dst, &msgs) {
             Ok(n) => n,
             Err(e) => {
-                if self.error_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+                if self
+                    .error_logged
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
+                {
                     eprintln!("warning: send to {} failed: {e}", self.dst);
                     self.error_logged = Some(Instant::now());
                 }
@@ -268,7 +278,13 @@ struct Phase {
 }
 
 /// Sends a phase's datagrams, VM 0 onward round-robin, until done or `stop`.
-fn paced(sender: &mut Sender, vms: &mut [SimVm], phase: Phase, interval_s: u16, stop: &dyn Fn() -> bool) {
+fn paced(
+    sender: &mut Sender,
+    vms: &mut [SimVm],
+    phase: Phase,
+    interval_s: u16,
+    stop: &dyn Fn() -> bool,
+) {
     let Phase { count, rate, last } = phase;
     let mut next = 0;
     let start = Instant::now();
@@ -367,7 +383,9 @@ mod tests {
 
     #[test]
     fn a_fifth_are_idle_and_profiles_follow_the_seed() {
-        let idle = (0..100).filter(|i| vm(*i, 7).profile == Profile::Idle).count();
+        let idle = (0..100)
+            .filter(|i| vm(*i, 7).profile == Profile::Idle)
+            .count();
         assert_eq!(idle, 20);
         assert_ne!(vm(0, 1).profile, vm(0, 2).profile);
     }
@@ -395,19 +413,32 @@ mod tests {
 
     #[test]
     fn idle_vms_stay_mostly_under_ten_percent() {
-        let mut v = (0..5).map(|i| vm(i, 0)).find(|v| v.profile == Profile::Idle).unwrap();
+        let mut v = (0..5)
+            .map(|i| vm(i, 0))
+            .find(|v| v.profile == Profile::Idle)
+            .unwrap();
         let stats: Vec<Stat> = (0..500).map(|_| v.next_stat(60, 0, false)).collect();
         let low = stats.iter().filter(|s| s.cpu_pct_x100 < 1000).count();
         assert!(low >= 475, "{low}");
-        let net_bps = stats.iter().map(|s| (s.net_rx_bytes + s.net_tx_bytes) / 60).max().unwrap();
+        let net_bps = stats
+            .iter()
+            .map(|s| (s.net_rx_bytes + s.net_tx_bytes) / 60)
+            .max()
+            .unwrap();
         assert!(net_bps < 3000, "{net_bps}");
     }
 
     #[test]
     fn oversized_vms_are_big_and_quiet() {
-        let v = (0..5).map(|i| vm(i, 0)).find(|v| v.profile == Profile::Oversized).unwrap();
+        let v = (0..5)
+            .map(|i| vm(i, 0))
+            .find(|v| v.profile == Profile::Oversized)
+            .unwrap();
         assert!(v.vcpus >= 16);
-        let busy = (0..5).map(|i| vm(i, 0)).find(|v| v.profile == Profile::Busy).unwrap();
+        let busy = (0..5)
+            .map(|i| vm(i, 0))
+            .find(|v| v.profile == Profile::Busy)
+            .unwrap();
         let mut busy = busy;
         let s = busy.next_stat(60, 0, false);
         assert!(s.cpu_pct_x100 > 7000, "{}", s.cpu_pct_x100);
@@ -430,6 +461,9 @@ mod tests {
             send_errors: 0,
             elapsed_s: 2.0,
         };
-        assert_eq!(summary_line(&r), "udp-vmsim: sent=1005 finals=5 send_errors=0 elapsed_s=2.00 rate=500/s");
+        assert_eq!(
+            summary_line(&r),
+            "udp-vmsim: sent=1005 finals=5 send_errors=0 elapsed_s=2.00 rate=500/s"
+        );
     }
 }

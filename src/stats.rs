@@ -163,8 +163,14 @@ mod tests {
             ..Snapshot::default()
         };
         let line = status_line(&sample(), &prev, 2.0);
-        assert!(line.starts_with("status: rate=500/s received=1500 accepted=1490 rejected=10 "), "{line}");
-        assert!(line.contains("bad_length=4 bad_magic=3 bad_version=2 bad_field=1 not_allowed=0"), "{line}");
+        assert!(
+            line.starts_with("status: rate=500/s received=1500 accepted=1490 rejected=10 "),
+            "{line}"
+        );
+        assert!(
+            line.contains("bad_length=4 bad_magic=3 bad_version=2 bad_field=1 not_allowed=0"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -20,12 +20,11 @@ use crate::wire;
 
 /// A write that failed after `written` bytes of the buffer reached the file.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot append to {path}: {source}")]
+#[error("cannot append to {path}: {error}")]
 pub struct AppendError {
     pub path: PathBuf,
     pub written: usize,
-    #[source]
-    pub source: io::Error,
+    pub error: io::Error,
 }
 
 /// What opening a VM file found.
@@ -143,10 +142,10 @@ impl FileStore {
                 self.evict_one();
             }
             let path = self.path_of(ip);
-            let (file, how) = open_vm_file(&path).map_err(|source| AppendError {
+            let (file, how) = open_vm_file(&path).map_err(|error| AppendError {
                 path,
                 written: 0,
-                source,
+                error,
             })?;
             self.open.insert(ip, OpenFile { file, stamp: 0 });
             opened = Some(how);
@@ -161,20 +160,20 @@ impl FileStore {
         let entry = self.open.get_mut(&ip).expect("opened above");
         match write_counted(&mut entry.file, data) {
             Ok(()) => Ok(opened),
-            Err((written, source)) => Err(self.fail(ip, written, source)),
+            Err((written, error)) => Err(self.fail(ip, written, error)),
         }
     }
 
     /// Closes the file after a failed write, so the next attempt reopens it
     /// and cuts whatever torn row the failure left.
-    fn fail(&mut self, ip: IpAddr, written: usize, source: io::Error) -> AppendError {
+    fn fail(&mut self, ip: IpAddr, written: usize, error: io::Error) -> AppendError {
         if let Some(f) = self.open.remove(&ip) {
             crate::sys::close_file(f.file);
         }
         AppendError {
             path: self.path_of(ip),
             written,
-            source,
+            error,
         }
     }
 
@@ -239,7 +238,10 @@ mod tests {
         let path = dir.path().join("127.3.0.2.csv");
         fs::write(&path, format!("{}row1\nrow2-half", wire::CSV_HEADER)).unwrap();
         let mut store = FileStore::new(dir.path().into(), 4);
-        assert_eq!(store.append(ip(2), b"row3\n").unwrap(), Some(Opened::Repaired(9)));
+        assert_eq!(
+            store.append(ip(2), b"row3\n").unwrap(),
+            Some(Opened::Repaired(9))
+        );
         let text = fs::read_to_string(&path).unwrap();
         assert_eq!(text, format!("{}row1\nrow3\n", wire::CSV_HEADER));
     }

@@ -103,7 +103,7 @@ pub fn raise_nofile_limit() -> Option<u64> {
             lim = raised;
         }
     }
-    Some(lim.rlim_cur as u64)
+    Some(lim.rlim_cur)
 }
 
 #[cfg(not(unix))]
@@ -214,7 +214,11 @@ mod linux {
     /// bound to the unspecified address. Returns how many were sent: fewer
     /// than `msgs.len()` when a send failed after some went out, `Err` when
     /// none did.
-    pub fn send_batch(socket: &UdpSocket, dst: SocketAddrV4, msgs: &[Outgoing]) -> io::Result<usize> {
+    pub fn send_batch(
+        socket: &UdpSocket,
+        dst: SocketAddrV4,
+        msgs: &[Outgoing],
+    ) -> io::Result<usize> {
         // SAFETY: CMSG_SPACE is a pure size computation.
         let space = unsafe { libc::CMSG_SPACE(mem::size_of::<libc::in_pktinfo>() as u32) } as usize;
         assert!(space <= mem::size_of::<PktinfoCmsg>());
@@ -246,7 +250,8 @@ mod linux {
                     let cmsg = libc::CMSG_FIRSTHDR(hdr);
                     (*cmsg).cmsg_level = libc::IPPROTO_IP;
                     (*cmsg).cmsg_type = libc::IP_PKTINFO;
-                    (*cmsg).cmsg_len = libc::CMSG_LEN(mem::size_of::<libc::in_pktinfo>() as u32) as _;
+                    (*cmsg).cmsg_len =
+                        libc::CMSG_LEN(mem::size_of::<libc::in_pktinfo>() as u32) as _;
                     let info = libc::in_pktinfo {
                         ipi_ifindex: 0,
                         ipi_spec_dst: libc::in_addr {
@@ -296,7 +301,12 @@ mod linux {
         sin
     }
 
-    fn setsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    fn setsockopt_int(
+        fd: RawFd,
+        level: libc::c_int,
+        name: libc::c_int,
+        value: libc::c_int,
+    ) -> io::Result<()> {
         // SAFETY: the option value is a live c_int and its size is given.
         let rc = unsafe {
             libc::setsockopt(
@@ -307,14 +317,23 @@ mod linux {
                 mem::size_of::<libc::c_int>() as libc::socklen_t,
             )
         };
-        if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 
     /// `SO_RCVBUFFORCE`: a receive buffer above `net.core.rmem_max`, allowed
     /// to root (CAP_NET_ADMIN) only.
     pub fn force_recv_buffer(socket: &impl AsRawFd, bytes: usize) -> io::Result<()> {
         let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-        setsockopt_int(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, bytes)
+        setsockopt_int(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            bytes,
+        )
     }
 
     /// Flushes every dirty page of the filesystem holding `file` with one
@@ -337,7 +356,7 @@ mod linux {
 
 #[cfg(not(target_os = "linux"))]
 mod fallback {
-    use super::{Outgoing, RECV_BUF_LEN, RecvBatch, BATCH};
+    use super::{BATCH, Outgoing, RECV_BUF_LEN, RecvBatch};
     use std::fs::File;
     use std::io;
     use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
@@ -367,7 +386,11 @@ mod fallback {
 
     /// Without `IP_PKTINFO`, each datagram goes out of a socket bound to its
     /// source address: slow, but every VM still has its own address.
-    pub fn send_batch(_socket: &UdpSocket, dst: SocketAddrV4, msgs: &[Outgoing]) -> io::Result<usize> {
+    pub fn send_batch(
+        _socket: &UdpSocket,
+        dst: SocketAddrV4,
+        msgs: &[Outgoing],
+    ) -> io::Result<usize> {
         for (i, m) in msgs.iter().enumerate() {
             let sent = UdpSocket::bind(SocketAddr::from((m.src, 0)))
                 .and_then(|s| s.send_to(m.payload, dst));
@@ -379,7 +402,10 @@ mod fallback {
     }
 
     pub fn force_recv_buffer<S>(_socket: &S, _bytes: usize) -> io::Result<()> {
-        Err(io::Error::new(io::ErrorKind::Unsupported, "SO_RCVBUFFORCE is Linux-only"))
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "SO_RCVBUFFORCE is Linux-only",
+        ))
     }
 
     /// Without `syncfs`, only this directory handle is synced here; the

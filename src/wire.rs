@@ -369,8 +369,7 @@ pub(crate) mod tests {
         }
     }
 
-    const VECTOR_ROW: &str =
-        "1764110400200,1764110400123,3237998081,41,60,4,8192,7.25,31.50,1048576,524288,4096,65536,0\n";
+    const VECTOR_ROW: &str = "1764110400200,1764110400123,3237998081,41,60,4,8192,7.25,31.50,1048576,524288,4096,65536,0\n";
 
     #[test]
     fn test_vector_decodes() {
@@ -519,7 +518,10 @@ pub(crate) mod tests {
     #[test]
     fn parse_row_names_the_bad_field() {
         let err = parse_row("1,2,3,4,5,6,7,8.00,9.00,10,11,12,x,0").unwrap_err();
-        assert_eq!(err.to_string(), "field `disk_write_bytes` is not a valid value: \"x\"");
+        assert_eq!(
+            err.to_string(),
+            "field `disk_write_bytes` is not a valid value: \"x\""
+        );
         assert_eq!(parse_row("1,2,3"), Err(RowError::FieldCount(3)));
     }
 
@@ -540,7 +542,13 @@ pub(crate) mod tests {
             let ip = ip_from_file_name(name).unwrap();
             assert_eq!(file_name(ip), name);
         }
-        for name in ["notes.txt", "127.1.0.7", "fd00_0_0_0_0_0_0_5.csv", "__ffff_10.0.0.1.csv", "x.csv"] {
+        for name in [
+            "notes.txt",
+            "127.1.0.7",
+            "fd00_0_0_0_0_0_0_5.csv",
+            "__ffff_10.0.0.1.csv",
+            "x.csv",
+        ] {
             assert_eq!(ip_from_file_name(name), None, "{name}");
         }
     }

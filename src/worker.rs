@@ -163,7 +163,11 @@ impl Worker {
             self.due.pop_front();
             // A VM flushed early (size) and refilled has a later deadline
             // and a later entry; this one is stale.
-            if self.vms.get(&ip).is_some_and(|vm| vm.rows > 0 && vm.due_ms == due) {
+            if self
+                .vms
+                .get(&ip)
+                .is_some_and(|vm| vm.rows > 0 && vm.due_ms == due)
+            {
                 self.flush_vm(ip, now);
             }
         }
@@ -184,7 +188,6 @@ impl Worker {
         self.due.clear();
     }
 
-
     fn flush_vm(&mut self, ip: IpAddr, now: u64) {
         let Some(vm) = self.vms.get_mut(&ip) else {
             return;
@@ -204,7 +207,9 @@ impl Worker {
                     );
                 }
                 self.stats.rows_written.fetch_add(vm.rows, Relaxed);
-                self.stats.bytes_written.fetch_add(vm.buf.len() as u64, Relaxed);
+                self.stats
+                    .bytes_written
+                    .fetch_add(vm.buf.len() as u64, Relaxed);
                 let age = crate::unix_ms().saturating_sub(vm.oldest_recv_ms);
                 self.latency.saturating_record_n(age, vm.rows);
                 vm.rows = 0;

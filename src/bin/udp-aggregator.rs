@@ -10,8 +10,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use vmstats::config::{
-    AggregatorConfig, Cidr, ReportConfig, ReportFormat, Thresholds, default_workers, parse_duration,
-    parse_size,
+    AggregatorConfig, Cidr, ReportConfig, ReportFormat, Thresholds, default_workers,
+    parse_duration, parse_size,
 };
 use vmstats::receiver::Control;
 
@@ -154,7 +154,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     cfg.validate()?;
     let ctl = Control::default();
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&ctl.stop)).context("cannot install signal handlers")?;
+        signal_hook::flag::register(sig, Arc::clone(&ctl.stop))
+            .context("cannot install signal handlers")?;
     }
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&ctl.reopen))
         .context("cannot install signal handlers")?;

@@ -60,7 +60,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     cfg.validate()?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop)).context("cannot install signal handlers")?;
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("cannot install signal handlers")?;
     }
     let report = vmstats::sim::run(&cfg, &stop)?;
     println!("{}", vmstats::sim::summary_line(&report));

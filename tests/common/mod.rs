@@ -1,0 +1,238 @@
+//! Helpers for integration tests: start the real binaries on port 0 with a
+//! temp dir each, send datagrams from chosen loopback addresses, read the
+//! files back.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use vmstats::wire::{self, Row, Stat};
+
+pub const AGGREGATOR: &str = env!("CARGO_BIN_EXE_udp-aggregator");
+pub const VMSIM: &str = env!("CARGO_BIN_EXE_udp-vmsim");
+
+/// A running `udp-aggregator`.
+pub struct Aggregator {
+    child: Child,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    /// The first stderr line, already read to learn the address.
+    first_line: String,
+    rest: mpsc::Receiver<String>,
+}
+
+impl Aggregator {
+    /// Starts the aggregator on `127.0.0.1:0` writing to `data_dir`, with
+    /// extra flags, and waits for its bound address.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Aggregator {
+        Self::start_on("127.0.0.1:0", data_dir, extra)
+    }
+
+    /// As [`Aggregator::start`] on another address. Flushes every 100 ms
+    /// unless `extra` says otherwise.
+    pub fn start_on(listen: &str, data_dir: &Path, extra: &[&str]) -> Aggregator {
+        let mut cmd = Command::new(AGGREGATOR);
+        cmd.args(["--listen", listen, "--data-dir"])
+            .arg(data_dir)
+            .args(["--stats-interval", "1s"]);
+        if !extra.contains(&"--flush-interval") {
+            cmd.args(["--flush-interval", "100ms"]);
+        }
+        let mut child = cmd
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start udp-aggregator");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let first_line = lines.next().expect("a first stderr line").unwrap();
+        let addr = first_line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {first_line:?}"));
+        // Keep draining stderr so the child never blocks on a full pipe.
+        let (tx, rest) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Aggregator {
+            child,
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            first_line,
+            rest,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends SIGTERM and waits for the exit; stderr holds every line.
+    pub fn stop(self) -> Finished {
+        signal(self.pid(), "TERM");
+        self.wait()
+    }
+
+    /// Waits for the process to end by itself (`--duration`).
+    pub fn wait(mut self) -> Finished {
+        let mut stdout = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stdout)
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        let mut stderr = self.first_line.clone() + "\n";
+        while let Ok(line) = self.rest.recv_timeout(Duration::from_secs(5)) {
+            stderr.push_str(&line);
+            stderr.push('\n');
+        }
+        Finished {
+            success: status.success(),
+            stdout,
+            stderr,
+        }
+    }
+}
+
+impl Drop for Aggregator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a finished aggregator printed.
+#[derive(Debug)]
+pub struct Finished {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    /// The value of `key=` in the exit summary.
+    pub fn counter(&self, key: &str) -> u64 {
+        let pat = format!(" {key}=");
+        self.stderr
+            .lines()
+            .filter(|l| l.starts_with("summary:"))
+            .find_map(|l| {
+                let at = l.find(&pat)? + pat.len();
+                l[at..].split(' ').next()?.parse().ok()
+            })
+            .unwrap_or_else(|| panic!("no {key} in summary:\n{}", self.stderr))
+    }
+}
+
+/// Sends a signal with kill(1), keeping the tests free of unsafe code.
+pub fn signal(pid: i32, name: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{name} {pid}");
+}
+
+/// A socket bound to a loopback source address, as one VM.
+pub fn vm_socket(ip: &str) -> UdpSocket {
+    let ip: IpAddr = ip.parse().unwrap();
+    UdpSocket::bind((ip, 0)).expect("bind a loopback source address")
+}
+
+/// A valid stat with the given seq, otherwise the protocol's test vector.
+pub fn stat(seq: u64) -> Stat {
+    Stat {
+        flags: 0,
+        interval_s: 60,
+        boot_id: 0xC0FF_EE01,
+        vcpus: 4,
+        seq,
+        timestamp_ms: 1_764_110_400_123 + seq,
+        cpu_pct_x100: 725,
+        mem_pct_x100: 3150,
+        mem_mib: 8192,
+        net_rx_bytes: 1_048_576,
+        net_tx_bytes: 524_288,
+        disk_read_bytes: 4096,
+        disk_write_bytes: 65_536,
+    }
+}
+
+pub fn send(sock: &UdpSocket, to: SocketAddr, s: &Stat) {
+    sock.send_to(&wire::encode(s), to).unwrap();
+}
+
+/// Every row of a VM file, after checking its header line; a torn last line
+/// fails the test (the aggregator exited cleanly, so there must be none).
+pub fn read_rows(path: &Path) -> Vec<Row> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        text.ends_with('\n'),
+        "{} ends in a torn line",
+        path.display()
+    );
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next().map(|h| format!("{h}\n")).as_deref(),
+        Some(wire::CSV_HEADER)
+    );
+    lines.map(|l| wire::parse_row(l).unwrap()).collect()
+}
+
+/// Number of `.csv` files in a data dir and rows in them.
+pub fn count_files_and_rows(dir: &Path) -> (usize, usize) {
+    let mut files = 0;
+    let mut rows = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "csv") {
+            files += 1;
+            rows += read_rows(&path).len();
+        }
+    }
+    (files, rows)
+}
+
+/// Runs `udp-vmsim` to completion against `port` with extra flags.
+pub fn vmsim(port: u16, extra: &[&str]) -> Output {
+    let out = Command::new(VMSIM)
+        .args(["--server", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .output()
+        .expect("run udp-vmsim");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Polls until `cond` holds or `limit` passes; true if it held.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}

@@ -1,0 +1,135 @@
+//! The reclamation report end to end: hand-built VMs that land in each
+//! category, and the live report agreeing with `report --data-dir`.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use vmstats::wire::{FLAG_FINAL, Stat};
+
+/// `n` samples of one shape, 1 s interval, from `ip`.
+fn send_series(agg: &Aggregator, ip: &str, n: u64, shape: impl Fn(u64) -> Stat) {
+    let sock = vm_socket(ip);
+    for seq in 0..n {
+        let mut s = shape(seq);
+        s.seq = seq;
+        s.interval_s = 1;
+        send(&sock, agg.addr, &s);
+    }
+}
+
+fn shaped(cpu_x100: u16, mem_x100: u16, net_bps: u64, disk_bps: u64) -> impl Fn(u64) -> Stat {
+    move |seq| Stat {
+        cpu_pct_x100: cpu_x100,
+        mem_pct_x100: mem_x100,
+        net_rx_bytes: net_bps / 2,
+        net_tx_bytes: net_bps - net_bps / 2,
+        disk_read_bytes: disk_bps,
+        disk_write_bytes: 0,
+        ..stat(seq)
+    }
+}
+
+fn category_of(json: &serde_json::Value, ip: &str) -> String {
+    json["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["ip"] == ip)
+        .unwrap_or_else(|| panic!("{ip} not in report"))["category"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn each_category_and_live_equals_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let agg = Aggregator::start(dir.path(), &["--report-format", "json"]);
+    // SILENT: 1 s interval, no final flag, then nothing for over 3 s.
+    send_series(&agg, "127.20.0.6", 10, shaped(5000, 5000, 50_000, 0));
+    std::thread::sleep(Duration::from_millis(3500));
+    send_series(&agg, "127.20.0.1", 10, shaped(310, 6000, 410, 0));
+    send_series(&agg, "127.20.0.2", 10, shaped(2200, 3100, 50_000, 0));
+    send_series(&agg, "127.20.0.3", 10, shaped(9100, 5000, 50_000, 0));
+    send_series(&agg, "127.20.0.4", 10, shaped(5000, 6000, 50_000, 0));
+    send_series(&agg, "127.20.0.5", 3, shaped(100, 100, 0, 0));
+    // Quiet long ago too, but it said goodbye: judged on its data (IDLE).
+    send_series(&agg, "127.20.0.7", 10, |seq| Stat {
+        flags: if seq == 9 { FLAG_FINAL } else { 0 },
+        ..shaped(100, 2000, 100, 0)(seq)
+    });
+    let done = agg.stop();
+    assert!(done.success, "{}", done.stderr);
+    let live: serde_json::Value = serde_json::from_str(&done.stdout).unwrap();
+    let expected = [
+        ("127.20.0.1", "IDLE"),
+        ("127.20.0.2", "OVERSIZED"),
+        ("127.20.0.3", "UNDERSIZED"),
+        ("127.20.0.4", "OK"),
+        ("127.20.0.5", "INSUFFICIENT_DATA"),
+        ("127.20.0.6", "SILENT"),
+        ("127.20.0.7", "IDLE"),
+    ];
+    for (ip, cat) in expected {
+        assert_eq!(category_of(&live, ip), cat, "{ip}");
+    }
+    assert_eq!(live["summary"]["idle"], 2);
+
+    // The same files, read again by the report command at the same moment.
+    let as_of = live["as_of_ms"].to_string();
+    let out = Command::new(AGGREGATOR)
+        .args([
+            "report",
+            "--report-format",
+            "json",
+            "--as-of",
+            &as_of,
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), done.stdout);
+
+    // And the table form says the same, idle first.
+    let out = Command::new(AGGREGATOR)
+        .args(["report", "--as-of", &as_of, "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let table = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[1].starts_with("127.20.0.1  IDLE"), "{table}");
+    assert!(
+        lines[1].ends_with("reclaim: p95 cpu 3.1% < 10%, net 410 B/s, disk 0 B/s"),
+        "{table}"
+    );
+    assert_eq!(
+        lines.last().unwrap(),
+        &"7 VMs: 2 idle, 1 oversized, 1 undersized, 1 silent, 1 insufficient data, 1 ok; reclaimable now: 8 vCPUs, 16.0 GiB"
+    );
+}
+
+#[test]
+fn thresholds_are_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let agg = Aggregator::start(dir.path(), &[]);
+    send_series(&agg, "127.21.0.1", 10, shaped(1500, 6000, 410, 0));
+    assert!(agg.stop().success);
+    let report = |extra: &[&str]| {
+        let out = Command::new(AGGREGATOR)
+            .args(["report", "--report-format", "csv", "--data-dir"])
+            .arg(dir.path())
+            .args(extra)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(report(&[]).contains("127.21.0.1,OK,"));
+    assert!(report(&["--idle-cpu-pct", "20"]).contains("127.21.0.1,IDLE,"));
+    assert!(report(&["--min-samples", "11"]).contains("127.21.0.1,INSUFFICIENT_DATA,"));
+}
