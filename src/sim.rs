@@ -134,15 +134,17 @@ impl SimVm {
     }
 
     /// The next sample: each level takes a step back toward its base plus
-    /// noise (±10 % of the base); bursty VMs spike now and then.
+    /// noise (CPU and memory ±5 % of the base, I/O ±20 %); bursty VMs spike
+    /// now and then.
     pub fn next_stat(&mut self, interval_s: u16, now_ms: u64, last: bool) -> Stat {
+        const NOISE: [f64; 4] = [0.05, 0.05, 0.2, 0.2];
         for i in 0..4 {
-            let noise = self.rng.random_range(-0.1..0.1) * self.base[i];
+            let noise = self.rng.random_range(-NOISE[i]..NOISE[i]) * self.base[i];
             self.level[i] += 0.2 * (self.base[i] - self.level[i]) + noise;
             self.level[i] = self.level[i].max(0.0);
         }
         let mut cpu = self.level[0];
-        if self.profile == Profile::Bursty && self.rng.random_bool(0.03) {
+        if self.profile == Profile::Bursty && self.rng.random_bool(0.02) {
             cpu = self.rng.random_range(70.0..100.0);
         }
         let pct = |v: f64| (v * 100.0).round().clamp(0.0, 10_000.0) as u16;

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The demo: build, start the aggregator, let simulated VMs report to it,
+# stop it, show its counters and the reclamation table.
+#
+#   scripts/demo.sh                    # 5 VMs, every 1s, for 30s
+#   COUNT=50 DURATION=1m scripts/demo.sh
+#
+# Everything stays on loopback; VM i sends from 127.1.0.(i+1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+COUNT=${COUNT:-5}
+INTERVAL=${INTERVAL:-1s}
+DURATION=${DURATION:-30s}
+WORK=$(mktemp -d -t vmstats-demo.XXXXXX)
+DATA=${DATA_DIR:-$WORK/data}
+
+echo "== building (release)"
+cargo build --release --quiet --bins
+
+agg_pid=
+cleanup() { [ -n "$agg_pid" ] && kill "$agg_pid" 2>/dev/null || true; }
+trap cleanup EXIT
+
+target/release/udp-aggregator --listen 127.0.0.1:0 --data-dir "$DATA" \
+    --stats-interval 5s >"$WORK/report.txt" 2>"$WORK/aggregator.log" &
+agg_pid=$!
+# The first stderr line names the bound port.
+for _ in $(seq 100); do
+    grep -q 'listening on' "$WORK/aggregator.log" 2>/dev/null && break
+    kill -0 "$agg_pid" 2>/dev/null || { cat "$WORK/aggregator.log"; exit 1; }
+    sleep 0.05
+done
+head -n 1 "$WORK/aggregator.log"
+port=$(head -n 1 "$WORK/aggregator.log" | sed -E 's/.*listening on [^ ]*:([0-9]+) .*/\1/')
+
+echo "== $COUNT simulated VMs, one datagram each per $INTERVAL, for $DURATION"
+target/release/udp-vmsim --server "127.0.0.1:$port" --count "$COUNT" \
+    --interval "$INTERVAL" --duration "$DURATION"
+
+echo "== stopping the aggregator (SIGTERM)"
+kill -TERM "$agg_pid"
+wait "$agg_pid"
+agg_pid=
+tail -n +2 "$WORK/aggregator.log"
+
+echo "== files in $DATA"
+ls "$DATA" | head -n 10
+echo "== reclamation report"
+cat "$WORK/report.txt"
