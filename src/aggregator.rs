@@ -116,6 +116,7 @@ pub fn run(cfg: &AggregatorConfig, ctl: &Control) -> Result<RunSummary, Aggregat
                 flush_bytes: cfg.flush_bytes,
                 flush_interval: cfg.flush_interval,
                 max_open_files: files_cap,
+                max_buffered: cfg.max_buffered / cfg.workers,
             },
             Arc::clone(&stats),
         );

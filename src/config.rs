@@ -232,6 +232,8 @@ pub struct AggregatorConfig {
     pub recv_buffer: usize,
     /// Batches each worker's channel holds before the receive loop drops.
     pub queue_batches: usize,
+    /// Bytes of unwritten rows all workers together may hold.
+    pub max_buffered: usize,
     /// Open files per worker; `None` derives it from RLIMIT_NOFILE.
     pub max_open_files: Option<usize>,
     /// Sources allowed to report; empty allows all.
@@ -251,6 +253,7 @@ impl Default for AggregatorConfig {
             duration: None,
             recv_buffer: 32 << 20,
             queue_batches: 1024,
+            max_buffered: 256 << 20,
             max_open_files: None,
             allow: Vec::new(),
             report: ReportConfig::default(),
@@ -295,6 +298,15 @@ impl AggregatorConfig {
         }
         if self.queue_batches == 0 {
             return Err(invalid("--queue-batches", "must be at least 1"));
+        }
+        if self.max_buffered < self.workers * self.flush_bytes {
+            return Err(invalid(
+                "--max-buffered",
+                format!(
+                    "must be at least --workers x --flush-bytes ({})",
+                    self.workers * self.flush_bytes
+                ),
+            ));
         }
         if self.max_open_files == Some(0) {
             return Err(invalid("--max-open-files", "must be at least 1"));

@@ -138,10 +138,9 @@ impl SimVm {
     /// now and then.
     pub fn next_stat(&mut self, interval_s: u16, now_ms: u64, last: bool) -> Stat {
         const NOISE: [f64; 4] = [0.05, 0.05, 0.2, 0.2];
-        for i in 0..4 {
-            let noise = self.rng.random_range(-NOISE[i]..NOISE[i]) * self.base[i];
-            self.level[i] += 0.2 * (self.base[i] - self.level[i]) + noise;
-            self.level[i] = self.level[i].max(0.0);
+        for ((level, base), amp) in self.level.iter_mut().zip(self.base).zip(NOISE) {
+            let noise = self.rng.random_range(-amp..amp) * base;
+            *level = (*level + 0.2 * (base - *level) + noise).max(0.0);
         }
         let mut cpu = self.level[0];
         if self.profile == Profile::Bursty && self.rng.random_bool(0.02) {

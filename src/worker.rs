@@ -10,7 +10,11 @@
 //! deadline, so a full or failing disk loses nothing until the bound forces
 //! it, and every loss is counted.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+// foldhash: several times faster than SipHash on a 17-byte key, and still
+// randomly seeded, so spoofed source addresses cannot be chosen to collide.
+use foldhash::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,12 +36,20 @@ pub struct WorkerConfig {
     pub flush_bytes: usize,
     pub flush_interval: Duration,
     pub max_open_files: usize,
+    /// Bytes of rows this worker may hold before it stops taking batches.
+    pub max_buffered: usize,
 }
 
 /// A buffer that outgrew this is freed after its flush rather than kept, so
 /// a VM that was once busy does not pin `flush_bytes` forever; smaller ones
 /// are reused, so a quiet VM allocates nothing per row.
 const KEEP_CAPACITY: usize = 4 * wire::MAX_ROW_LEN;
+
+/// Longest stretch of flushing before the worker looks at its channel again.
+const FLUSH_SLICE: Duration = Duration::from_millis(5);
+
+/// Messages taken from the channel between two flush slices.
+const MESSAGES_PER_ROUND: usize = 64;
 
 /// How many times `flush_bytes` a VM may hold while its writes fail.
 const RETRY_BUFFERS: usize = 4;
@@ -67,6 +79,8 @@ pub struct Worker {
     store: FileStore,
     vms: HashMap<IpAddr, VmBuf>,
     due: VecDeque<(IpAddr, u64)>,
+    /// Bytes in all VM buffers together.
+    buffered: usize,
     stats: Arc<Stats>,
     latency: LatencyHistogram,
     start: Instant,
@@ -78,8 +92,9 @@ impl Worker {
         Worker {
             cfg,
             store,
-            vms: HashMap::new(),
+            vms: HashMap::default(),
             due: VecDeque::new(),
+            buffered: 0,
             stats,
             latency: new_latency_histogram(),
             start: Instant::now(),
@@ -95,28 +110,36 @@ impl Worker {
     pub fn run(mut self, rx: Receiver<Msg>, recycle: Sender<Vec<Record>>) -> LatencyHistogram {
         let interval_ms = self.cfg.flush_interval.as_millis() as u64;
         loop {
+            // Flushing is done in slices between messages: when files are
+            // slow (first creation of 100,000 files, a cold LRU), due VMs
+            // wait a little longer and gather more rows per write, while
+            // the channel keeps being drained.
+            let backlog = self.flush_due(FLUSH_SLICE);
+            if self.buffered > self.cfg.max_buffered {
+                // Files cannot keep up: stop taking batches (the receive
+                // loop counts what it cannot queue) until memory is back
+                // under the bound.
+                self.flush_oldest(self.cfg.max_buffered / 4 * 3);
+            }
             let wait = match self.due.front() {
+                _ if backlog => 0,
                 Some(&(_, due)) => due.saturating_sub(self.now_ms()),
                 None => interval_ms,
             };
-            match rx.recv_timeout(Duration::from_millis(wait)) {
-                Ok(Msg::Batch(mut batch)) => {
-                    self.ingest(&batch);
-                    batch.clear();
-                    // The receive loop may be gone or stocked up: then the
-                    // vector is simply freed.
-                    let _ = recycle.try_send(batch);
-                }
-                Ok(Msg::Reopen) => {
-                    self.flush_all();
-                    let before = self.store.open_count();
-                    self.store.close_all();
-                    track_open_files(&self.stats, &self.store, before);
-                }
-                Err(RecvTimeoutError::Timeout) => {}
+            let first = match rx.recv_timeout(Duration::from_millis(wait)) {
+                Ok(msg) => msg,
+                Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => break,
+            };
+            self.handle(first, &recycle);
+            // Take what is already queued before the next flush slice, so
+            // ingest (cheap) keeps ahead of files (slow when many are new).
+            for _ in 1..MESSAGES_PER_ROUND {
+                match rx.try_recv() {
+                    Ok(msg) => self.handle(msg, &recycle),
+                    Err(_) => break,
+                }
             }
-            self.flush_due();
         }
         self.flush_all();
         let lost: u64 = self.vms.values().map(|vm| vm.rows).sum();
@@ -128,6 +151,24 @@ impl Worker {
             eprintln!("error: fsync of data files failed: {e}");
         }
         self.latency
+    }
+
+    fn handle(&mut self, msg: Msg, recycle: &Sender<Vec<Record>>) {
+        match msg {
+            Msg::Batch(mut batch) => {
+                self.ingest(&batch);
+                batch.clear();
+                // The receive loop may be gone or stocked up: then the
+                // vector is simply freed.
+                let _ = recycle.try_send(batch);
+            }
+            Msg::Reopen => {
+                self.flush_all();
+                let before = self.store.open_count();
+                self.store.close_all();
+                track_open_files(&self.stats, &self.store, before);
+            }
+        }
     }
 
     /// Appends the rows of a batch to their VMs' buffers.
@@ -145,7 +186,9 @@ impl Worker {
                 vm.buf.reserve(wire::MAX_ROW_LEN);
                 self.due.push_back((rec.ip, deadline));
             }
+            let before = vm.buf.len();
             wire::push_row(&mut vm.buf, rec.recv_ms, &rec.stat);
+            self.buffered += vm.buf.len() - before;
             vm.rows += 1;
             if vm.buf.len() >= self.cfg.flush_bytes {
                 self.flush_vm(rec.ip, now);
@@ -153,16 +196,42 @@ impl Worker {
         }
     }
 
-    /// Flushes the VMs whose deadline has passed.
-    pub fn flush_due(&mut self) {
+    /// Flushes the VMs whose deadline has passed, for at most `slice`;
+    /// true when some are still due.
+    pub fn flush_due(&mut self, slice: Duration) -> bool {
+        let start = Instant::now();
         let now = self.now_ms();
+        let mut flushed = 0u32;
         while let Some(&(ip, due)) = self.due.front() {
             if due > now {
-                break;
+                return false;
+            }
+            flushed += 1;
+            if flushed.is_multiple_of(32) && start.elapsed() >= slice {
+                return true;
             }
             self.due.pop_front();
             // A VM flushed early (size) and refilled has a later deadline
             // and a later entry; this one is stale.
+            if self
+                .vms
+                .get(&ip)
+                .is_some_and(|vm| vm.rows > 0 && vm.due_ms == due)
+            {
+                self.flush_vm(ip, now);
+            }
+        }
+        false
+    }
+
+    /// Flushes the oldest buffers, due or not, until at most `target`
+    /// bytes are buffered.
+    fn flush_oldest(&mut self, target: usize) {
+        let now = self.now_ms();
+        while self.buffered > target {
+            let Some((ip, due)) = self.due.pop_front() else {
+                break;
+            };
             if self
                 .vms
                 .get(&ip)
@@ -210,6 +279,7 @@ impl Worker {
                 self.stats
                     .bytes_written
                     .fetch_add(vm.buf.len() as u64, Relaxed);
+                self.buffered -= vm.buf.len();
                 let age = crate::unix_ms().saturating_sub(vm.oldest_recv_ms);
                 self.latency.saturating_record_n(age, vm.rows);
                 vm.rows = 0;
@@ -236,6 +306,7 @@ impl Worker {
                     .map_or(0, |p| p + 1);
                 let written_rows = count_rows(&vm.buf[..done]);
                 vm.buf.drain(..done);
+                self.buffered -= done;
                 vm.rows -= written_rows;
                 self.stats.rows_written.fetch_add(written_rows, Relaxed);
                 self.stats.bytes_written.fetch_add(done as u64, Relaxed);
@@ -249,6 +320,7 @@ impl Worker {
                         .map_or(vm.buf.len(), |p| excess + p + 1);
                     let dropped = count_rows(&vm.buf[..cut]);
                     vm.buf.drain(..cut);
+                    self.buffered -= cut;
                     vm.rows -= dropped;
                     self.stats.dropped_write_error.fetch_add(dropped, Relaxed);
                 }

@@ -69,6 +69,9 @@ struct RunArgs {
     /// Batches (of up to 256 datagrams) each worker's queue holds.
     #[arg(long, default_value_t = 1024)]
     queue_batches: usize,
+    /// Unwritten rows all workers together may hold in memory.
+    #[arg(long, default_value = "256m", value_parser = parse_size)]
+    max_buffered: usize,
     /// Open files per worker (default: from the open-file limit).
     #[arg(long)]
     max_open_files: Option<usize>,
@@ -147,6 +150,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         duration: args.duration,
         recv_buffer: args.recv_buffer,
         queue_batches: args.queue_batches,
+        max_buffered: args.max_buffered,
         max_open_files: args.max_open_files,
         allow: args.allow,
         report: args.report.config(args.report_file),
