@@ -254,7 +254,6 @@ impl Worker {
         for ip in ips {
             self.flush_vm(ip, now);
         }
-        self.due.clear();
     }
 
     fn flush_vm(&mut self, ip: IpAddr, now: u64) {
@@ -344,4 +343,134 @@ fn track_open_files(stats: &Stats, store: &FileStore, before: usize) {
 
 fn count_rows(bytes: &[u8]) -> u64 {
     bytes.iter().filter(|b| **b == b'\n').count() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Stat;
+    use std::path::Path;
+
+    fn worker(dir: &Path, flush_bytes: usize, interval_ms: u64) -> Worker {
+        let cfg = WorkerConfig {
+            data_dir: dir.to_path_buf(),
+            flush_bytes,
+            flush_interval: Duration::from_millis(interval_ms),
+            max_open_files: 8,
+            max_buffered: 1 << 20,
+        };
+        Worker::new(cfg, Arc::new(Stats::default()))
+    }
+
+    fn records(ip: &str, seqs: std::ops::Range<u64>) -> Vec<Record> {
+        let ip: IpAddr = ip.parse().unwrap();
+        seqs.map(|seq| Record {
+            ip,
+            recv_ms: 1_000 + seq,
+            stat: Stat {
+                seq,
+                interval_s: 60,
+                vcpus: 1,
+                ..Stat::default()
+            },
+        })
+        .collect()
+    }
+
+    fn rows_in(path: &Path) -> usize {
+        std::fs::read_to_string(path).map_or(0, |t| t.lines().count().saturating_sub(1))
+    }
+
+    #[test]
+    fn a_full_buffer_is_written_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = worker(dir.path(), 256, 60_000);
+        w.ingest(&records("127.5.0.1", 0..3));
+        // Three rows of ~40 bytes reach 256 bytes only with more.
+        assert_eq!(rows_in(&dir.path().join("127.5.0.1.csv")), 0);
+        w.ingest(&records("127.5.0.1", 3..8));
+        assert!(rows_in(&dir.path().join("127.5.0.1.csv")) >= 6);
+        assert_eq!(w.stats.vms_known.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn an_old_buffer_is_written_when_due_and_not_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = worker(dir.path(), 1 << 20, 30);
+        w.ingest(&records("127.5.0.2", 0..5));
+        assert!(!w.flush_due(FLUSH_SLICE));
+        assert_eq!(rows_in(&dir.path().join("127.5.0.2.csv")), 0);
+        std::thread::sleep(Duration::from_millis(40));
+        w.flush_due(FLUSH_SLICE);
+        assert_eq!(rows_in(&dir.path().join("127.5.0.2.csv")), 5);
+        assert_eq!(w.stats.rows_written.load(Relaxed), 5);
+        assert_eq!(w.buffered, 0);
+        assert!(w.latency.len() == 5);
+    }
+
+    #[test]
+    fn failed_writes_keep_rows_and_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("127.5.0.3.csv");
+        // Every write to /dev/full fails with ENOSPC: a disk that is full.
+        std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+        let mut w = worker(dir.path(), 1 << 20, 10);
+        w.ingest(&records("127.5.0.3", 0..4));
+        w.flush_all();
+        assert_eq!(w.stats.write_errors.load(Relaxed), 1);
+        assert_eq!(w.stats.rows_written.load(Relaxed), 0);
+        assert_eq!(w.vms[&"127.5.0.3".parse().unwrap()].rows, 4);
+        // The disk is back.
+        std::fs::remove_file(&path).unwrap();
+        std::thread::sleep(Duration::from_millis(15));
+        w.flush_due(FLUSH_SLICE);
+        assert_eq!(rows_in(&path), 4);
+        assert_eq!(w.stats.rows_written.load(Relaxed), 4);
+        assert_eq!(w.stats.dropped_write_error.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn the_retry_buffer_is_bounded_and_drops_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("127.5.0.4.csv");
+        std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+        let mut w = worker(dir.path(), 256, 60_000);
+        w.ingest(&records("127.5.0.4", 0..100));
+        let held = w.vms[&"127.5.0.4".parse().unwrap()].rows;
+        let dropped = w.stats.dropped_write_error.load(Relaxed);
+        assert!(held > 0 && dropped > 0, "held {held}, dropped {dropped}");
+        assert_eq!(held + dropped, 100);
+        assert!(w.buffered <= RETRY_BUFFERS * 256 + wire::MAX_ROW_LEN);
+        std::fs::remove_file(&path).unwrap();
+        w.flush_all();
+        // What was kept is the newest rows, in order.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let seqs: Vec<u64> = text
+            .lines()
+            .skip(1)
+            .map(|l| wire::parse_row(l).unwrap().stat.seq)
+            .collect();
+        assert_eq!(seqs, ((100 - held)..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn run_flushes_everything_when_the_channel_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = worker(dir.path(), 1 << 20, 60_000);
+        let stats = Arc::clone(&w.stats);
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let (rtx, rrx) = crossbeam_channel::bounded(4);
+        tx.send(Msg::Batch(records("127.5.0.5", 0..10))).unwrap();
+        tx.send(Msg::Reopen).unwrap();
+        tx.send(Msg::Batch(records("127.5.0.6", 0..7))).unwrap();
+        drop(tx);
+        let latency = w.run(rx, rtx);
+        assert_eq!(latency.len(), 17);
+        assert_eq!(rows_in(&dir.path().join("127.5.0.5.csv")), 10);
+        assert_eq!(rows_in(&dir.path().join("127.5.0.6.csv")), 7);
+        assert_eq!(stats.rows_written.load(Relaxed), 17);
+        // Emptied batches went back for reuse.
+        assert_eq!(rrx.len(), 2);
+        assert!(rrx.try_recv().unwrap().is_empty());
+    }
 }

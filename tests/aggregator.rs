@@ -210,6 +210,34 @@ fn simulated_vms_count_from_zero_and_end_with_the_final_flag() {
 }
 
 #[test]
+fn report_file_takes_the_report_off_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("report.csv");
+    let data = dir.path().join("data");
+    let agg = Aggregator::start(
+        &data,
+        &[
+            "--report-format",
+            "csv",
+            "--report-file",
+            file.to_str().unwrap(),
+        ],
+    );
+    for seq in 0..6 {
+        send(&vm_socket("127.2.3.1"), agg.addr, &stat(seq));
+    }
+    let done = agg.stop();
+    assert!(done.success, "{}", done.stderr);
+    assert_eq!(done.stdout, "");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.starts_with("ip,category,"), "{text}");
+    assert!(
+        text.contains("\n127.2.3.1,OVERSIZED,halve vCPUs / memory,"),
+        "{text}"
+    );
+}
+
+#[test]
 fn duration_stops_by_itself_and_prints_the_report() {
     let dir = tempfile::tempdir().unwrap();
     let agg = Aggregator::start(
