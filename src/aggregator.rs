@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use crossbeam_channel::bounded;
 
+use crate::admission::Admission;
 use crate::config::{AggregatorConfig, ConfigError};
 use crate::dispatch::{Dispatcher, Msg};
 use crate::receiver::{self, Control, Receiver};
@@ -130,13 +131,9 @@ pub fn run(cfg: &AggregatorConfig, ctl: &Control) -> Result<RunSummary, Aggregat
     drop(recycle_tx);
 
     let dispatcher = Dispatcher::new(senders, recycle_rx);
-    let receiver = Receiver::new(
-        bound.socket,
-        dispatcher,
-        cfg.allow.clone(),
-        Arc::clone(&stats),
-    )
-    .map_err(AggregatorError::Start)?;
+    let admission = Admission::new(cfg.allow.clone(), cfg.max_vms);
+    let receiver = Receiver::new(bound.socket, dispatcher, admission, Arc::clone(&stats))
+        .map_err(AggregatorError::Start)?;
     let deadline = cfg.duration.map(|d| started + d);
     // Returns after the last batch is handed over; dropping the receiver
     // closes the socket and the channels, which is the workers' signal.

@@ -238,6 +238,8 @@ pub struct AggregatorConfig {
     pub max_open_files: Option<usize>,
     /// Sources allowed to report; empty allows all.
     pub allow: Vec<Cidr>,
+    /// Distinct VMs (source addresses) that may get a file.
+    pub max_vms: usize,
     pub report: ReportConfig,
 }
 
@@ -256,6 +258,7 @@ impl Default for AggregatorConfig {
             max_buffered: 256 << 20,
             max_open_files: None,
             allow: Vec::new(),
+            max_vms: 1_000_000,
             report: ReportConfig::default(),
         }
     }
@@ -307,6 +310,9 @@ impl AggregatorConfig {
                     self.workers * self.flush_bytes
                 ),
             ));
+        }
+        if self.max_vms == 0 {
+            return Err(invalid("--max-vms", "must be at least 1"));
         }
         if self.max_open_files == Some(0) {
             return Err(invalid("--max-open-files", "must be at least 1"));

@@ -6,7 +6,8 @@
 //!
 //! 1. [`receiver`]: the mio network loop takes datagrams off the socket in
 //!    batches ([`sys`] holds `recvmmsg` and its portable fallback), stamps
-//!    them and validates them against the contract in [`wire`];
+//!    them, validates them against the contract in [`wire`] and checks the
+//!    source against [`admission`] (allow-list, VM cap);
 //! 2. [`dispatch`]: accepted records go, in batches over bounded channels,
 //!    to the one worker that owns their VM (source IP);
 //! 3. [`worker`]: the worker formats rows into the VM's buffer and flushes
@@ -17,6 +18,7 @@
 //! happened, [`config`] holds the validated settings and [`sim`] is the VM
 //! simulator and load generator.
 
+pub mod admission;
 pub mod aggregator;
 pub mod config;
 pub mod dispatch;

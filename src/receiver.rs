@@ -17,7 +17,7 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::Cidr;
+use crate::admission::{Admission, Refusal};
 use crate::dispatch::{Dispatcher, LINGER, Record};
 use crate::stats::{self, Stats};
 use crate::sys::{self, RecvBatch};
@@ -87,6 +87,7 @@ pub fn bind(listen: SocketAddr, recv_buffer: usize) -> io::Result<Bound> {
 struct Local {
     received: u64,
     rejected: [u64; Reject::ALL.len()],
+    vm_limit: u64,
 }
 
 pub struct Receiver {
@@ -94,9 +95,11 @@ pub struct Receiver {
     poll: Poll,
     batch: RecvBatch,
     dispatcher: Dispatcher,
-    allow: Vec<Cidr>,
+    admission: Admission,
     stats: Arc<Stats>,
     local: Local,
+    /// The socket's kernel drop counter at the last look (it wraps at 2^32).
+    kernel_drops: Option<u32>,
     /// When the last receive error was logged (they are rate limited).
     error_logged: Option<Instant>,
 }
@@ -105,18 +108,19 @@ impl Receiver {
     pub fn new(
         mut socket: UdpSocket,
         dispatcher: Dispatcher,
-        allow: Vec<Cidr>,
+        admission: Admission,
         stats: Arc<Stats>,
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut socket, SOCKET, Interest::READABLE)?;
         Ok(Receiver {
+            kernel_drops: sys::socket_drops(&socket),
             socket,
             poll,
             batch: RecvBatch::new(),
             dispatcher,
-            allow,
+            admission,
             stats,
             local: Local::default(),
             error_logged: None,
@@ -144,6 +148,13 @@ impl Receiver {
                 let now = self.stats.snapshot();
                 let secs = last_status.elapsed().as_secs_f64();
                 eprintln!("{}", stats::status_line(&now, &prev, secs));
+                if now.vm_limit > prev.vm_limit {
+                    eprintln!(
+                        "warning: {} datagrams from new sources refused: {} VMs is the --max-vms cap",
+                        now.vm_limit - prev.vm_limit,
+                        self.admission.vms()
+                    );
+                }
                 prev = now;
                 last_status = Instant::now();
             }
@@ -194,16 +205,17 @@ impl Receiver {
             let (src, payload, truncated) = self.batch.get(i);
             self.local.received += 1;
             let ip = wire::canonical_ip(src);
-            let verdict = wire::decode(payload, truncated).and_then(|stat| {
-                if self.allow.is_empty() || self.allow.iter().any(|c| c.contains(ip)) {
-                    Ok(stat)
-                } else {
-                    Err(Reject::NotAllowed)
+            let stat = match wire::decode(payload, truncated) {
+                Ok(stat) => stat,
+                Err(reason) => {
+                    self.local.rejected[reason.index()] += 1;
+                    continue;
                 }
-            });
-            match verdict {
-                Ok(stat) => self.dispatcher.push(Record { ip, recv_ms, stat }),
-                Err(reason) => self.local.rejected[reason.index()] += 1,
+            };
+            match self.admission.check(ip) {
+                Ok(()) => self.dispatcher.push(Record { ip, recv_ms, stat }),
+                Err(Refusal::NotAllowed) => self.local.rejected[Reject::NotAllowed.index()] += 1,
+                Err(Refusal::VmLimit) => self.local.vm_limit += 1,
             }
         }
     }
@@ -215,6 +227,13 @@ impl Receiver {
             if *n > 0 {
                 self.stats.rejected[i].fetch_add(*n, Relaxed);
             }
+        }
+        self.stats.vm_limit.fetch_add(local.vm_limit, Relaxed);
+        if let (Some(last), Some(now)) = (self.kernel_drops, sys::socket_drops(&self.socket)) {
+            self.stats
+                .kernel_drops
+                .fetch_add(u64::from(now.wrapping_sub(last)), Relaxed);
+            self.kernel_drops = Some(now);
         }
         self.dispatcher.publish(&self.stats);
     }

@@ -19,6 +19,10 @@ pub struct Stats {
     pub rejected: [AtomicU64; Reject::ALL.len()],
     /// Valid datagrams dropped because a worker's queue was full.
     pub dropped_overload: AtomicU64,
+    /// Valid datagrams from new sources beyond `--max-vms`.
+    pub vm_limit: AtomicU64,
+    /// Datagrams the kernel dropped on the socket (receive buffer full).
+    pub kernel_drops: AtomicU64,
     pub rows_written: AtomicU64,
     pub bytes_written: AtomicU64,
     pub write_errors: AtomicU64,
@@ -37,6 +41,8 @@ pub struct Snapshot {
     pub accepted: u64,
     pub rejected: [u64; Reject::ALL.len()],
     pub dropped_overload: u64,
+    pub vm_limit: u64,
+    pub kernel_drops: u64,
     pub rows_written: u64,
     pub bytes_written: u64,
     pub write_errors: u64,
@@ -53,6 +59,8 @@ impl Stats {
             accepted: self.accepted.load(Relaxed),
             rejected: std::array::from_fn(|i| self.rejected[i].load(Relaxed)),
             dropped_overload: self.dropped_overload.load(Relaxed),
+            vm_limit: self.vm_limit.load(Relaxed),
+            kernel_drops: self.kernel_drops.load(Relaxed),
             rows_written: self.rows_written.load(Relaxed),
             bytes_written: self.bytes_written.load(Relaxed),
             write_errors: self.write_errors.load(Relaxed),
@@ -84,11 +92,13 @@ pub fn status_line(now: &Snapshot, prev: &Snapshot, elapsed_s: f64) -> String {
         0.0
     };
     let mut out = format!(
-        "status: rate={rate:.0}/s received={} accepted={} rejected={} dropped_overload={} written={} vms={} files_open={} queue={} write_errors={}",
+        "status: rate={rate:.0}/s received={} accepted={} rejected={} dropped_overload={} kernel_drops={} vm_limit={} written={} vms={} files_open={} queue={} write_errors={}",
         now.received,
         now.accepted,
         now.rejected_total(),
         now.dropped_overload,
+        now.kernel_drops,
+        now.vm_limit,
         now.rows_written,
         now.vms_known,
         now.files_open,
@@ -117,11 +127,13 @@ pub fn summary(s: &Snapshot, elapsed_s: f64, latency: &Latency) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "summary: received={} accepted={} rejected={} dropped_overload={} elapsed_s={elapsed_s:.1}",
+        "summary: received={} accepted={} rejected={} dropped_overload={} vm_limit={} kernel_drops={} elapsed_s={elapsed_s:.1}",
         s.received,
         s.accepted,
         s.rejected_total(),
         s.dropped_overload,
+        s.vm_limit,
+        s.kernel_drops,
     );
     out.push_str("summary: rejected_by_reason:");
     push_rejects(&mut out, s);
@@ -189,7 +201,9 @@ mod tests {
         };
         let text = summary(&sample(), 12.34, &lat);
         assert_eq!(text.lines().count(), 4);
-        assert!(text.contains("accepted=1490 rejected=10 dropped_overload=0 elapsed_s=12.3"));
+        assert!(text.contains(
+            "accepted=1490 rejected=10 dropped_overload=0 vm_limit=0 kernel_drops=0 elapsed_s=12.3"
+        ));
         assert!(text.contains("bad_field=1 not_allowed=0"));
         assert!(text.contains("rows_written=1490 bytes_written=150000 write_errors=0"));
         assert!(text.contains("p50=3 p99=990 max=1003"));

@@ -76,10 +76,14 @@ pub struct Outgoing<'a> {
 }
 
 #[cfg(target_os = "linux")]
-pub use linux::{close_file, force_recv_buffer, recv_batch, send_batch, sync_filesystem};
+pub use linux::{
+    close_file, force_recv_buffer, recv_batch, send_batch, socket_drops, sync_filesystem,
+};
 
 #[cfg(not(target_os = "linux"))]
-pub use fallback::{close_file, force_recv_buffer, recv_batch, send_batch, sync_filesystem};
+pub use fallback::{
+    close_file, force_recv_buffer, recv_batch, send_batch, socket_drops, sync_filesystem,
+};
 
 /// Raises the soft open-file limit to the hard limit and returns the limit
 /// now in force (`None` where the platform has no such limit).
@@ -336,6 +340,29 @@ mod linux {
         )
     }
 
+    /// Datagrams the kernel dropped on this socket because its receive
+    /// buffer was full (`SO_MEMINFO`, Linux 4.6+; the count is 32 bits and
+    /// wraps).
+    pub fn socket_drops(socket: &impl AsRawFd) -> Option<u32> {
+        // SK_MEMINFO_VARS is 9 on every kernel that has SO_MEMINFO; a newer
+        // kernel copies only what fits.
+        let mut info = [0u32; 9];
+        let mut len = mem::size_of_val(&info) as libc::socklen_t;
+        // SAFETY: `info` is writable for `len` bytes and `len` is a valid
+        // socklen_t the kernel may lower.
+        let rc = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_MEMINFO,
+                info.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let idx = libc::SK_MEMINFO_DROPS as usize;
+        (rc == 0 && len as usize >= (idx + 1) * 4).then(|| info[idx])
+    }
+
     /// Flushes every dirty page of the filesystem holding `file` with one
     /// `syncfs`, which covers files the store already closed (LRU) as well as
     /// new directory entries.
@@ -399,6 +426,11 @@ mod fallback {
             }
         }
         Ok(msgs.len())
+    }
+
+    /// No portable way to read the socket's drop count.
+    pub fn socket_drops<S>(_socket: &S) -> Option<u32> {
+        None
     }
 
     pub fn force_recv_buffer<S>(_socket: &S, _bytes: usize) -> io::Result<()> {

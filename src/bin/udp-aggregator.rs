@@ -78,6 +78,10 @@ struct RunArgs {
     /// Accept only sources in this CIDR block (repeatable; default: all).
     #[arg(long = "allow", value_name = "CIDR")]
     allow: Vec<Cidr>,
+    /// Distinct source addresses that may get a file; datagrams from new
+    /// sources beyond it are counted as vm_limit.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_vms: usize,
     /// Write the report here instead of stdout.
     #[arg(long)]
     report_file: Option<PathBuf>,
@@ -153,6 +157,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         max_buffered: args.max_buffered,
         max_open_files: args.max_open_files,
         allow: args.allow,
+        max_vms: args.max_vms,
         report: args.report.config(args.report_file),
     };
     cfg.validate()?;
