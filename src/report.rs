@@ -414,6 +414,37 @@ pub fn summary_line(r: &Report) -> String {
     out
 }
 
+/// Sequence accounting summed over every VM.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SeqTotals {
+    pub lost: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub restarts: u64,
+}
+
+impl Report {
+    pub fn seq_totals(&self) -> SeqTotals {
+        self.vms
+            .iter()
+            .fold(SeqTotals::default(), |t, v| SeqTotals {
+                lost: t.lost + v.vm.lost,
+                duplicates: t.duplicates + v.vm.duplicates,
+                out_of_order: t.out_of_order + v.vm.out_of_order,
+                restarts: t.restarts + v.vm.restarts,
+            })
+    }
+}
+
+/// `datagrams: N lost, ...`: the sequence totals as a line.
+pub fn seq_line(r: &Report) -> String {
+    let t = r.seq_totals();
+    format!(
+        "datagrams: {} lost, {} duplicated, {} out of order; {} agent restarts",
+        t.lost, t.duplicates, t.out_of_order, t.restarts
+    )
+}
+
 fn fmt_age(ms: u64) -> String {
     let s = ms / 1000;
     if s < 120 {
@@ -494,6 +525,8 @@ fn render_table(r: &Report) -> String {
     }
     out.push_str(&summary_line(r));
     out.push('\n');
+    out.push_str(&seq_line(r));
+    out.push('\n');
     out
 }
 
@@ -560,6 +593,12 @@ fn render_json(r: &Report) -> String {
             r.count(c)
         );
     }
+    let t = r.seq_totals();
+    let _ = write!(
+        out,
+        ",\"lost\":{},\"duplicates\":{},\"out_of_order\":{},\"restarts\":{}",
+        t.lost, t.duplicates, t.out_of_order, t.restarts
+    );
     out.push_str("},\"vms\":[");
     for (i, v) in r.vms.iter().enumerate() {
         out.push_str(if i == 0 { "\n{" } else { ",\n{" });
@@ -833,7 +872,7 @@ mod tests {
     fn table_is_aligned_with_reasons() {
         let text = render(&sample_report(), ReportFormat::Table);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 5);
+        assert_eq!(lines.len(), 6);
         assert!(
             lines[0].starts_with("VM         CATEGORY    SAMPLES"),
             "{}",
@@ -846,6 +885,10 @@ mod tests {
         let col = lines[0].find("SAMPLES").unwrap() + "SAMPLES".len();
         assert!(lines.iter().take(4).all(|l| l.as_bytes()[col - 1] != b' '));
         assert!(lines[4].starts_with("3 VMs: 1 idle"));
+        assert_eq!(
+            lines[5],
+            "datagrams: 0 lost, 0 duplicated, 0 out of order; 0 agent restarts"
+        );
     }
 
     #[test]

@@ -43,12 +43,16 @@ impl Aggregator {
         if !extra.contains(&"--flush-interval") {
             cmd.args(["--flush-interval", "100ms"]);
         }
-        let mut child = cmd
-            .args(extra)
+        cmd.args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start udp-aggregator");
+            .stderr(Stdio::piped());
+        Self::from_command(cmd, data_dir)
+    }
+
+    /// Starts a prepared command (piped stdout and stderr) that runs the
+    /// aggregator, e.g. under `sh -c 'ulimit -n ...; exec ...'`.
+    pub fn from_command(mut cmd: Command, data_dir: &Path) -> Aggregator {
+        let mut child = cmd.spawn().expect("start udp-aggregator");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let first_line = lines.next().expect("a first stderr line").unwrap();
         let addr = first_line
@@ -71,6 +75,10 @@ impl Aggregator {
             first_line,
             rest,
         }
+    }
+
+    pub fn first_line(&self) -> &str {
+        &self.first_line
     }
 
     pub fn port(&self) -> u16 {
@@ -235,4 +243,29 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     cond()
+}
+
+/// Resident memory of a process, KiB (Linux /proc).
+pub fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc status")
+}
+
+/// Sends `datagrams` from `sock`, about `per_sec` a second, so a debug
+/// build under a parallel test run is not flooded into kernel drops.
+pub fn send_paced(sock: &UdpSocket, to: SocketAddr, datagrams: &[Vec<u8>], per_sec: u64) {
+    let start = std::time::Instant::now();
+    for (i, d) in datagrams.iter().enumerate() {
+        sock.send_to(d, to).unwrap();
+        if i % 64 == 63 {
+            let due = Duration::from_secs_f64((i + 1) as f64 / per_sec as f64);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
 }

@@ -1,0 +1,347 @@
+//! Hostile input, overload and faults against the real aggregator: nothing
+//! that arrives hurts it, nothing it accepted is lost, every loss is counted.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use vmstats::wire::{self, Reject};
+
+/// Junk of every kind the issue names, plus random bytes, with the reason
+/// each must be counted under.
+fn junk(n: usize, seed: u64) -> Vec<(Vec<u8>, Reject)> {
+    let valid = wire::encode(&stat(0)).to_vec();
+    let mut x = seed;
+    let mut rand = move || {
+        // xorshift: enough to vary bytes, no dependency.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    (0..n)
+        .map(|i| {
+            let mut d = valid.clone();
+            let reason = match i % 12 {
+                0 => return (vec![], Reject::BadLength),
+                1 => return (vec![0x56], Reject::BadLength),
+                2 => return (valid[..71].to_vec(), Reject::BadLength),
+                3 => {
+                    d.push(0);
+                    Reject::BadLength
+                }
+                4 => return (vec![0xAB; 1500], Reject::BadLength),
+                5 => return (vec![0x56; 65_507], Reject::BadLength),
+                6 => {
+                    d[1] = b'm';
+                    Reject::BadMagic
+                }
+                7 => {
+                    d[4] = 2 + (rand() % 254) as u8;
+                    Reject::BadVersion
+                }
+                8 => {
+                    d[5] = 1 << (1 + rand() % 7);
+                    Reject::BadField
+                }
+                9 => {
+                    // interval 0 / > 3600, vcpus 0, percentages > 100 %.
+                    match rand() % 4 {
+                        0 => d[6..8].copy_from_slice(&0u16.to_be_bytes()),
+                        1 => d[6..8].copy_from_slice(&3601u16.to_be_bytes()),
+                        2 => d[12..14].copy_from_slice(&0u16.to_be_bytes()),
+                        _ => d[32..34].copy_from_slice(&10_001u16.to_be_bytes()),
+                    }
+                    Reject::BadField
+                }
+                _ => {
+                    let len = if i % 12 == 10 {
+                        72
+                    } else {
+                        (rand() % 200) as usize
+                    };
+                    let bytes: Vec<u8> = (0..len).map(|_| rand() as u8).collect();
+                    let reason = wire::decode(&bytes, false).expect_err("random bytes are junk");
+                    return (bytes, reason);
+                }
+            };
+            (d, reason)
+        })
+        .collect()
+}
+
+#[test]
+fn junk_is_counted_by_reason_never_written_and_costs_no_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let agg = Aggregator::start(dir.path(), &[]);
+    let sock = vm_socket("127.30.0.1");
+    let junk = junk(120_000, 0x9E37_79B9);
+    let mut expected: BTreeMap<&str, u64> = BTreeMap::new();
+    for (_, r) in &junk {
+        *expected.entry(r.name()).or_default() += 1;
+    }
+    // Valid datagrams between the junk, every 100th place.
+    let mut stream = Vec::new();
+    let mut valid = 0u64;
+    for (i, (bytes, _)) in junk.into_iter().enumerate() {
+        if i % 100 == 0 {
+            stream.push(wire::encode(&stat(valid)).to_vec());
+            valid += 1;
+        }
+        stream.push(bytes);
+    }
+    let (warm, rest) = stream.split_at(20_000);
+    send_paced(&sock, agg.addr, warm, 30_000);
+    std::thread::sleep(Duration::from_millis(300));
+    let rss_before = rss_kib(agg.pid());
+    send_paced(&sock, agg.addr, rest, 30_000);
+    std::thread::sleep(Duration::from_millis(300));
+    let rss_after = rss_kib(agg.pid());
+    let done = agg.stop();
+    assert!(done.success, "{}", done.stderr);
+    assert_eq!(
+        done.counter("kernel_drops"),
+        0,
+        "the test outran the aggregator"
+    );
+    for (reason, n) in &expected {
+        assert_eq!(done.counter(reason), *n, "{reason}");
+    }
+    assert_eq!(done.counter("accepted"), valid);
+    let rows = read_rows(&dir.path().join("127.30.0.1.csv"));
+    let seqs: Vec<u64> = rows.iter().map(|r| r.stat.seq).collect();
+    assert_eq!(seqs, (0..valid).collect::<Vec<_>>());
+    assert_eq!(count_files_and_rows(dir.path()), (1, valid as usize));
+    // 100,000 junk datagrams later, memory is where it was (slack for the
+    // allocator and the one VM's buffer).
+    assert!(
+        rss_after < rss_before + 4096,
+        "RSS grew from {rss_before} to {rss_after} KiB"
+    );
+}
+
+#[test]
+fn max_vms_caps_new_sources_but_keeps_known_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let agg = Aggregator::start(dir.path(), &["--max-vms", "3"]);
+    let socks: Vec<_> = (1..=5)
+        .map(|i| vm_socket(&format!("127.31.0.{i}")))
+        .collect();
+    for seq in 0..4 {
+        for s in &socks {
+            send(s, agg.addr, &stat(seq));
+        }
+    }
+    let done = agg.stop();
+    assert_eq!(done.counter("vm_limit"), 8);
+    assert_eq!(done.counter("accepted"), 12);
+    assert_eq!(count_files_and_rows(dir.path()), (3, 12));
+}
+
+#[test]
+fn overload_is_counted_so_the_accounting_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    // A tiny socket buffer and queue, flooded flat out: both kinds of drop.
+    let agg = Aggregator::start(
+        dir.path(),
+        &["--recv-buffer", "64k", "--queue-batches", "1"],
+    );
+    let out = vmsim(
+        agg.port(),
+        &[
+            "--count",
+            "100",
+            "--rate",
+            "max",
+            "--total",
+            "200000",
+            "--no-final",
+            "--src-base",
+            "127.32.0.1",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sent=200000 finals=0 send_errors=0"));
+    let done = agg.stop();
+    let (_, rows) = count_files_and_rows(dir.path());
+    let rejected = done.counter("rejected");
+    let overload = done.counter("dropped_overload");
+    let kernel = done.counter("kernel_drops");
+    assert!(
+        overload + kernel > 0,
+        "no overload happened: {}",
+        done.stderr
+    );
+    assert_eq!(rows as u64, done.counter("accepted"));
+    assert_eq!(
+        rows as u64 + rejected + overload + kernel,
+        200_000,
+        "{}",
+        done.stderr
+    );
+}
+
+#[test]
+fn kill_9_leaves_parsable_files_and_a_restart_appends_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let agg = Aggregator::start(dir.path(), &["--flush-interval", "200ms"]);
+    let out = vmsim(
+        agg.port(),
+        &[
+            "--count",
+            "50",
+            "--rate",
+            "5000",
+            "--total",
+            "10000",
+            "--no-final",
+            "--src-base",
+            "127.33.0.1",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sent=10000"));
+    signal(agg.pid(), "KILL");
+    drop(agg);
+    // Every file parses (a torn last line is allowed after a crash) and
+    // what is missing is at most the last flush interval's worth.
+    let mut on_disk = 0;
+    for i in 0..50u32 {
+        let ip = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(127, 33, 0, 1)) + i);
+        let path = dir.path().join(format!("{ip}.csv"));
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for line in text.split_inclusive('\n').skip(1) {
+            if line.ends_with('\n') {
+                wire::parse_row(line.trim_end()).expect("whole rows parse");
+                on_disk += 1;
+            }
+        }
+    }
+    let missing = 10_000 - on_disk;
+    assert!(
+        missing <= 5000 * 400 / 1000,
+        "{missing} rows lost, more than a flush interval"
+    );
+
+    let agg = Aggregator::start(dir.path(), &[]);
+    vmsim(
+        agg.port(),
+        &[
+            "--count",
+            "50",
+            "--rate",
+            "5000",
+            "--total",
+            "500",
+            "--no-final",
+            "--src-base",
+            "127.33.0.1",
+        ],
+    );
+    let done = agg.stop();
+    assert!(done.success);
+    // read_rows asserts one header and no torn line anywhere.
+    let (files, rows) = count_files_and_rows(dir.path());
+    assert_eq!(files, 50);
+    assert_eq!(rows, on_disk + 500);
+}
+
+#[test]
+fn sighup_reopens_files_for_log_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let agg = Aggregator::start(dir.path(), &[]);
+    let sock = vm_socket("127.34.0.1");
+    let path = dir.path().join("127.34.0.1.csv");
+    for seq in 0..5 {
+        send(&sock, agg.addr, &stat(seq));
+    }
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() == 6)
+    }));
+    // logrotate's create pattern: move the file, then signal.
+    let rotated = dir.path().join("127.34.0.1.csv.1");
+    std::fs::rename(&path, &rotated).unwrap();
+    send(&sock, agg.addr, &stat(5)); // lands in the moved file
+    std::thread::sleep(Duration::from_millis(50));
+    signal(agg.pid(), "HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    for seq in 6..10 {
+        send(&sock, agg.addr, &stat(seq));
+    }
+    let done = agg.stop();
+    assert!(
+        done.stderr.contains("reopening data files (SIGHUP)"),
+        "{}",
+        done.stderr
+    );
+    let old: Vec<u64> = read_rows(&rotated).iter().map(|r| r.stat.seq).collect();
+    let new: Vec<u64> = read_rows(&path).iter().map(|r| r.stat.seq).collect();
+    assert_eq!(old, (0..6).collect::<Vec<_>>());
+    assert_eq!(new, (6..10).collect::<Vec<_>>());
+}
+
+#[test]
+fn ten_thousand_vms_under_256_open_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "ulimit -n 256 && exec {AGGREGATOR} --listen 127.0.0.1:0 --data-dir {} --flush-interval 100ms --workers 1",
+            dir.path().display()
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let agg = Aggregator::from_command(cmd, dir.path());
+    // 256 less the 64 kept for sockets and stdio.
+    assert!(
+        agg.first_line().contains(" 192 open files each"),
+        "{}",
+        agg.first_line()
+    );
+    let out = vmsim(
+        agg.port(),
+        &[
+            "--count",
+            "10000",
+            "--rate",
+            "10000",
+            "--total",
+            "20000",
+            "--no-final",
+            "--src-base",
+            "127.35.0.1",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sent=20000"));
+    let done = agg.stop();
+    assert!(done.success, "{}", done.stderr);
+    assert_eq!(done.counter("accepted"), 20_000, "{}", done.stderr);
+    assert_eq!(count_files_and_rows(dir.path()), (10_000, 20_000));
+}
+
+#[test]
+fn seq_accounting_sees_skips_repeats_reorders_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let agg = Aggregator::start(dir.path(), &["--report-format", "json"]);
+    let sock = vm_socket("127.36.0.1");
+    // seq 0 1 2 4 3 3 7 (lost 5 and 6, 3 late and twice), then a restart.
+    for seq in [0, 1, 2, 4, 3, 3, 7] {
+        send(&sock, agg.addr, &stat(seq));
+    }
+    for seq in 0..3 {
+        let mut s = stat(seq);
+        s.boot_id = 0xB007;
+        send(&sock, agg.addr, &s);
+    }
+    let done = agg.stop();
+    let json: serde_json::Value = serde_json::from_str(&done.stdout).unwrap();
+    let vm = &json["vms"][0];
+    assert_eq!(vm["samples"], 10);
+    assert_eq!(vm["lost"], 2);
+    assert_eq!(vm["duplicates"], 1);
+    assert_eq!(vm["out_of_order"], 2);
+    assert_eq!(vm["restarts"], 1);
+    assert_eq!(json["summary"]["lost"], 2);
+    assert_eq!(json["summary"]["restarts"], 1);
+}
