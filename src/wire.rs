@@ -552,4 +552,88 @@ pub(crate) mod tests {
             assert_eq!(ip_from_file_name(name), None, "{name}");
         }
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn valid_stat() -> impl Strategy<Value = Stat> {
+            (
+                (
+                    0u8..=1,
+                    1u16..=MAX_INTERVAL_S,
+                    any::<u32>(),
+                    1u16..=u16::MAX,
+                    any::<u64>(),
+                ),
+                (
+                    any::<u64>(),
+                    0u16..=MAX_PCT_X100,
+                    0u16..=MAX_PCT_X100,
+                    any::<u32>(),
+                ),
+                (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()),
+            )
+                .prop_map(
+                    |(
+                        (flags, interval_s, boot_id, vcpus, seq),
+                        (ts, cpu, mem, mib),
+                        (rx, tx, rd, wr),
+                    )| Stat {
+                        flags,
+                        interval_s,
+                        boot_id,
+                        vcpus,
+                        seq,
+                        timestamp_ms: ts,
+                        cpu_pct_x100: cpu,
+                        mem_pct_x100: mem,
+                        mem_mib: mib,
+                        net_rx_bytes: rx,
+                        net_tx_bytes: tx,
+                        disk_read_bytes: rd,
+                        disk_write_bytes: wr,
+                    },
+                )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300), cut in any::<bool>()) {
+                let verdict = decode(&bytes, cut);
+                if bytes.len() != DATAGRAM_LEN || cut {
+                    prop_assert_eq!(verdict, Err(Reject::BadLength));
+                }
+            }
+
+            #[test]
+            fn decode_of_72_random_bytes_is_total(bytes in proptest::array::uniform32(any::<u8>()), tail in proptest::collection::vec(any::<u8>(), 40)) {
+                // The magic forced right, so the deeper checks are reached.
+                let mut d = [bytes.as_slice(), tail.as_slice()].concat();
+                d[0..4].copy_from_slice(&MAGIC);
+                d[4] = VERSION;
+                if let Ok(s) = decode(&d, false) {
+                    prop_assert_eq!(&encode(&s)[16..], &d[16..]);
+                }
+            }
+
+            #[test]
+            fn every_valid_record_round_trips(s in valid_stat()) {
+                prop_assert_eq!(decode(&encode(&s), false), Ok(s));
+                let mut row = Vec::new();
+                push_row(&mut row, 17, &s);
+                prop_assert!(row.len() <= MAX_ROW_LEN);
+                let text = std::str::from_utf8(&row).unwrap();
+                let back = parse_row(text.trim_end_matches('\n')).unwrap();
+                prop_assert_eq!(back, Row { recv_ms: 17, stat: s });
+            }
+
+            #[test]
+            fn parse_row_never_panics(line in "[0-9.,x-]{0,120}") {
+                let _ = parse_row(&line);
+            }
+        }
+    }
 }

@@ -2,9 +2,13 @@
 //!
 //! Rows are formatted into a per-VM buffer as batches arrive and written out
 //! with one `write` when the buffer reaches `flush_bytes` or its oldest row
-//! is `flush_interval` old. Deadlines are kept in a FIFO: the interval is the
-//! same for every VM, so deadlines are pushed in order and the due ones are
-//! at the front; a tick costs what is due, not a scan of 100,000 buffers.
+//! is `flush_interval` old. Deadlines are kept in a FIFO, at most one entry
+//! per VM: the interval is the same for every VM, so deadlines are pushed in
+//! order and the due ones are at the front; a tick costs what is due, not a
+//! scan of 100,000 buffers. A VM's entry is made when its buffer gets a row
+//! and it has none; when it comes due, whatever the VM holds is written (a
+//! busy VM that flushed by size meanwhile just writes early), so no row
+//! waits longer than the interval and the queue never outgrows the VMs.
 //!
 //! A failed write keeps the rows (up to a bound) and retries at the next
 //! deadline, so a full or failing disk loses nothing until the bound forces
@@ -40,9 +44,10 @@ pub struct WorkerConfig {
     pub max_buffered: usize,
 }
 
-/// A buffer that outgrew this is freed after its flush rather than kept, so
-/// a VM that was once busy does not pin `flush_bytes` forever; smaller ones
-/// are reused, so a quiet VM allocates nothing per row.
+/// What a buffer flushed by age keeps. A buffer flushed because it was full
+/// keeps all its capacity (its VM is busy and refills it at once, so steady
+/// state allocates nothing); one flushed by age shrinks to this, so a VM
+/// that was once busy does not pin `flush_bytes` for good.
 const KEEP_CAPACITY: usize = 4 * wire::MAX_ROW_LEN;
 
 /// Longest stretch of flushing before the worker looks at its channel again.
@@ -60,8 +65,8 @@ struct VmBuf {
     rows: u64,
     /// Wall-clock receive time of the oldest buffered row.
     oldest_recv_ms: u64,
-    /// Worker-clock deadline of the pending flush; matches a `due` entry.
-    due_ms: u64,
+    /// The VM has an entry in `due`.
+    queued: bool,
     /// Worker-clock time of the last write-error log line for this VM.
     error_logged_ms: Option<u64>,
 }
@@ -182,8 +187,10 @@ impl Worker {
             });
             if vm.rows == 0 {
                 vm.oldest_recv_ms = rec.recv_ms;
-                vm.due_ms = deadline;
                 vm.buf.reserve(wire::MAX_ROW_LEN);
+            }
+            if !vm.queued {
+                vm.queued = true;
                 self.due.push_back((rec.ip, deadline));
             }
             let before = vm.buf.len();
@@ -211,17 +218,19 @@ impl Worker {
                 return true;
             }
             self.due.pop_front();
-            // A VM flushed early (size) and refilled has a later deadline
-            // and a later entry; this one is stale.
-            if self
-                .vms
-                .get(&ip)
-                .is_some_and(|vm| vm.rows > 0 && vm.due_ms == due)
-            {
+            self.flush_entry(ip, now);
+        }
+        false
+    }
+
+    /// Takes a VM's `due` entry and writes what it holds.
+    fn flush_entry(&mut self, ip: IpAddr, now: u64) {
+        if let Some(vm) = self.vms.get_mut(&ip) {
+            vm.queued = false;
+            if vm.rows > 0 {
                 self.flush_vm(ip, now);
             }
         }
-        false
     }
 
     /// Flushes the oldest buffers, due or not, until at most `target`
@@ -229,16 +238,10 @@ impl Worker {
     fn flush_oldest(&mut self, target: usize) {
         let now = self.now_ms();
         while self.buffered > target {
-            let Some((ip, due)) = self.due.pop_front() else {
+            let Some((ip, _)) = self.due.pop_front() else {
                 break;
             };
-            if self
-                .vms
-                .get(&ip)
-                .is_some_and(|vm| vm.rows > 0 && vm.due_ms == due)
-            {
-                self.flush_vm(ip, now);
-            }
+            self.flush_entry(ip, now);
         }
     }
 
@@ -282,10 +285,10 @@ impl Worker {
                 let age = crate::unix_ms().saturating_sub(vm.oldest_recv_ms);
                 self.latency.saturating_record_n(age, vm.rows);
                 vm.rows = 0;
-                if vm.buf.capacity() > KEEP_CAPACITY {
-                    vm.buf = Vec::new();
-                } else {
-                    vm.buf.clear();
+                let full = vm.buf.len() >= self.cfg.flush_bytes;
+                vm.buf.clear();
+                if !full {
+                    vm.buf.shrink_to(KEEP_CAPACITY);
                 }
             }
             Err(err) => {
@@ -323,10 +326,9 @@ impl Worker {
                     vm.rows -= dropped;
                     self.stats.dropped_write_error.fetch_add(dropped, Relaxed);
                 }
-                if vm.rows > 0 {
-                    let retry = now + interval_ms;
-                    vm.due_ms = retry;
-                    self.due.push_back((ip, retry));
+                if vm.rows > 0 && !vm.queued {
+                    vm.queued = true;
+                    self.due.push_back((ip, now + interval_ms));
                 }
             }
         }
