@@ -81,21 +81,37 @@ fn files_per_worker(cfg: &AggregatorConfig) -> usize {
 /// on disk (written and synced) when this returns `Ok`.
 pub fn run(cfg: &AggregatorConfig, ctl: &Control) -> Result<RunSummary, AggregatorError> {
     cfg.validate()?;
-    prepare_data_dir(&cfg.data_dir)?;
-    let files_cap = files_per_worker(cfg);
+    // The discard baseline keeps the socket setup and receive loop and
+    // drops everything after the count: no decode, worker or file.
+    let workers = if cfg.discard { 0 } else { cfg.workers };
+    if !cfg.discard {
+        prepare_data_dir(&cfg.data_dir)?;
+    }
+    let files_cap = if cfg.discard {
+        0
+    } else {
+        files_per_worker(cfg)
+    };
     let bound =
         receiver::bind(cfg.listen, cfg.recv_buffer).map_err(|error| AggregatorError::Bind {
             addr: cfg.listen,
             error,
         })?;
-    eprintln!(
-        "udp-aggregator: listening on {} (data dir {}, {} workers, {} open files each, receive buffer {} bytes)",
-        bound.local,
-        cfg.data_dir.display(),
-        cfg.workers,
-        files_cap,
-        bound.recv_buffer
-    );
+    if cfg.discard {
+        eprintln!(
+            "udp-aggregator: listening on {} (discard: receive and count only, receive buffer {} bytes)",
+            bound.local, bound.recv_buffer
+        );
+    } else {
+        eprintln!(
+            "udp-aggregator: listening on {} (data dir {}, {} workers, {} open files each, receive buffer {} bytes)",
+            bound.local,
+            cfg.data_dir.display(),
+            cfg.workers,
+            files_cap,
+            bound.recv_buffer
+        );
+    }
     if bound.recv_buffer < cfg.recv_buffer {
         eprintln!(
             "warning: the kernel granted a {} byte receive buffer, {} were asked (--recv-buffer); raise net.core.rmem_max or run as root to avoid drops in bursts",
@@ -105,10 +121,10 @@ pub fn run(cfg: &AggregatorConfig, ctl: &Control) -> Result<RunSummary, Aggregat
 
     let started = Instant::now();
     let stats = Arc::new(Stats::default());
-    let (recycle_tx, recycle_rx) = bounded(cfg.workers * cfg.queue_batches);
-    let mut senders = Vec::with_capacity(cfg.workers);
-    let mut handles = Vec::with_capacity(cfg.workers);
-    for id in 0..cfg.workers {
+    let (recycle_tx, recycle_rx) = bounded(workers * cfg.queue_batches);
+    let mut senders = Vec::with_capacity(workers);
+    let mut handles = Vec::with_capacity(workers);
+    for id in 0..workers {
         let (tx, rx) = bounded::<Msg>(cfg.queue_batches);
         senders.push(tx);
         let worker = Worker::new(
@@ -132,8 +148,14 @@ pub fn run(cfg: &AggregatorConfig, ctl: &Control) -> Result<RunSummary, Aggregat
 
     let dispatcher = Dispatcher::new(senders, recycle_rx);
     let admission = Admission::new(cfg.allow.clone(), cfg.max_vms);
-    let receiver = Receiver::new(bound.socket, dispatcher, admission, Arc::clone(&stats))
-        .map_err(AggregatorError::Start)?;
+    let receiver = Receiver::new(
+        bound.socket,
+        dispatcher,
+        admission,
+        Arc::clone(&stats),
+        cfg.discard,
+    )
+    .map_err(AggregatorError::Start)?;
     let deadline = cfg.duration.map(|d| started + d);
     // Returns after the last batch is handed over; dropping the receiver
     // closes the socket and the channels, which is the workers' signal.
@@ -144,11 +166,13 @@ pub fn run(cfg: &AggregatorConfig, ctl: &Control) -> Result<RunSummary, Aggregat
         let worker_latency = h.join().expect("a worker panicked");
         latency.add(&worker_latency).expect("same bounds");
     }
-    let dir = File::open(&cfg.data_dir).and_then(|d| sys::sync_filesystem(&d).map(|()| d));
-    dir.map_err(|error| AggregatorError::Sync {
-        path: cfg.data_dir.clone(),
-        error,
-    })?;
+    if !cfg.discard {
+        let dir = File::open(&cfg.data_dir).and_then(|d| sys::sync_filesystem(&d));
+        dir.map_err(|error| AggregatorError::Sync {
+            path: cfg.data_dir.clone(),
+            error,
+        })?;
+    }
 
     let counters = stats.snapshot();
     let latency = Latency {
@@ -158,8 +182,10 @@ pub fn run(cfg: &AggregatorConfig, ctl: &Control) -> Result<RunSummary, Aggregat
     };
     let elapsed_s = started.elapsed().as_secs_f64();
     eprint!("{}", stats::summary(&counters, elapsed_s, &latency));
-    let report = report::build(&cfg.data_dir, &cfg.report.thresholds, crate::unix_ms())?;
-    report::write(&report, cfg.report.format, cfg.report.file.as_deref())?;
+    if !cfg.discard {
+        let report = report::build(&cfg.data_dir, &cfg.report.thresholds, crate::unix_ms())?;
+        report::write(&report, cfg.report.format, cfg.report.file.as_deref())?;
+    }
     Ok(RunSummary {
         local: bound.local,
         counters,

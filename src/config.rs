@@ -240,6 +240,8 @@ pub struct AggregatorConfig {
     pub allow: Vec<Cidr>,
     /// Distinct VMs (source addresses) that may get a file.
     pub max_vms: usize,
+    /// Receive and count only (the benchmarks' bare baseline).
+    pub discard: bool,
     pub report: ReportConfig,
 }
 
@@ -259,6 +261,7 @@ impl Default for AggregatorConfig {
             max_open_files: None,
             allow: Vec::new(),
             max_vms: 1_000_000,
+            discard: false,
             report: ReportConfig::default(),
         }
     }
@@ -357,6 +360,8 @@ pub struct SimConfig {
     pub total: Option<u64>,
     /// Send no final-flag datagram at the end.
     pub no_final: bool,
+    /// Consecutive datagrams of one VM per send, as one UDP GSO buffer.
+    pub gso: usize,
 }
 
 impl Default for SimConfig {
@@ -371,6 +376,7 @@ impl Default for SimConfig {
             rate: Rate::Interval,
             total: None,
             no_final: false,
+            gso: 1,
         }
     }
 }
@@ -398,6 +404,9 @@ impl SimConfig {
         }
         if self.duration == Some(Duration::ZERO) {
             return Err(invalid("--duration", "must be more than 0"));
+        }
+        if !(1..=64).contains(&self.gso) {
+            return Err(invalid("--gso", format!("{} is not in 1..=64", self.gso)));
         }
         if self.total == Some(0) {
             return Err(invalid("--total", "must be at least 1"));

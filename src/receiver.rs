@@ -97,6 +97,8 @@ pub struct Receiver {
     dispatcher: Dispatcher,
     admission: Admission,
     stats: Arc<Stats>,
+    /// Count and drop: the bare receive loop that benchmarks measure against.
+    discard: bool,
     local: Local,
     /// The socket's kernel drop counter at the last look (it wraps at 2^32).
     kernel_drops: Option<u32>,
@@ -110,6 +112,7 @@ impl Receiver {
         dispatcher: Dispatcher,
         admission: Admission,
         stats: Arc<Stats>,
+        discard: bool,
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
         poll.registry()
@@ -122,6 +125,7 @@ impl Receiver {
             dispatcher,
             admission,
             stats,
+            discard,
             local: Local::default(),
             error_logged: None,
         })
@@ -200,6 +204,10 @@ impl Receiver {
     }
 
     fn take_batch(&mut self) {
+        if self.discard {
+            self.local.received += self.batch.len() as u64;
+            return;
+        }
         let recv_ms = crate::unix_ms();
         for i in 0..self.batch.len() {
             let (src, payload, truncated) = self.batch.get(i);

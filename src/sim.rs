@@ -235,22 +235,31 @@ const MAX_NAP: Duration = Duration::from_millis(50);
 struct Sender {
     socket: UdpSocket,
     dst: SocketAddrV4,
+    /// Datagrams of one VM per send (UDP GSO); 1 sends each on its own.
+    gso: usize,
     report: SimReport,
     /// When the last send error was logged (they are rate limited).
     error_logged: Option<Instant>,
 }
 
 impl Sender {
-    fn send(&mut self, payloads: &[[u8; DATAGRAM_LEN]], srcs: &[Ipv4Addr]) -> u64 {
-        let msgs: Vec<Outgoing> = payloads
+    /// Sends `parts` (source, datagrams) laid out back to back in `buf`.
+    fn send(&mut self, buf: &[u8], parts: &[(Ipv4Addr, usize)]) {
+        let mut off = 0;
+        let msgs: Vec<Outgoing> = parts
             .iter()
-            .zip(srcs)
-            .map(|(p, src)| Outgoing {
-                src: *src,
-                payload: p,
+            .map(|&(src, n)| {
+                let payload = &buf[off..off + n * DATAGRAM_LEN];
+                off += payload.len();
+                let segment = if n > 1 { DATAGRAM_LEN as u16 } else { 0 };
+                Outgoing {
+                    src,
+                    payload,
+                    segment,
+                }
             })
             .collect();
-        let sent = match sys::send_batch(&self.socket, self.dst, &msgs) {
+        let sent_msgs = match sys::send_batch(&self.socket, self.dst, &msgs) {
             Ok(n) => n,
             Err(e) => {
                 if self
@@ -262,10 +271,11 @@ impl Sender {
                 }
                 0
             }
-        } as u64;
-        self.report.sent += sent;
-        self.report.send_errors += msgs.len() as u64 - sent;
-        sent
+        };
+        let sent: usize = parts[..sent_msgs].iter().map(|p| p.1).sum();
+        let all: usize = parts.iter().map(|p| p.1).sum();
+        self.report.sent += sent as u64;
+        self.report.send_errors += (all - sent) as u64;
     }
 }
 
@@ -278,7 +288,8 @@ struct Phase {
     last: bool,
 }
 
-/// Sends a phase's datagrams, VM 0 onward round-robin, until done or `stop`.
+/// Sends a phase's datagrams, VM 0 onward round-robin (`gso` consecutive
+/// datagrams per VM when that many are due), until done or `stop`.
 fn paced(
     sender: &mut Sender,
     vms: &mut [SimVm],
@@ -287,16 +298,18 @@ fn paced(
     stop: &dyn Fn() -> bool,
 ) {
     let Phase { count, rate, last } = phase;
+    let per_vm = if last { 1 } else { sender.gso };
+    let most = BATCH * per_vm;
+    let mut buf = vec![0u8; most * DATAGRAM_LEN];
+    let mut parts = Vec::with_capacity(BATCH);
     let mut next = 0;
     let start = Instant::now();
-    let mut payloads = [[0u8; DATAGRAM_LEN]; BATCH];
-    let mut srcs = [Ipv4Addr::UNSPECIFIED; BATCH];
     let mut done = 0u64;
     while count.is_none_or(|c| done < c) && !stop() {
         let mut due = if rate.is_finite() {
             due_by(start.elapsed(), rate).saturating_sub(done)
         } else {
-            BATCH as u64
+            most as u64
         };
         if let Some(c) = count {
             due = due.min(c - done);
@@ -306,15 +319,24 @@ fn paced(
             std::thread::sleep(wait.min(MAX_NAP));
             continue;
         }
-        let n = (due as usize).min(BATCH);
+        let n = (due as usize).min(most);
         let now_ms = crate::unix_ms();
-        for i in 0..n {
+        parts.clear();
+        let mut left = n;
+        let mut off = 0;
+        while left > 0 {
+            let take = left.min(per_vm);
             let vm = &mut vms[next];
-            payloads[i] = wire::encode(&vm.next_stat(interval_s, now_ms, last));
-            srcs[i] = vm.src;
+            for _ in 0..take {
+                let bytes = wire::encode(&vm.next_stat(interval_s, now_ms, last));
+                buf[off..off + DATAGRAM_LEN].copy_from_slice(&bytes);
+                off += DATAGRAM_LEN;
+            }
+            parts.push((vm.src, take));
             next = (next + 1) % vms.len();
+            left -= take;
         }
-        sender.send(&payloads[..n], &srcs[..n]);
+        sender.send(&buf[..off], &parts);
         done += n as u64;
     }
 }
@@ -347,6 +369,7 @@ pub fn run(cfg: &SimConfig, stop: &AtomicBool) -> Result<SimReport, SimError> {
     let mut sender = Sender {
         socket,
         dst,
+        gso: cfg.gso,
         report: SimReport::default(),
         error_logged: None,
     };

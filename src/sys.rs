@@ -68,11 +68,14 @@ impl Default for RecvBatch {
     }
 }
 
-/// One datagram to send from a chosen local IPv4 address.
+/// Datagrams to send from a chosen local IPv4 address: one, or with
+/// `segment` > 0 several of that size back to back, sent as one UDP GSO
+/// buffer (`UDP_SEGMENT`) that the kernel splits.
 #[derive(Debug, Clone, Copy)]
 pub struct Outgoing<'a> {
     pub src: std::net::Ipv4Addr,
     pub payload: &'a [u8],
+    pub segment: u16,
 }
 
 #[cfg(target_os = "linux")]
@@ -210,8 +213,9 @@ mod linux {
         Ok(n)
     }
 
-    /// Room for one `IP_PKTINFO` control message, 8-byte aligned as cmsghdr needs.
-    type PktinfoCmsg = [u64; 4];
+    /// Room for an `IP_PKTINFO` and a `UDP_SEGMENT` control message, 8-byte
+    /// aligned as cmsghdr needs.
+    type SendCmsgs = [u64; 8];
 
     /// Sends `msgs` to `dst` with as few `sendmmsg` calls as it takes, each
     /// datagram from its own source address (`IP_PKTINFO`). The socket must be
@@ -224,15 +228,20 @@ mod linux {
         msgs: &[Outgoing],
     ) -> io::Result<usize> {
         // SAFETY: CMSG_SPACE is a pure size computation.
-        let space = unsafe { libc::CMSG_SPACE(mem::size_of::<libc::in_pktinfo>() as u32) } as usize;
-        assert!(space <= mem::size_of::<PktinfoCmsg>());
+        let (info_space, seg_space) = unsafe {
+            (
+                libc::CMSG_SPACE(mem::size_of::<libc::in_pktinfo>() as u32) as usize,
+                libc::CMSG_SPACE(mem::size_of::<u16>() as u32) as usize,
+            )
+        };
+        assert!(info_space + seg_space <= mem::size_of::<SendCmsgs>());
         let mut sent = 0;
         for chunk in msgs.chunks(BATCH) {
             let mut name = sockaddr_v4(dst);
             let mut iovs: [libc::iovec; BATCH] =
                 // SAFETY: all-zero is a valid iovec.
                 unsafe { mem::zeroed() };
-            let mut cmsgs = [[0u64; 4]; BATCH];
+            let mut cmsgs = [[0u64; 8]; BATCH];
             // SAFETY: all-zero is a valid mmsghdr.
             let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { mem::zeroed() };
             for (i, m) in chunk.iter().enumerate() {
@@ -246,10 +255,12 @@ mod linux {
                 hdr.msg_iov = &mut iovs[i];
                 hdr.msg_iovlen = 1;
                 hdr.msg_control = cmsgs[i].as_mut_ptr().cast();
-                hdr.msg_controllen = space as _;
-                // SAFETY: msg_control points at `space` writable, aligned
-                // bytes, enough for one cmsghdr plus an in_pktinfo, so
-                // CMSG_FIRSTHDR is non-null and CMSG_DATA lies inside it.
+                let gso = m.segment > 0;
+                hdr.msg_controllen = (info_space + if gso { seg_space } else { 0 }) as _;
+                // SAFETY: msg_control points at msg_controllen writable,
+                // aligned bytes, room for the pktinfo cmsg and, with GSO, the
+                // segment-size cmsg after it, so CMSG_FIRSTHDR/CMSG_NXTHDR
+                // return non-null headers whose CMSG_DATA lies inside.
                 unsafe {
                     let cmsg = libc::CMSG_FIRSTHDR(hdr);
                     (*cmsg).cmsg_level = libc::IPPROTO_IP;
@@ -264,6 +275,13 @@ mod linux {
                         ipi_addr: libc::in_addr { s_addr: 0 },
                     };
                     ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::in_pktinfo>(), info);
+                    if gso {
+                        let seg = libc::CMSG_NXTHDR(hdr, cmsg);
+                        (*seg).cmsg_level = libc::SOL_UDP;
+                        (*seg).cmsg_type = libc::UDP_SEGMENT;
+                        (*seg).cmsg_len = libc::CMSG_LEN(mem::size_of::<u16>() as u32) as _;
+                        ptr::write_unaligned(libc::CMSG_DATA(seg).cast::<u16>(), m.segment);
+                    }
                 }
             }
             let mut off = 0;
@@ -412,15 +430,23 @@ mod fallback {
     }
 
     /// Without `IP_PKTINFO`, each datagram goes out of a socket bound to its
-    /// source address: slow, but every VM still has its own address.
+    /// source address, and without GSO one by one: slow, but every VM still
+    /// has its own address.
     pub fn send_batch(
         _socket: &UdpSocket,
         dst: SocketAddrV4,
         msgs: &[Outgoing],
     ) -> io::Result<usize> {
         for (i, m) in msgs.iter().enumerate() {
-            let sent = UdpSocket::bind(SocketAddr::from((m.src, 0)))
-                .and_then(|s| s.send_to(m.payload, dst));
+            let size = match m.segment {
+                0 => m.payload.len().max(1),
+                s => usize::from(s),
+            };
+            let sent = UdpSocket::bind(SocketAddr::from((m.src, 0))).and_then(|s| {
+                m.payload
+                    .chunks(size)
+                    .try_for_each(|d| s.send_to(d, dst).map(drop))
+            });
             if let Err(e) = sent {
                 return if i > 0 { Ok(i) } else { Err(e) };
             }

@@ -238,6 +238,68 @@ fn report_file_takes_the_report_off_stdout() {
 }
 
 #[test]
+fn discard_counts_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let agg = Aggregator::start(&data, &["--discard"]);
+    assert!(agg.first_line().contains("discard"), "{}", agg.first_line());
+    let out = vmsim(
+        agg.port(),
+        &[
+            "--count",
+            "10",
+            "--rate",
+            "max",
+            "--total",
+            "640",
+            "--gso",
+            "16",
+            "--no-final",
+            "--src-base",
+            "127.13.0.1",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sent=640 finals=0 send_errors=0"));
+    let done = agg.stop();
+    assert!(done.success, "{}", done.stderr);
+    assert_eq!(done.counter("received"), 640);
+    assert_eq!(done.counter("accepted"), 0);
+    assert!(!data.exists());
+    assert_eq!(done.stdout, "");
+}
+
+#[test]
+fn gso_sends_arrive_as_separate_datagrams_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let agg = Aggregator::start(dir.path(), &[]);
+    vmsim(
+        agg.port(),
+        &[
+            "--count",
+            "3",
+            "--rate",
+            "max",
+            "--total",
+            "96",
+            "--gso",
+            "16",
+            "--no-final",
+            "--src-base",
+            "127.14.0.1",
+        ],
+    );
+    let done = agg.stop();
+    assert_eq!(done.counter("accepted"), 96);
+    for i in 1..=3 {
+        let seqs: Vec<u64> = read_rows(&dir.path().join(format!("127.14.0.{i}.csv")))
+            .iter()
+            .map(|r| r.stat.seq)
+            .collect();
+        assert_eq!(seqs, (0..32).collect::<Vec<_>>());
+    }
+}
+
+#[test]
 fn duration_stops_by_itself_and_prints_the_report() {
     let dir = tempfile::tempdir().unwrap();
     let agg = Aggregator::start(

@@ -82,6 +82,10 @@ struct RunArgs {
     /// sources beyond it are counted as vm_limit.
     #[arg(long, default_value_t = 1_000_000)]
     max_vms: usize,
+    /// Receive and count only, writing nothing: the bare receive loop the
+    /// load test measures the aggregator against.
+    #[arg(long)]
+    discard: bool,
     /// Write the report here instead of stdout.
     #[arg(long)]
     report_file: Option<PathBuf>,
@@ -158,6 +162,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         max_open_files: args.max_open_files,
         allow: args.allow,
         max_vms: args.max_vms,
+        discard: args.discard,
         report: args.report.config(args.report_file),
     };
     cfg.validate()?;

@@ -43,6 +43,10 @@ struct Cli {
     /// Do not send the final-flag datagram of each VM at the end.
     #[arg(long)]
     no_final: bool,
+    /// Send K consecutive datagrams of one VM as one UDP GSO send
+    /// (UDP_SEGMENT), for a sender that is not the bottleneck.
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    gso: usize,
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -56,6 +60,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         rate: cli.rate.unwrap_or(Rate::Interval),
         total: cli.total,
         no_final: cli.no_final,
+        gso: cli.gso,
     };
     cfg.validate()?;
     let stop = Arc::new(AtomicBool::new(false));
