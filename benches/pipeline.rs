@@ -1,0 +1,99 @@
+//! Micro-benchmarks of the per-datagram work, without sockets: decode and
+//! validate, row formatting, and a worker ingesting batches in-process.
+//! `cargo bench --bench pipeline`; the end-to-end figures come from
+//! `scripts/loadtest.sh`.
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use vmstats::dispatch::Record;
+use vmstats::stats::Stats;
+use vmstats::wire::{self, Stat};
+use vmstats::worker::{Worker, WorkerConfig};
+
+fn sample(seq: u64) -> Stat {
+    Stat {
+        interval_s: 60,
+        boot_id: 0xC0FF_EE01,
+        vcpus: 4,
+        seq,
+        timestamp_ms: 1_764_110_400_123,
+        cpu_pct_x100: 725,
+        mem_pct_x100: 3150,
+        mem_mib: 8192,
+        net_rx_bytes: 1_048_576,
+        net_tx_bytes: 524_288,
+        disk_read_bytes: 4096,
+        disk_write_bytes: 65_536,
+        ..Stat::default()
+    }
+}
+
+fn decode(c: &mut Criterion) {
+    let bytes = wire::encode(&sample(41));
+    let mut g = c.benchmark_group("wire");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("decode+validate", |b| {
+        b.iter(|| wire::decode(black_box(&bytes), false))
+    });
+    let mut junk = bytes;
+    junk[5] = 0x80;
+    g.bench_function("decode bad_field", |b| {
+        b.iter(|| wire::decode(black_box(&junk), false))
+    });
+    let stat = sample(41);
+    let mut out = Vec::with_capacity(4096);
+    g.bench_function("format row", |b| {
+        b.iter(|| {
+            out.clear();
+            wire::push_row(&mut out, black_box(1_764_110_400_200), black_box(&stat));
+        })
+    });
+    g.finish();
+}
+
+fn ingest(c: &mut Criterion) {
+    const VMS: u32 = 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut worker = Worker::new(
+        WorkerConfig {
+            data_dir: dir.path().to_path_buf(),
+            flush_bytes: 32 << 10,
+            flush_interval: Duration::from_secs(3600),
+            max_open_files: 2000,
+            max_buffered: 1 << 30,
+        },
+        Arc::new(Stats::default()),
+    );
+    // A batch as the receive loop sends it: 256 records of different VMs.
+    let mut n = 0u32;
+    let mut batch = || -> Vec<Record> {
+        (0..256)
+            .map(|_| {
+                n = n.wrapping_add(1);
+                Record {
+                    ip: IpAddr::V4(Ipv4Addr::from(0x7f01_0000 + n % VMS)),
+                    recv_ms: 1_764_110_400_200,
+                    stat: sample(u64::from(n / VMS)),
+                }
+            })
+            .collect()
+    };
+    let batches: Vec<Vec<Record>> = (0..64).map(|_| batch()).collect();
+    let mut g = c.benchmark_group("worker");
+    g.throughput(Throughput::Elements(256));
+    let mut i = 0;
+    g.bench_function("ingest 256 (1000 VMs, flush by size)", |b| {
+        b.iter(|| {
+            worker.ingest(&batches[i % batches.len()]);
+            i += 1;
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, decode, ingest);
+criterion_main!(benches);
