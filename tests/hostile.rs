@@ -123,6 +123,28 @@ fn junk_is_counted_by_reason_never_written_and_costs_no_memory() {
     );
 }
 
+/// The fuzzer's corpus (fuzz/corpus/decode, grown by scripts/fuzz.sh) replayed
+/// through the same checks as the fuzz target, on every test run.
+#[test]
+fn fuzz_corpus_replays_cleanly() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/decode");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let data = std::fs::read(entry.unwrap().path()).unwrap();
+        match wire::decode(&data, false) {
+            Ok(stat) => {
+                let again = wire::encode(&stat);
+                assert_eq!(&again[..14], &data[..14]);
+                assert_eq!(&again[16..], &data[16..]);
+            }
+            Err(reason) if data.len() != wire::DATAGRAM_LEN => assert_eq!(reason, Reject::BadLength),
+            Err(_) => {}
+        }
+        n += 1;
+    }
+    assert!(n >= 8, "corpus has {n} inputs");
+}
+
 #[test]
 fn max_vms_caps_new_sources_but_keeps_known_ones() {
     let dir = tempfile::tempdir().unwrap();
