@@ -21,12 +21,18 @@ start_aggregator() {
     shift 2
     "$AGG" --listen 127.0.0.1:0 --data-dir "$data" "$@" >"$log.out" 2>"$log" &
     AGG_PID=$!
-    for _ in $(seq 200); do
-        grep -q 'listening on' "$log" 2>/dev/null && break
-        kill -0 "$AGG_PID" 2>/dev/null || { cat "$log" >&2; return 1; }
+    AGG_PORT=
+    for _ in $(seq 1500); do
+        # The port is taken only from a whole first line.
+        AGG_PORT=$(head -n 1 "$log" 2>/dev/null | grep -oE 'listening on [^ ]*:[0-9]+ \(' |
+            sed -E 's/.*:([0-9]+) \(/\1/' || true)
+        [ -n "$AGG_PORT" ] && return 0
+        kill -0 "$AGG_PID" 2>/dev/null || break
         sleep 0.02
     done
-    AGG_PORT=$(head -n 1 "$log" | sed -E 's/.*listening on [^ ]*:([0-9]+) .*/\1/')
+    echo "udp-aggregator did not start:" >&2
+    cat "$log" >&2
+    return 1
 }
 
 # stop_pid PID: SIGTERM and wait for the exit.
@@ -91,7 +97,7 @@ start_rsyslog() {
 global(workDirectory="$dir/work" net.enableDNS="off" maxMessageSize="4k")
 module(load="imudp" batchSize="64" threads="1")
 input(type="imudp" address="127.0.0.1" port="$RS_PORT" rcvbufSize="32m")
-main_queue(queue.type="LinkedList" queue.size="500000" queue.workerThreads="2"
+main_queue(queue.type="LinkedList" queue.size="100000" queue.workerThreads="2"
            queue.dequeueBatchSize="1024")
 template(name="perip" type="string" string="$dir/out/%fromhost-ip%.log")
 template(name="raw" type="string" string="%rawmsg%\n")
@@ -111,10 +117,10 @@ CONF
 }
 
 # wait_settled DIR SUFFIX: until the line count stops growing (a queue
-# draining to disk), 60 s at most.
+# draining to disk), 30 s at most.
 wait_settled() {
     local last=-1 now
-    for _ in $(seq 60); do
+    for _ in $(seq 30); do
         now=$(rows_in "$1" "$2")
         [ "$now" = "$last" ] && return
         last=$now
@@ -128,7 +134,7 @@ wait_settled() {
 # exist and the measured pass is steady state. "Zero loss" is rows on disk
 # = datagrams sent, counted from the files (for bare: received = sent).
 trial() {
-    local kind=$1 vms=$2 rate=$3 data=$WORK/$1-$2 log=$WORK/$1.log pid rows0=0 port
+    local kind=$1 vms=$2 rate=$3 data=$WORK/$1-$2 log=$WORK/$1-$2-$3.log pid rows0=0 port
     case $kind in
     bare)
         start_aggregator "$log" "$data" --discard --stats-interval 1h

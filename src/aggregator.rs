@@ -97,21 +97,21 @@ pub fn run(cfg: &AggregatorConfig, ctl: &Control) -> Result<RunSummary, Aggregat
             addr: cfg.listen,
             error,
         })?;
-    if cfg.discard {
-        eprintln!(
+    crate::log_line(&if cfg.discard {
+        format!(
             "udp-aggregator: listening on {} (discard: receive and count only, receive buffer {} bytes)",
             bound.local, bound.recv_buffer
-        );
+        )
     } else {
-        eprintln!(
+        format!(
             "udp-aggregator: listening on {} (data dir {}, {} workers, {} open files each, receive buffer {} bytes)",
             bound.local,
             cfg.data_dir.display(),
             cfg.workers,
             files_cap,
             bound.recv_buffer
-        );
-    }
+        )
+    });
     if bound.recv_buffer < cfg.recv_buffer {
         eprintln!(
             "warning: the kernel granted a {} byte receive buffer, {} were asked (--recv-buffer); raise net.core.rmem_max or run as root to avoid drops in bursts",

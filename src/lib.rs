@@ -31,6 +31,17 @@ pub mod sys;
 pub mod wire;
 pub mod worker;
 
+/// Writes one line to stderr with a single `write`, so a script polling the
+/// log (for the bound port, for status figures) never reads half a line;
+/// `eprintln!` writes a formatted line in pieces.
+pub fn log_line(line: &str) {
+    use std::io::Write;
+    let mut text = String::with_capacity(line.len() + 1);
+    text.push_str(line);
+    text.push('\n');
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
 /// Wall-clock time as Unix milliseconds (the contract's time unit).
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()

@@ -151,7 +151,7 @@ impl Receiver {
             if last_status.elapsed() >= stats_interval {
                 let now = self.stats.snapshot();
                 let secs = last_status.elapsed().as_secs_f64();
-                eprintln!("{}", stats::status_line(&now, &prev, secs));
+                crate::log_line(&stats::status_line(&now, &prev, secs));
                 if now.vm_limit > prev.vm_limit {
                     eprintln!(
                         "warning: {} datagrams from new sources refused: {} VMs is the --max-vms cap",
