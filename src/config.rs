@@ -255,7 +255,7 @@ impl Default for AggregatorConfig {
             flush_interval: Duration::from_secs(1),
             stats_interval: Duration::from_secs(10),
             duration: None,
-            recv_buffer: 32 << 20,
+            recv_buffer: 256 << 20,
             queue_batches: 1024,
             max_buffered: 256 << 20,
             max_open_files: None,

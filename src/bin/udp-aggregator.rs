@@ -64,7 +64,7 @@ struct RunArgs {
     #[arg(long, value_parser = parse_duration)]
     duration: Option<Duration>,
     /// Socket receive buffer to ask the kernel for.
-    #[arg(long, default_value = "32m", value_parser = parse_size)]
+    #[arg(long, default_value = "256m", value_parser = parse_size)]
     recv_buffer: usize,
     /// Batches (of up to 256 datagrams) each worker's queue holds.
     #[arg(long, default_value_t = 1024)]
