@@ -137,7 +137,9 @@ fn fuzz_corpus_replays_cleanly() {
                 assert_eq!(&again[..14], &data[..14]);
                 assert_eq!(&again[16..], &data[16..]);
             }
-            Err(reason) if data.len() != wire::DATAGRAM_LEN => assert_eq!(reason, Reject::BadLength),
+            Err(reason) if data.len() != wire::DATAGRAM_LEN => {
+                assert_eq!(reason, Reject::BadLength)
+            }
             Err(_) => {}
         }
         n += 1;
