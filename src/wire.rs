@@ -117,6 +117,19 @@ fn be64(b: &[u8], at: usize) -> u64 {
 ///
 /// The allow-list (`not_allowed`) is the caller's check: it depends on the
 /// source address, not on the bytes.
+///
+/// ```
+/// use vmstats::wire::{self, Reject, Stat};
+///
+/// let sent = Stat { interval_s: 60, vcpus: 4, seq: 41, cpu_pct_x100: 725, ..Stat::default() };
+/// let bytes = wire::encode(&sent);
+/// assert_eq!(wire::decode(&bytes, false), Ok(sent));
+/// assert_eq!(wire::decode(&bytes[..71], false), Err(Reject::BadLength));
+///
+/// let mut row = Vec::new();
+/// wire::push_row(&mut row, 1_764_110_400_200, &sent);
+/// assert!(row.starts_with(b"1764110400200,0,0,41,60,4,0,7.25,0.00,"));
+/// ```
 pub fn decode(payload: &[u8], truncated: bool) -> Result<Stat, Reject> {
     if truncated || payload.len() != DATAGRAM_LEN {
         return Err(Reject::BadLength);
