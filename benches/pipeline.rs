@@ -16,19 +16,8 @@ use vmstats::worker::{Worker, WorkerConfig};
 
 fn sample(seq: u64) -> Stat {
     Stat {
-        interval_s: 60,
-        boot_id: 0xC0FF_EE01,
-        vcpus: 4,
         seq,
-        timestamp_ms: 1_764_110_400_123,
-        cpu_pct_x100: 725,
-        mem_pct_x100: 3150,
-        mem_mib: 8192,
-        net_rx_bytes: 1_048_576,
-        net_tx_bytes: 524_288,
-        disk_read_bytes: 4096,
-        disk_write_bytes: 65_536,
-        ..Stat::default()
+        ..wire::TEST_VECTOR
     }
 }
 

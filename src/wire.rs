@@ -29,6 +29,24 @@ pub const CSV_HEADER: &str = "recv_ms,ts_ms,boot_id,seq,interval_s,vcpus,mem_mib
 /// row never reallocates mid-format.
 pub const MAX_ROW_LEN: usize = 256;
 
+/// The contract's test vector (PROTOCOL.md, section 1) as it must decode.
+/// Tests and benchmarks build their records on it.
+pub const TEST_VECTOR: Stat = Stat {
+    flags: 0,
+    interval_s: 60,
+    boot_id: 3_237_998_081,
+    vcpus: 4,
+    seq: 41,
+    timestamp_ms: 1_764_110_400_123,
+    cpu_pct_x100: 725,
+    mem_pct_x100: 3150,
+    mem_mib: 8192,
+    net_rx_bytes: 1_048_576,
+    net_tx_bytes: 524_288,
+    disk_read_bytes: 4096,
+    disk_write_bytes: 65_536,
+};
+
 /// One decoded, validated stat datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Stat {
@@ -364,42 +382,24 @@ pub(crate) mod tests {
             .collect()
     }
 
-    pub(crate) fn vector_stat() -> Stat {
-        Stat {
-            flags: 0,
-            interval_s: 60,
-            boot_id: 3_237_998_081,
-            vcpus: 4,
-            seq: 41,
-            timestamp_ms: 1_764_110_400_123,
-            cpu_pct_x100: 725,
-            mem_pct_x100: 3150,
-            mem_mib: 8192,
-            net_rx_bytes: 1_048_576,
-            net_tx_bytes: 524_288,
-            disk_read_bytes: 4096,
-            disk_write_bytes: 65_536,
-        }
-    }
-
     const VECTOR_ROW: &str = "1764110400200,1764110400123,3237998081,41,60,4,8192,7.25,31.50,1048576,524288,4096,65536,0\n";
 
     #[test]
     fn test_vector_decodes() {
         let bytes = vector_bytes();
         assert_eq!(bytes.len(), DATAGRAM_LEN);
-        assert_eq!(decode(&bytes, false), Ok(vector_stat()));
+        assert_eq!(decode(&bytes, false), Ok(TEST_VECTOR));
     }
 
     #[test]
     fn test_vector_encodes() {
-        assert_eq!(encode(&vector_stat()).to_vec(), vector_bytes());
+        assert_eq!(encode(&TEST_VECTOR).to_vec(), vector_bytes());
     }
 
     #[test]
     fn test_vector_row() {
         let mut out = Vec::new();
-        push_row(&mut out, 1_764_110_400_200, &vector_stat());
+        push_row(&mut out, 1_764_110_400_200, &TEST_VECTOR);
         assert_eq!(String::from_utf8(out).unwrap(), VECTOR_ROW);
     }
 
@@ -407,7 +407,7 @@ pub(crate) mod tests {
     fn row_parses_back() {
         let row = parse_row(VECTOR_ROW.trim_end()).unwrap();
         assert_eq!(row.recv_ms, 1_764_110_400_200);
-        assert_eq!(row.stat, vector_stat());
+        assert_eq!(row.stat, TEST_VECTOR);
     }
 
     #[test]
@@ -415,7 +415,7 @@ pub(crate) mod tests {
         let mut bytes = vector_bytes();
         bytes[14] = 0xAB;
         bytes[15] = 0xCD;
-        assert_eq!(decode(&bytes, false), Ok(vector_stat()));
+        assert_eq!(decode(&bytes, false), Ok(TEST_VECTOR));
     }
 
     #[test]
@@ -459,7 +459,7 @@ pub(crate) mod tests {
             |s| s.mem_pct_x100 = u16::MAX,
         ];
         for mutate in cases {
-            let mut s = vector_stat();
+            let mut s = TEST_VECTOR;
             mutate(&mut s);
             assert_eq!(decode(&encode(&s), false), Err(Reject::BadField), "{s:?}");
         }
@@ -467,7 +467,7 @@ pub(crate) mod tests {
 
     #[test]
     fn accepts_the_edges_of_every_range() {
-        let mut s = vector_stat();
+        let mut s = TEST_VECTOR;
         s.flags = FLAG_FINAL;
         s.interval_s = 3600;
         s.vcpus = 1;
@@ -486,7 +486,7 @@ pub(crate) mod tests {
         bytes[4] = 9;
         assert_eq!(decode(&bytes, false), Err(Reject::BadMagic));
         // Wrong version and bad field: bad_version.
-        let mut s = vector_stat();
+        let mut s = TEST_VECTOR;
         s.vcpus = 0;
         let mut bytes = encode(&s);
         bytes[4] = 2;

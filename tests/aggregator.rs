@@ -56,22 +56,7 @@ fn a_thousand_vms_from_distinct_addresses_lose_no_row() {
     let dir = tempfile::tempdir().unwrap();
     let agg = Aggregator::start(dir.path(), &[]);
     // Round-robin: 10,000 datagrams over 1000 VMs is 10 each, seq 0..9.
-    let out = vmsim(
-        agg.port(),
-        &[
-            "--count",
-            "1000",
-            "--total",
-            "10000",
-            "--rate",
-            "5000",
-            "--no-final",
-            "--src-base",
-            "127.10.0.1",
-        ],
-    );
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(said.contains("sent=10000 finals=0 send_errors=0"), "{said}");
+    load(agg.port(), 1000, "5000", 10_000, "127.10.0.1", &[]);
     let done = agg.stop();
     assert_eq!(done.counter("accepted"), 10_000, "{}", done.stderr);
     assert_eq!(count_files_and_rows(dir.path()), (1000, 10_000));
@@ -243,23 +228,7 @@ fn discard_counts_and_writes_nothing() {
     let data = dir.path().join("data");
     let agg = Aggregator::start(&data, &["--discard"]);
     assert!(agg.first_line().contains("discard"), "{}", agg.first_line());
-    let out = vmsim(
-        agg.port(),
-        &[
-            "--count",
-            "10",
-            "--rate",
-            "max",
-            "--total",
-            "640",
-            "--gso",
-            "16",
-            "--no-final",
-            "--src-base",
-            "127.13.0.1",
-        ],
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("sent=640 finals=0 send_errors=0"));
+    load(agg.port(), 10, "max", 640, "127.13.0.1", &["--gso", "16"]);
     let done = agg.stop();
     assert!(done.success, "{}", done.stderr);
     assert_eq!(done.counter("received"), 640);
@@ -272,22 +241,7 @@ fn discard_counts_and_writes_nothing() {
 fn gso_sends_arrive_as_separate_datagrams_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let agg = Aggregator::start(dir.path(), &[]);
-    vmsim(
-        agg.port(),
-        &[
-            "--count",
-            "3",
-            "--rate",
-            "max",
-            "--total",
-            "96",
-            "--gso",
-            "16",
-            "--no-final",
-            "--src-base",
-            "127.14.0.1",
-        ],
-    );
+    load(agg.port(), 3, "max", 96, "127.14.0.1", &["--gso", "16"]);
     let done = agg.stop();
     assert_eq!(done.counter("accepted"), 96);
     for i in 1..=3 {

@@ -173,21 +173,7 @@ fn overload_is_counted_so_the_accounting_closes() {
         dir.path(),
         &["--recv-buffer", "64k", "--queue-batches", "1"],
     );
-    let out = vmsim(
-        agg.port(),
-        &[
-            "--count",
-            "100",
-            "--rate",
-            "max",
-            "--total",
-            "200000",
-            "--no-final",
-            "--src-base",
-            "127.32.0.1",
-        ],
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("sent=200000 finals=0 send_errors=0"));
+    load(agg.port(), 100, "max", 200_000, "127.32.0.1", &[]);
     let done = agg.stop();
     let (_, rows) = count_files_and_rows(dir.path());
     let rejected = done.counter("rejected");
@@ -211,21 +197,7 @@ fn overload_is_counted_so_the_accounting_closes() {
 fn kill_9_leaves_parsable_files_and_a_restart_appends_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let agg = Aggregator::start(dir.path(), &["--flush-interval", "200ms"]);
-    let out = vmsim(
-        agg.port(),
-        &[
-            "--count",
-            "50",
-            "--rate",
-            "5000",
-            "--total",
-            "10000",
-            "--no-final",
-            "--src-base",
-            "127.33.0.1",
-        ],
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("sent=10000"));
+    load(agg.port(), 50, "5000", 10_000, "127.33.0.1", &[]);
     signal(agg.pid(), "KILL");
     drop(agg);
     // Every file parses (a torn last line is allowed after a crash) and
@@ -249,20 +221,7 @@ fn kill_9_leaves_parsable_files_and_a_restart_appends_cleanly() {
     );
 
     let agg = Aggregator::start(dir.path(), &[]);
-    vmsim(
-        agg.port(),
-        &[
-            "--count",
-            "50",
-            "--rate",
-            "5000",
-            "--total",
-            "500",
-            "--no-final",
-            "--src-base",
-            "127.33.0.1",
-        ],
-    );
+    load(agg.port(), 50, "5000", 500, "127.33.0.1", &[]);
     let done = agg.stop();
     assert!(done.success);
     // read_rows asserts one header and no torn line anywhere.
@@ -323,21 +282,7 @@ fn ten_thousand_vms_under_256_open_files() {
         "{}",
         agg.first_line()
     );
-    let out = vmsim(
-        agg.port(),
-        &[
-            "--count",
-            "10000",
-            "--rate",
-            "10000",
-            "--total",
-            "20000",
-            "--no-final",
-            "--src-base",
-            "127.35.0.1",
-        ],
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("sent=20000"));
+    load(agg.port(), 10000, "10000", 20_000, "127.35.0.1", &[]);
     let done = agg.stop();
     assert!(done.success, "{}", done.stderr);
     assert_eq!(done.counter("accepted"), 20_000, "{}", done.stderr);

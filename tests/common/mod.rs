@@ -167,19 +167,9 @@ pub fn vm_socket(ip: &str) -> UdpSocket {
 /// A valid stat with the given seq, otherwise the protocol's test vector.
 pub fn stat(seq: u64) -> Stat {
     Stat {
-        flags: 0,
-        interval_s: 60,
-        boot_id: 0xC0FF_EE01,
-        vcpus: 4,
         seq,
-        timestamp_ms: 1_764_110_400_123 + seq,
-        cpu_pct_x100: 725,
-        mem_pct_x100: 3150,
-        mem_mib: 8192,
-        net_rx_bytes: 1_048_576,
-        net_tx_bytes: 524_288,
-        disk_read_bytes: 4096,
-        disk_write_bytes: 65_536,
+        timestamp_ms: wire::TEST_VECTOR.timestamp_ms + seq,
+        ..wire::TEST_VECTOR
     }
 }
 
@@ -268,4 +258,18 @@ pub fn send_paced(sock: &UdpSocket, to: SocketAddr, datagrams: &[Vec<u8>], per_s
             }
         }
     }
+}
+
+/// `udp-vmsim` as a load: `total` datagrams round-robin over `count` VMs
+/// sending from `src_base` on, at `rate` (datagrams/s or `max`), without
+/// final datagrams; asserts every one was sent.
+pub fn load(port: u16, count: u32, rate: &str, total: u64, src_base: &str, extra: &[&str]) {
+    let (count, total) = (count.to_string(), total.to_string());
+    let mut args = vec!["--count", &count, "--rate", rate, "--total", &total];
+    args.extend(["--no-final", "--src-base", src_base]);
+    args.extend(extra);
+    let out = vmsim(port, &args);
+    let said = String::from_utf8_lossy(&out.stdout);
+    let expected = format!("sent={total} finals=0 send_errors=0");
+    assert!(said.contains(&expected), "{said}");
 }
