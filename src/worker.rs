@@ -120,11 +120,17 @@ impl Worker {
             // wait a little longer and gather more rows per write, while
             // the channel keeps being drained.
             let backlog = self.flush_due(FLUSH_SLICE);
+            let mut held_off = false;
             if self.buffered > self.cfg.max_buffered {
-                // Files cannot keep up: stop taking batches (the receive
-                // loop counts what it cannot queue) until memory is back
-                // under the bound.
+                // Files cannot keep up: write the oldest buffers first. If
+                // memory is still over the bound (the disk is failing), take
+                // a trickle of batches only, so the channel fills and the
+                // receive loop counts what it cannot queue.
                 self.flush_oldest(self.cfg.max_buffered / 4 * 3);
+                held_off = self.buffered > self.cfg.max_buffered;
+                if held_off {
+                    std::thread::sleep(FLUSH_SLICE);
+                }
             }
             let wait = match self.due.front() {
                 _ if backlog => 0,
@@ -139,7 +145,8 @@ impl Worker {
             self.handle(first, &recycle);
             // Take what is already queued before the next flush slice, so
             // ingest (cheap) keeps ahead of files (slow when many are new).
-            for _ in 1..MESSAGES_PER_ROUND {
+            let more = if held_off { 0 } else { MESSAGES_PER_ROUND - 1 };
+            for _ in 0..more {
                 match rx.try_recv() {
                     Ok(msg) => self.handle(msg, &recycle),
                     Err(_) => break,
@@ -234,10 +241,14 @@ impl Worker {
     }
 
     /// Flushes the oldest buffers, due or not, until at most `target`
-    /// bytes are buffered.
+    /// bytes are buffered or every VM was tried once (failed writes queue
+    /// their VM again, so the queue alone would not end).
     fn flush_oldest(&mut self, target: usize) {
         let now = self.now_ms();
-        while self.buffered > target {
+        for _ in 0..self.due.len() {
+            if self.buffered <= target {
+                break;
+            }
             let Some((ip, _)) = self.due.pop_front() else {
                 break;
             };
@@ -453,6 +464,33 @@ mod tests {
             .map(|l| wire::parse_row(l).unwrap().stat.seq)
             .collect();
         assert_eq!(seqs, ((100 - held)..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_dead_disk_over_the_memory_bound_neither_hangs_nor_hides_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in 1..=3 {
+            let path = dir.path().join(format!("127.5.1.{n}.csv"));
+            std::os::unix::fs::symlink("/dev/full", path).unwrap();
+        }
+        let mut w = worker(dir.path(), 256, 10);
+        w.cfg.max_buffered = 1024;
+        let stats = Arc::clone(&w.stats);
+        let (tx, rx) = crossbeam_channel::bounded(64);
+        let (rtx, _rrx) = crossbeam_channel::bounded(64);
+        for n in 1..=3 {
+            for round in 0..5 {
+                let ip = format!("127.5.1.{n}");
+                tx.send(Msg::Batch(records(&ip, round * 10..round * 10 + 10)))
+                    .unwrap();
+            }
+        }
+        drop(tx);
+        w.run(rx, rtx);
+        assert!(stats.write_errors.load(Relaxed) > 0);
+        assert_eq!(stats.rows_written.load(Relaxed), 0);
+        // Every row is accounted for as lost to the failing disk.
+        assert_eq!(stats.dropped_write_error.load(Relaxed), 150);
     }
 
     #[test]
