@@ -221,6 +221,11 @@ sender_ceiling() {
     CEILING=$(sim_rate "$out")
 }
 
+# rate_of "search line": the achieved rate in it.
+rate_of() {
+    awk '{ print $7 }' <<<"$1"
+}
+
 # measure KIND VMS RUNS: RUNS searches; prints the one with the median rate.
 measure() {
     local kind=$1 vms=$2 runs=$3 lines=() rates=() l
@@ -228,13 +233,13 @@ measure() {
     for _ in $(seq "$runs"); do
         l=$(search "$kind" "$vms" "$CEILING")
         lines+=("$l")
-        rates+=("$(awk '{ print $7 }' <<<"$l")")
+        rates+=("$(rate_of "$l")")
     done
     echo "# $vms $kind achieved rates at zero loss: ${rates[*]}" >&2
     local med
     med=$(median "${rates[@]}")
     for l in "${lines[@]}"; do
-        [ "$(awk '{ print $7 }' <<<"$l")" = "$med" ] && echo "$l" && return
+        [ "$(rate_of "$l")" = "$med" ] && echo "$l" && return
     done
 }
 
@@ -251,6 +256,3 @@ table_row() {
         'BEGIN { printf "%-7s %-10s %10s %10s %6s %8s %8.1f %9s %7s %6.2f\n", vms, kind, target, rate, loss, cpu, rss / 1024, bpv, p99, (base > 0 ? rate / base : 0) }'
 }
 
-rate_of() {
-    awk '{ print $7 }' <<<"$1"
-}

@@ -126,14 +126,18 @@ impl Dispatcher {
     }
 
     fn send(&mut self, w: usize) {
-        let fresh = self
-            .recycle
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(BATCH_RECORDS));
-        let batch = std::mem::replace(&mut self.pending[w], fresh);
+        // An empty Vec costs nothing; a fresh batch is fetched only once
+        // this one is gone, so an overloaded queue does not churn vectors.
+        let batch = std::mem::take(&mut self.pending[w]);
         let n = batch.len() as u64;
         match self.senders[w].try_send(Msg::Batch(batch)) {
-            Ok(()) => self.accepted += n,
+            Ok(()) => {
+                self.accepted += n;
+                self.pending[w] = self
+                    .recycle
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(BATCH_RECORDS));
+            }
             Err(TrySendError::Full(Msg::Batch(mut batch)))
             | Err(TrySendError::Disconnected(Msg::Batch(mut batch))) => {
                 self.dropped += n;
