@@ -50,12 +50,15 @@ fn ingest(c: &mut Criterion) {
     let mut worker = Worker::new(
         WorkerConfig {
             data_dir: dir.path().to_path_buf(),
+            file_mode: vmstats::store::DEFAULT_FILE_MODE,
             flush_bytes: 32 << 10,
             flush_interval: Duration::from_secs(3600),
+            max_flush_delay: Duration::from_secs(3600),
             max_open_files: 2000,
             max_buffered: 1 << 30,
         },
         Arc::new(Stats::default()),
+        vmstats::dispatch::ReopenSignal::default(),
     );
     // A batch as the receive loop sends it: 256 records of different VMs.
     let mut n = 0u32;
@@ -65,7 +68,7 @@ fn ingest(c: &mut Criterion) {
                 n = n.wrapping_add(1);
                 Record {
                     ip: IpAddr::V4(Ipv4Addr::from(0x7f01_0000 + n % VMS)),
-                    recv_ms: 1_764_110_400_200,
+                    recv_ms: vmstats::dispatch::RecvMs(1_764_110_400_200),
                     stat: sample(u64::from(n / VMS)),
                 }
             })

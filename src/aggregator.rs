@@ -1,26 +1,35 @@
-//! One aggregator run, start to exit: check the data dir, bind, start the
-//! workers, run the network loop, then shut down in the order that loses
-//! nothing accepted: stop receiving, hand over the last batches, let the
-//! workers drain their channels and flush, sync the filesystem, and only
-//! then build the report from the files.
+//! One aggregator run, start to exit, in three steps:
+//!
+//! 1. [`start`]: check the data dir, bind, start the workers and build the
+//!    network loop;
+//! 2. the network loop runs until a signal or `--duration`;
+//! 3. [`finish`]: shut down in the order that loses nothing accepted (the
+//!    loop has already stopped receiving and handed over its last batches;
+//!    the workers drain their channels, flush and fsync; the filesystem is
+//!    synced), then print the counters, build the report from the files,
+//!    and say so, with an error, when an accepted row is not on disk.
 
-use std::fs::{self, File};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam_channel::bounded;
 
 use crate::admission::Admission;
 use crate::config::{AggregatorConfig, ConfigError};
-use crate::dispatch::{Dispatcher, Msg};
-use crate::receiver::{self, Control, Receiver};
+use crate::dispatch::{Batch, Dispatcher, ReopenSignal};
+use crate::net_loop::{self, NetLoop};
 use crate::report::{self, ReportError};
 use crate::stats::{self, Latency, Snapshot, Stats};
 use crate::sys;
-use crate::worker::{Worker, WorkerConfig, new_latency_histogram};
+use crate::worker::{Worker, WorkerConfig, WorkerOutcome, new_latency_histogram};
 
 /// Why the aggregator could not start or finish.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +46,59 @@ pub enum AggregatorError {
     Sync { path: PathBuf, error: io::Error },
     #[error(transparent)]
     Report(#[from] ReportError),
+    #[error("not every accepted row is on disk: {0}")]
+    Lost(Losses),
+}
+
+/// What did not reach the disk, and where.
+#[derive(Debug, Default)]
+pub struct Losses {
+    /// Rows given up, by file.
+    pub rows: BTreeMap<PathBuf, u64>,
+    /// Files whose final fsync failed.
+    pub sync_failed: Vec<(PathBuf, io::Error)>,
+}
+
+/// Files named in the error line before the rest is summed up.
+const LOSSES_NAMED: usize = 5;
+
+impl Losses {
+    pub fn total_rows(&self) -> u64 {
+        self.rows.values().fold(0, |a, n| a.saturating_add(*n))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.sync_failed.is_empty()
+    }
+}
+
+impl fmt::Display for Losses {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if !self.rows.is_empty() {
+            let named: Vec<String> = self
+                .rows
+                .iter()
+                .take(LOSSES_NAMED)
+                .map(|(path, n)| format!("{}: {n}", path.display()))
+                .collect();
+            let more = self.rows.len().saturating_sub(LOSSES_NAMED);
+            let tail = if more > 0 {
+                format!(", and {more} more files")
+            } else {
+                String::new()
+            };
+            parts.push(format!(
+                "{} rows lost ({}{tail})",
+                self.total_rows(),
+                named.join(", ")
+            ));
+        }
+        for (path, e) in self.sync_failed.iter().take(LOSSES_NAMED) {
+            parts.push(format!("fsync of {} failed: {e}", path.display()));
+        }
+        write!(f, "{}", parts.join("; "))
+    }
 }
 
 /// What a finished run counted.
@@ -51,16 +113,32 @@ pub struct RunSummary {
 /// Descriptors kept back from the file cap for sockets, stdio and the like.
 const RESERVED_FDS: u64 = 64;
 
+/// Permissions of a data dir the aggregator creates: VM statistics are
+/// nobody else's business.
+const DATA_DIR_MODE: u32 = 0o750;
+
 /// Creates the data dir and proves a file can be created in it, so a bad
-/// `--data-dir` fails at startup rather than at the first flush.
+/// `--data-dir` fails at startup rather than at the first flush. The probe
+/// has a random name and is created exclusively without following links,
+/// so nothing planted in the dir can make this write anywhere else.
 fn prepare_data_dir(path: &Path) -> Result<(), AggregatorError> {
     let err = |error| AggregatorError::DataDir {
         path: path.to_path_buf(),
         error,
     };
-    fs::create_dir_all(path).map_err(err)?;
-    let probe = path.join(".vmstats-write-probe");
-    File::create(&probe).map_err(err)?;
+    DirBuilder::new()
+        .recursive(true)
+        .mode(DATA_DIR_MODE)
+        .create(path)
+        .map_err(err)?;
+    let probe = path.join(format!(".vmstats-probe-{:016x}", rand::random::<u64>()));
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(&probe)
+        .map_err(err)?;
     fs::remove_file(&probe).map_err(err)?;
     Ok(())
 }
@@ -76,66 +154,84 @@ fn files_per_worker(cfg: &AggregatorConfig) -> usize {
     (usable / cfg.workers as u64) as usize
 }
 
+/// A run between [`start`] and [`finish`].
+pub struct Started {
+    pub local: SocketAddr,
+    pub net_loop: NetLoop,
+    workers: Vec<JoinHandle<WorkerOutcome>>,
+    stats: Arc<Stats>,
+    started: Instant,
+}
+
 /// Runs the aggregator until `ctl.stop` is set or `--duration` passes, then
 /// writes the report and returns the counters. Every accepted datagram is
-/// on disk (written and synced) when this returns `Ok`.
-pub fn run(cfg: &AggregatorConfig, ctl: &Control) -> Result<RunSummary, AggregatorError> {
+/// on disk (written and synced) when this returns `Ok`; when one is not,
+/// the error says how many and where.
+pub fn run(cfg: &AggregatorConfig, ctl: &net_loop::Control) -> Result<RunSummary, AggregatorError> {
+    let started = start(cfg)?;
+    let deadline = cfg.duration.map(|d| started.started + d);
+    let Started {
+        local,
+        net_loop,
+        workers,
+        stats,
+        started,
+    } = started;
+    // Returns after the last batch is handed over; dropping the loop
+    // closes the socket and the channels, which is the workers' signal.
+    net_loop.run(ctl, deadline, cfg.stats_interval);
+    finish(cfg, local, workers, &stats, started)
+}
+
+/// Checks the data dir, binds, and starts the workers and the network loop
+/// (the discard baseline keeps only the socket and the loop).
+pub fn start(cfg: &AggregatorConfig) -> Result<Started, AggregatorError> {
     cfg.validate()?;
-    // The discard baseline keeps the socket setup and receive loop and
-    // drops everything after the count: no decode, worker or file.
-    let workers = if cfg.discard { 0 } else { cfg.workers };
-    if !cfg.discard {
-        prepare_data_dir(&cfg.data_dir)?;
-    }
     let files_cap = if cfg.discard {
         0
     } else {
+        prepare_data_dir(&cfg.data_dir)?;
         files_per_worker(cfg)
     };
     let bound =
-        receiver::bind(cfg.listen, cfg.recv_buffer).map_err(|error| AggregatorError::Bind {
+        net_loop::bind(cfg.listen, cfg.recv_buffer).map_err(|error| AggregatorError::Bind {
             addr: cfg.listen,
             error,
         })?;
-    crate::log_line(&if cfg.discard {
-        format!(
-            "udp-aggregator: listening on {} (discard: receive and count only, receive buffer {} bytes)",
-            bound.local, bound.recv_buffer
-        )
-    } else {
-        format!(
-            "udp-aggregator: listening on {} (data dir {}, {} workers, {} open files each, receive buffer {} bytes)",
-            bound.local,
-            cfg.data_dir.display(),
-            cfg.workers,
-            files_cap,
-            bound.recv_buffer
-        )
-    });
+    crate::log_line(&listening_line(
+        cfg,
+        bound.local,
+        files_cap,
+        bound.recv_buffer,
+    ));
     if bound.recv_buffer < cfg.recv_buffer {
-        eprintln!(
+        crate::log_line(&format!(
             "warning: the kernel granted a {} byte receive buffer, {} were asked (--recv-buffer); raise net.core.rmem_max or run as root to avoid drops in bursts",
             bound.recv_buffer, cfg.recv_buffer
-        );
+        ));
     }
-
     let started = Instant::now();
     let stats = Arc::new(Stats::default());
-    let (recycle_tx, recycle_rx) = bounded(workers * cfg.queue_batches);
+    let reopen = ReopenSignal::default();
+    let workers = if cfg.discard { 0 } else { cfg.workers };
+    let (recycle_tx, recycle_rx) = bounded::<Batch>(workers * cfg.queue_batches);
     let mut senders = Vec::with_capacity(workers);
     let mut handles = Vec::with_capacity(workers);
     for id in 0..workers {
-        let (tx, rx) = bounded::<Msg>(cfg.queue_batches);
+        let (tx, rx) = bounded::<Batch>(cfg.queue_batches);
         senders.push(tx);
         let worker = Worker::new(
             WorkerConfig {
                 data_dir: cfg.data_dir.clone(),
+                file_mode: cfg.file_mode,
                 flush_bytes: cfg.flush_bytes,
                 flush_interval: cfg.flush_interval,
+                max_flush_delay: cfg.max_flush_delay(),
                 max_open_files: files_cap,
                 max_buffered: cfg.max_buffered / cfg.workers,
             },
             Arc::clone(&stats),
+            reopen.clone(),
         );
         let recycle = recycle_tx.clone();
         let handle = std::thread::Builder::new()
@@ -144,27 +240,62 @@ pub fn run(cfg: &AggregatorConfig, ctl: &Control) -> Result<RunSummary, Aggregat
             .map_err(AggregatorError::Start)?;
         handles.push(handle);
     }
-    drop(recycle_tx);
-
-    let dispatcher = Dispatcher::new(senders, recycle_rx);
-    let admission = Admission::new(cfg.allow.clone(), cfg.max_vms);
-    let receiver = Receiver::new(
+    let net_loop = NetLoop::new(
         bound.socket,
-        dispatcher,
-        admission,
+        Dispatcher::new(senders, recycle_rx),
+        reopen,
+        Admission::new(cfg.allow.clone(), cfg.max_vms),
         Arc::clone(&stats),
         cfg.discard,
     )
     .map_err(AggregatorError::Start)?;
-    let deadline = cfg.duration.map(|d| started + d);
-    // Returns after the last batch is handed over; dropping the receiver
-    // closes the socket and the channels, which is the workers' signal.
-    receiver.run(ctl, deadline, cfg.stats_interval);
+    Ok(Started {
+        local: bound.local,
+        net_loop,
+        workers: handles,
+        stats,
+        started,
+    })
+}
 
+/// The first stderr line: scripts and tests read the bound address off it.
+fn listening_line(
+    cfg: &AggregatorConfig,
+    local: SocketAddr,
+    files: usize,
+    rcvbuf: usize,
+) -> String {
+    if cfg.discard {
+        format!(
+            "udp-aggregator: listening on {local} (discard: receive and count only, receive buffer {rcvbuf} bytes)"
+        )
+    } else {
+        format!(
+            "udp-aggregator: listening on {local} (data dir {}, {} workers, {files} open files each, receive buffer {rcvbuf} bytes)",
+            cfg.data_dir.display(),
+            cfg.workers,
+        )
+    }
+}
+
+/// After the network loop has returned: waits for the workers, syncs,
+/// prints the counters, writes the report, and reports any loss.
+fn finish(
+    cfg: &AggregatorConfig,
+    local: SocketAddr,
+    workers: Vec<JoinHandle<WorkerOutcome>>,
+    stats: &Stats,
+    started: Instant,
+) -> Result<RunSummary, AggregatorError> {
     let mut latency = new_latency_histogram();
-    for h in handles {
-        let worker_latency = h.join().expect("a worker panicked");
-        latency.add(&worker_latency).expect("same bounds");
+    let mut losses = Losses::default();
+    for h in workers {
+        let outcome = h.join().expect("a worker panicked");
+        latency.add(&outcome.latency).expect("same bounds");
+        for (ip, n) in outcome.lost {
+            losses.rows.insert(vm_path(&cfg.data_dir, ip), n);
+        }
+        losses.sync_failed.extend(outcome.sync_failed);
     }
     if !cfg.discard {
         let dir = File::open(&cfg.data_dir).and_then(|d| sys::sync_filesystem(&d));
@@ -173,7 +304,6 @@ pub fn run(cfg: &AggregatorConfig, ctl: &Control) -> Result<RunSummary, Aggregat
             error,
         })?;
     }
-
     let counters = stats.snapshot();
     let latency = Latency {
         p50_ms: latency.value_at_quantile(0.5),
@@ -186,10 +316,67 @@ pub fn run(cfg: &AggregatorConfig, ctl: &Control) -> Result<RunSummary, Aggregat
         let report = report::build(&cfg.data_dir, &cfg.report.thresholds, crate::unix_ms())?;
         report::write(&report, cfg.report.format, cfg.report.file.as_deref())?;
     }
+    if !losses.is_empty() {
+        return Err(AggregatorError::Lost(losses));
+    }
     Ok(RunSummary {
-        local: bound.local,
+        local,
         counters,
         latency,
         elapsed_s,
     })
+}
+
+fn vm_path(dir: &Path, ip: IpAddr) -> PathBuf {
+    dir.join(crate::wire::file_name(ip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn losses_name_files_and_sum_up_the_rest() {
+        let mut l = Losses::default();
+        for n in 1..=7u8 {
+            l.rows
+                .insert(PathBuf::from(format!("d/127.0.0.{n}.csv")), 10);
+        }
+        l.rows.insert(PathBuf::from("d/x.csv"), u64::MAX);
+        assert_eq!(l.total_rows(), u64::MAX);
+        let text = l.to_string();
+        assert!(
+            text.starts_with(&format!("{} rows lost (d/127.0.0.1.csv: 10, ", u64::MAX)),
+            "{text}"
+        );
+        assert!(text.ends_with(", and 3 more files)"), "{text}");
+        l.sync_failed
+            .push((PathBuf::from("d/y.csv"), io::Error::other("EIO")));
+        assert!(l.to_string().ends_with("; fsync of d/y.csv failed: EIO"));
+    }
+
+    #[test]
+    fn the_probe_never_follows_a_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "keep me").unwrap();
+        // Whatever names were planted, the probe's is random and exclusive.
+        for n in 0..4 {
+            std::os::unix::fs::symlink(&victim, dir.path().join(format!(".vmstats-probe-{n}")))
+                .unwrap();
+        }
+        prepare_data_dir(dir.path()).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep me");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 5);
+    }
+
+    #[test]
+    fn a_new_data_dir_is_0750() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("a/b");
+        prepare_data_dir(&data).unwrap();
+        let mode = fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & !0o022, 0o750 & !0o022, "{mode:o}");
+    }
 }

@@ -1,14 +1,18 @@
 //! Validated settings for the aggregator, the report and the simulator.
 //!
-//! The binaries parse flags into these structs and call `validate`; the core
-//! only ever sees a checked config, so a bad value fails at startup with a
-//! message naming its flag instead of misbehaving at datagram one million.
-//! The value parsers here (durations, sizes, CIDRs) are the ones the binaries
-//! hand to clap, so the CLI and the library agree on every spelling.
+//! Each setting is declared once, here: its flag, default, help text and
+//! parser sit on the field (clap derives the command line from these
+//! structs), and `Default` is that same command line parsed with no flags,
+//! so a default cannot drift between the CLI and the library. `validate`
+//! checks what a single parser cannot (ranges, one flag against another);
+//! the core calls it before it uses a config, so a bad value fails at
+//! startup with a message naming its flag.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::admission::Cidr;
 
 /// A setting that cannot work, named by its command-line flag.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,6 +28,19 @@ fn invalid(flag: &'static str, why: impl Into<String>) -> ConfigError {
         why: why.into(),
     }
 }
+
+/// A config with every flag at its default: the command line parsed with
+/// no arguments.
+pub fn defaults<T: clap::Args + clap::FromArgMatches>() -> T {
+    let cmd = T::augment_args(clap::Command::new("defaults"));
+    let matches = cmd
+        .try_get_matches_from(["defaults"])
+        .expect("every flag has a default");
+    T::from_arg_matches(&matches).expect("defaults parse")
+}
+
+/// Where the per-VM files go unless `--data-dir` says otherwise.
+pub const DEFAULT_DATA_DIR: &str = "vmstats-data";
 
 /// Parses `500ms`, `1s`, `2m`, `1h` (a bare number is seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -76,56 +93,12 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("`{text}` is out of range"))
 }
 
-/// An address block for `--allow`: `10.0.0.0/8`, `fd00::/8`, or one address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    /// Whether `ip` (already canonical: IPv4-mapped sources as IPv4) is inside.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-impl std::str::FromStr for Cidr {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        let (addr, prefix) = match text.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (text, None),
-        };
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("`{text}` is not an address or CIDR block"))?;
-        let addr = crate::wire::canonical_ip(addr);
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("`{text}` has a prefix length outside 0..={max}"))?,
-        };
-        Ok(Cidr { addr, prefix })
+/// Parses a file mode in octal: `640`, `0640`, `0o640`.
+pub fn parse_mode(text: &str) -> Result<u32, String> {
+    let digits = text.trim().trim_start_matches("0o");
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        _ => Err(format!("`{text}` is not an octal file mode (e.g. 640)")),
     }
 }
 
@@ -139,41 +112,41 @@ pub enum ReportFormat {
 }
 
 /// Thresholds of the reclamation categories (see `report`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct Thresholds {
     /// INSUFFICIENT_DATA below this many samples.
+    #[arg(long, default_value_t = 5)]
     pub min_samples: u64,
-    /// SILENT after this many of the VM's intervals without a datagram.
+    /// SILENT after this many of the VM's intervals without a datagram (and
+    /// no final flag).
+    #[arg(long, default_value_t = 3)]
     pub silent_intervals: u32,
     /// IDLE: p95 CPU below this percentage...
+    #[arg(long, default_value_t = 10.0, value_name = "PCT")]
     pub idle_cpu_pct: f64,
     /// ...and p95 network rx+tx below this many bytes/s...
+    #[arg(long, default_value_t = 3000.0, value_name = "BYTES_PER_S")]
     pub idle_net_bps: f64,
     /// ...and p95 disk read+write below this many bytes/s.
+    #[arg(long, default_value_t = 100_000.0, value_name = "BYTES_PER_S")]
     pub idle_disk_bps: f64,
     /// OVERSIZED: p99 CPU at or below this percentage...
+    #[arg(long, default_value_t = 40.0, value_name = "PCT")]
     pub oversized_cpu_pct: f64,
     /// ...and max memory at or below this percentage.
+    #[arg(long, default_value_t = 40.0, value_name = "PCT")]
     pub oversized_mem_pct: f64,
     /// UNDERSIZED: p95 CPU above this percentage...
+    #[arg(long, default_value_t = 80.0, value_name = "PCT")]
     pub undersized_cpu_pct: f64,
     /// ...or max memory above this percentage.
+    #[arg(long, default_value_t = 90.0, value_name = "PCT")]
     pub undersized_mem_pct: f64,
 }
 
 impl Default for Thresholds {
     fn default() -> Self {
-        Thresholds {
-            min_samples: 5,
-            silent_intervals: 3,
-            idle_cpu_pct: 10.0,
-            idle_net_bps: 3000.0,
-            idle_disk_bps: 100_000.0,
-            oversized_cpu_pct: 40.0,
-            oversized_mem_pct: 40.0,
-            undersized_cpu_pct: 80.0,
-            undersized_mem_pct: 90.0,
-        }
+        defaults()
     }
 }
 
@@ -207,63 +180,100 @@ impl Thresholds {
 }
 
 /// How and where the report is written.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, clap::Args)]
 pub struct ReportConfig {
+    #[command(flatten)]
     pub thresholds: Thresholds,
+    /// Report format.
+    #[arg(long = "report-format", value_enum, default_value_t = ReportFormat::Table)]
     pub format: ReportFormat,
-    /// Write the report here instead of stdout.
+    /// Write the report to this file instead of stdout.
+    #[arg(long = "report-file", value_name = "PATH")]
     pub file: Option<PathBuf>,
 }
 
-/// Everything `udp-aggregator` needs to run.
-#[derive(Debug, Clone)]
-pub struct AggregatorConfig {
-    pub listen: SocketAddr,
+/// `udp-aggregator report`: the report from the files alone.
+#[derive(Debug, Clone, PartialEq, clap::Args)]
+pub struct OfflineReportConfig {
+    /// Directory of the per-VM files.
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+    /// Judge SILENT against this time (Unix ms) instead of now.
+    #[arg(long, value_name = "UNIX_MS")]
+    pub as_of: Option<u64>,
+    #[command(flatten)]
+    pub report: ReportConfig,
+}
+
+/// Everything `udp-aggregator` needs to run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AggregatorConfig {
+    /// UDP address to listen on; `[::]:PORT` takes IPv4 and IPv6; port 0
+    /// picks a free one (printed on the first stderr line).
+    #[arg(long, default_value = "0.0.0.0:9999")]
+    pub listen: SocketAddr,
+    /// Directory of the per-VM files (created 0750 if missing).
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Permissions of new VM files, octal.
+    #[arg(long, default_value = "640", value_parser = parse_mode, value_name = "MODE")]
+    pub file_mode: u32,
+    /// Writer threads (default: cores - 1, at least 1); a VM always
+    /// belongs to the same one.
+    #[arg(long, default_value_t = default_workers())]
     pub workers: usize,
-    /// Flush a VM's buffer once it holds this many bytes.
+    /// Flush a VM's buffer once it holds this many bytes (65536, 64k, 4m).
+    #[arg(long, default_value = "32k", value_parser = parse_size, value_name = "SIZE")]
     pub flush_bytes: usize,
-    /// Flush a VM's buffer once its oldest row is this old.
+    /// Flush a VM's buffer once its oldest row is this old (500ms, 1s,
+    /// 2m): what a crash can lose.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DUR")]
     pub flush_interval: Duration,
+    /// Let a worker that falls behind stretch its flush delay up to this
+    /// (default: never beyond --flush-interval). Raises what a crash can
+    /// lose to this, in exchange for fewer file opens at 100,000 VMs.
+    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    pub max_flush_delay: Option<Duration>,
+    /// Period of the status line on stderr.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DUR")]
     pub stats_interval: Duration,
-    /// Stop by itself after this long (else on SIGINT/SIGTERM only).
+    /// Stop by itself after this long (default: run until SIGINT/SIGTERM).
+    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
     pub duration: Option<Duration>,
-    /// SO_RCVBUF to ask for.
+    /// Socket receive buffer to ask the kernel for: a cap on queued
+    /// datagrams, not an allocation.
+    #[arg(long, default_value = "256m", value_parser = parse_size, value_name = "SIZE")]
     pub recv_buffer: usize,
-    /// Batches each worker's channel holds before the receive loop drops.
+    /// Batches (of up to 256 datagrams) each worker's queue holds before
+    /// the receive loop drops, counted as dropped_overload.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
     pub queue_batches: usize,
-    /// Bytes of unwritten rows all workers together may hold.
+    /// Unwritten rows all workers together may hold in memory.
+    #[arg(long, default_value = "256m", value_parser = parse_size, value_name = "SIZE")]
     pub max_buffered: usize,
-    /// Open files per worker; `None` derives it from RLIMIT_NOFILE.
+    /// Open files per worker (default: from the open-file limit, raised to
+    /// the hard limit, 64 kept back).
+    #[arg(long, value_name = "N")]
     pub max_open_files: Option<usize>,
-    /// Sources allowed to report; empty allows all.
+    /// Accept only sources in this block (repeatable, IPv4 or IPv6;
+    /// default: all); others are counted as not_allowed.
+    #[arg(long = "allow", value_name = "CIDR")]
     pub allow: Vec<Cidr>,
-    /// Distinct VMs (source addresses) that may get a file.
+    /// Distinct sources that may get a file; datagrams from new sources
+    /// beyond it are counted as vm_limit.
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
     pub max_vms: usize,
-    /// Receive and count only (the benchmarks' bare baseline).
+    /// Receive and count only, writing nothing: the bare receive loop the
+    /// load test measures the aggregator against.
+    #[arg(long)]
     pub discard: bool,
+    #[command(flatten)]
     pub report: ReportConfig,
 }
 
 impl Default for AggregatorConfig {
     fn default() -> Self {
-        AggregatorConfig {
-            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 9999)),
-            data_dir: PathBuf::from("vmstats-data"),
-            workers: default_workers(),
-            flush_bytes: 32 << 10,
-            flush_interval: Duration::from_secs(1),
-            stats_interval: Duration::from_secs(10),
-            duration: None,
-            recv_buffer: 256 << 20,
-            queue_batches: 1024,
-            max_buffered: 256 << 20,
-            max_open_files: None,
-            allow: Vec::new(),
-            max_vms: 1_000_000,
-            discard: false,
-            report: ReportConfig::default(),
-        }
+        defaults()
     }
 }
 
@@ -296,6 +306,14 @@ impl AggregatorConfig {
         {
             return Err(invalid("--flush-interval", "must be between 1ms and 1h"));
         }
+        if let Some(max) = self.max_flush_delay
+            && (max < self.flush_interval || max > Duration::from_secs(3600))
+        {
+            return Err(invalid(
+                "--max-flush-delay",
+                "must be between --flush-interval and 1h",
+            ));
+        }
         if self.stats_interval < Duration::from_millis(100) {
             return Err(invalid("--stats-interval", "must be at least 100ms"));
         }
@@ -320,7 +338,22 @@ impl AggregatorConfig {
         if self.max_open_files == Some(0) {
             return Err(invalid("--max-open-files", "must be at least 1"));
         }
+        if self.file_mode & 0o600 != 0o600 {
+            return Err(invalid(
+                "--file-mode",
+                format!(
+                    "{:o} does not let the aggregator read and write its files",
+                    self.file_mode
+                ),
+            ));
+        }
         self.report.thresholds.validate()
+    }
+
+    /// The longest a row may wait in memory: `--max-flush-delay`, or the
+    /// flush interval when it is not set.
+    pub fn max_flush_delay(&self) -> Duration {
+        self.max_flush_delay.unwrap_or(self.flush_interval)
     }
 }
 
@@ -335,49 +368,65 @@ pub enum Rate {
     Max,
 }
 
-/// Parses `--rate`: a positive number of datagrams/s, or `max`.
+/// Parses `--rate`: a positive number of datagrams/s, `max`, or
+/// `interval` (each VM once per interval).
 pub fn parse_rate(text: &str) -> Result<Rate, String> {
     if text.eq_ignore_ascii_case("max") {
         return Ok(Rate::Max);
     }
+    if text.eq_ignore_ascii_case("interval") {
+        return Ok(Rate::Interval);
+    }
     match text.parse::<f64>() {
         Ok(r) if r > 0.0 && r.is_finite() => Ok(Rate::PerSecond(r)),
-        _ => Err(format!("`{text}` is not a positive rate or `max`")),
+        _ => Err(format!(
+            "`{text}` is not a positive rate, `max` or `interval`"
+        )),
     }
 }
 
 /// Everything `udp-vmsim` needs to run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct SimConfig {
+    /// Number of VMs.
+    #[arg(long, default_value_t = 5, value_name = "N")]
     pub count: u32,
+    /// Each VM reports once per interval (500ms, 1s, 2m...).
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DUR")]
     pub interval: Duration,
+    /// The aggregator's address.
+    #[arg(long, default_value = "127.0.0.1:9999")]
     pub server: SocketAddr,
+    /// Stop after this long, then every VM sends a last datagram with the
+    /// final flag (default: until Ctrl-C).
+    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
     pub duration: Option<Duration>,
+    /// Source address of VM 0; VM i sends from the i-th address after it
+    /// (all of 127/8 is loopback).
+    #[arg(long, default_value = "127.1.0.1", value_name = "IP")]
     pub src_base: IpAddr,
+    /// Seed of the VMs' profiles and values.
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Datagrams/s in total (round-robin over the VMs), `max`, or
+    /// `interval`: each VM once per --interval.
+    #[arg(long, default_value = "interval", value_parser = parse_rate, value_name = "N|max|interval")]
     pub rate: Rate,
-    /// Stop after this many datagrams (finals not included).
+    /// Stop after this many datagrams (final ones not counted).
+    #[arg(long, value_name = "N")]
     pub total: Option<u64>,
     /// Send no final-flag datagram at the end.
+    #[arg(long)]
     pub no_final: bool,
-    /// Consecutive datagrams of one VM per send, as one UDP GSO buffer.
+    /// Send K consecutive datagrams of one VM as one UDP GSO buffer
+    /// (UDP_SEGMENT): a sender that is not the bottleneck.
+    #[arg(long, default_value_t = 1, value_name = "K")]
     pub gso: usize,
 }
 
 impl Default for SimConfig {
     fn default() -> Self {
-        SimConfig {
-            count: 5,
-            interval: Duration::from_secs(60),
-            server: SocketAddr::from((Ipv4Addr::LOCALHOST, 9999)),
-            duration: None,
-            src_base: IpAddr::V4(Ipv4Addr::new(127, 1, 0, 1)),
-            seed: 1,
-            rate: Rate::Interval,
-            total: None,
-            no_final: false,
-            gso: 1,
-        }
+        defaults()
     }
 }
 
@@ -450,28 +499,31 @@ mod tests {
     }
 
     #[test]
-    fn cidrs() {
-        let net: Cidr = "10.1.0.0/16".parse().unwrap();
-        assert!(net.contains("10.1.200.3".parse().unwrap()));
-        assert!(!net.contains("10.2.0.1".parse().unwrap()));
-        assert!(!net.contains("fd00::1".parse().unwrap()));
-        let all: Cidr = "0.0.0.0/0".parse().unwrap();
-        assert!(all.contains("1.2.3.4".parse().unwrap()));
-        let one: Cidr = "fd00::5".parse().unwrap();
-        assert!(one.contains("fd00::5".parse().unwrap()));
-        assert!(!one.contains("fd00::6".parse().unwrap()));
-        let mapped: Cidr = "::ffff:127.0.0.1".parse().unwrap();
-        assert!(mapped.contains("127.0.0.1".parse().unwrap()));
-        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
-        assert!("banana/8".parse::<Cidr>().is_err());
-    }
-
-    #[test]
     fn rates() {
         assert_eq!(parse_rate("max"), Ok(Rate::Max));
+        assert_eq!(parse_rate("interval"), Ok(Rate::Interval));
         assert_eq!(parse_rate("2500"), Ok(Rate::PerSecond(2500.0)));
         assert!(parse_rate("0").is_err());
         assert!(parse_rate("fast").is_err());
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(parse_mode("640"), Ok(0o640));
+        assert_eq!(parse_mode("0o600"), Ok(0o600));
+        assert!(parse_mode("888").is_err());
+        assert!(parse_mode("7777").is_err());
+    }
+
+    #[test]
+    fn defaults_are_the_command_lines() {
+        let cfg = AggregatorConfig::default();
+        assert_eq!(cfg.flush_interval, Duration::from_secs(1));
+        assert_eq!(cfg.max_flush_delay(), Duration::from_secs(1));
+        assert_eq!(cfg.file_mode, 0o640);
+        assert_eq!(cfg.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(cfg.report.thresholds.idle_cpu_pct, 10.0);
+        assert_eq!(SimConfig::default().rate, Rate::Interval);
     }
 
     #[test]
@@ -489,6 +541,16 @@ mod tests {
         let mut cfg = AggregatorConfig::default();
         cfg.report.thresholds.idle_cpu_pct = 120.0;
         assert_eq!(cfg.validate().unwrap_err().flag, "--idle-cpu-pct");
+        let cfg = AggregatorConfig {
+            max_flush_delay: Some(Duration::from_millis(10)),
+            ..AggregatorConfig::default()
+        };
+        assert_eq!(cfg.validate().unwrap_err().flag, "--max-flush-delay");
+        let cfg = AggregatorConfig {
+            file_mode: 0o200,
+            ..AggregatorConfig::default()
+        };
+        assert_eq!(cfg.validate().unwrap_err().flag, "--file-mode");
         assert!(AggregatorConfig::default().validate().is_ok());
     }
 

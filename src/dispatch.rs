@@ -12,10 +12,12 @@
 //! by us, while also starving the status line and shutdown handling.
 
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 
 use crate::stats::Stats;
 use crate::wire::Stat;
@@ -29,20 +31,38 @@ pub const BATCH_RECORDS: usize = 256;
 /// the bounded queues by count long before they fill by records.
 pub const LINGER: Duration = Duration::from_millis(2);
 
+/// The aggregator's wall clock at receipt, Unix ms: the row's `recv_ms`.
+/// Its own type, so it is never mixed up with a worker's monotonic
+/// deadline clock ([`WorkerMs`](crate::worker::WorkerMs)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RecvMs(pub u64);
+
 /// One accepted datagram, stamped on receipt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record {
     pub ip: IpAddr,
-    pub recv_ms: u64,
+    pub recv_ms: RecvMs,
     pub stat: Stat,
 }
 
-/// What the receive loop tells a worker.
-#[derive(Debug)]
-pub enum Msg {
-    Batch(Vec<Record>),
-    /// Close every file and reopen on next use (SIGHUP, log rotation).
-    Reopen,
+/// What travels to a worker: records of its VMs, in receive order.
+pub type Batch = Vec<Record>;
+
+/// Asks every worker to close its files and reopen them on next use
+/// (SIGHUP, log rotation). A generation counter rather than a message: the
+/// receive loop raises it without ever waiting for room in a full queue,
+/// and each worker acts once on every change it sees.
+#[derive(Debug, Clone, Default)]
+pub struct ReopenSignal(Arc<AtomicU64>);
+
+impl ReopenSignal {
+    pub fn raise(&self) {
+        self.0.fetch_add(1, Relaxed);
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
 }
 
 /// Index of the worker that owns `ip` among `workers`.
@@ -62,18 +82,21 @@ pub fn worker_of(ip: IpAddr, workers: usize) -> usize {
 
 /// The receive loop's side of the worker channels.
 pub struct Dispatcher {
-    senders: Vec<Sender<Msg>>,
-    pending: Vec<Vec<Record>>,
-    recycle: Receiver<Vec<Record>>,
+    senders: Vec<Sender<Batch>>,
+    pending: Vec<Batch>,
+    recycle: Receiver<Batch>,
     /// When the receive loop first saw records pending and not yet sent.
     pending_since: Option<Instant>,
+    /// At shutdown, once the socket is frozen, a full queue is waited on
+    /// until then rather than dropped: nothing new can arrive meanwhile.
+    patient_until: Option<Instant>,
     /// Accepted and dropped since the last [`Dispatcher::publish`].
     accepted: u64,
     dropped: u64,
 }
 
 impl Dispatcher {
-    pub fn new(senders: Vec<Sender<Msg>>, recycle: Receiver<Vec<Record>>) -> Self {
+    pub fn new(senders: Vec<Sender<Batch>>, recycle: Receiver<Batch>) -> Self {
         let pending = senders
             .iter()
             .map(|_| Vec::with_capacity(BATCH_RECORDS))
@@ -83,6 +106,7 @@ impl Dispatcher {
             pending,
             recycle,
             pending_since: None,
+            patient_until: None,
             accepted: 0,
             dropped: 0,
         }
@@ -125,12 +149,28 @@ impl Dispatcher {
         }
     }
 
+    /// From now on, wait for room in a full queue until `until` instead of
+    /// dropping (the shutdown drain of a frozen socket).
+    pub fn wait_for_room_until(&mut self, until: Instant) {
+        self.patient_until = Some(until);
+    }
+
     fn send(&mut self, w: usize) {
         // An empty Vec costs nothing; a fresh batch is fetched only once
         // this one is gone, so an overloaded queue does not churn vectors.
         let batch = std::mem::take(&mut self.pending[w]);
         let n = batch.len() as u64;
-        match self.senders[w].try_send(Msg::Batch(batch)) {
+        let sent = match self.patient_until {
+            None => self.senders[w].try_send(batch).map_err(|e| match e {
+                TrySendError::Full(b) | TrySendError::Disconnected(b) => b,
+            }),
+            Some(until) => self.senders[w]
+                .send_deadline(batch, until)
+                .map_err(|e| match e {
+                    SendTimeoutError::Timeout(b) | SendTimeoutError::Disconnected(b) => b,
+                }),
+        };
+        match sent {
             Ok(()) => {
                 self.accepted += n;
                 self.pending[w] = self
@@ -138,23 +178,12 @@ impl Dispatcher {
                     .try_recv()
                     .unwrap_or_else(|_| Vec::with_capacity(BATCH_RECORDS));
             }
-            Err(TrySendError::Full(Msg::Batch(mut batch)))
-            | Err(TrySendError::Disconnected(Msg::Batch(mut batch))) => {
+            Err(mut batch) => {
                 self.dropped += n;
                 // Reuse the refused vector as the next pending batch.
                 batch.clear();
                 self.pending[w] = batch;
             }
-            Err(_) => unreachable!("only batches are sent here"),
-        }
-    }
-
-    /// Asks every worker to reopen its files. Waits for room: a reopen is
-    /// rare and must not be lost the way an overload batch may be.
-    pub fn reopen(&mut self) {
-        self.flush();
-        for s in &self.senders {
-            let _ = s.send(Msg::Reopen);
         }
     }
 
@@ -179,7 +208,7 @@ mod tests {
     fn rec(n: u32) -> Record {
         Record {
             ip: IpAddr::V4(Ipv4Addr::from(0x7f01_0000 + n)),
-            recv_ms: 1,
+            recv_ms: RecvMs(1),
             stat: Stat::default(),
         }
     }
@@ -215,10 +244,7 @@ mod tests {
         assert_eq!(stats.accepted.load(Relaxed), 3);
         assert_eq!(stats.dropped_overload.load(Relaxed), 1);
         assert_eq!(stats.queue_depth.load(Relaxed), 1);
-        match rx.try_recv().unwrap() {
-            Msg::Batch(b) => assert_eq!(b.len(), 3),
-            Msg::Reopen => panic!("expected a batch"),
-        }
+        assert_eq!(rx.try_recv().unwrap().len(), 3);
     }
 
     #[test]

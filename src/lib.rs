@@ -4,7 +4,7 @@
 //! file per VM and reports which VMs could be reclaimed. A datagram's way
 //! through the crate, module by module:
 //!
-//! 1. [`receiver`]: the mio network loop takes datagrams off the socket in
+//! 1. [`net_loop`]: the mio network loop takes datagrams off the socket in
 //!    batches ([`sys`] holds `recvmmsg` and its portable fallback), stamps
 //!    them, validates them against the contract in [`wire`] and checks the
 //!    source against [`admission`] (allow-list, VM cap);
@@ -22,7 +22,7 @@ pub mod admission;
 pub mod aggregator;
 pub mod config;
 pub mod dispatch;
-pub mod receiver;
+pub mod net_loop;
 pub mod report;
 pub mod sim;
 pub mod stats;

@@ -13,17 +13,19 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use crate::config::{ReportFormat, Thresholds};
+use crate::config::{OfflineReportConfig, ReportFormat, Thresholds};
+use crate::store::{self, OpenError};
 use crate::wire::{self, Row};
 
 /// A report that could not be built or written, with the path at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("cannot read data dir {path}: {error}")]
     DataDir { path: PathBuf, error: io::Error },
     #[error("cannot read {path}: {error}")]
@@ -323,41 +325,104 @@ impl Report {
     }
 }
 
+/// Longest line the report takes in: a row is at most
+/// [`wire::MAX_ROW_LEN`] bytes, so anything longer is junk, skipped without
+/// being held in memory (a planted file of one endless line cannot grow the
+/// report's memory).
+const MAX_LINE: usize = 4 * wire::MAX_ROW_LEN;
+
+/// What [`next_line`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// A whole line, in the buffer without its newline.
+    Whole,
+    /// A line longer than [`MAX_LINE`], skipped.
+    TooLong,
+    /// The end of the file came before a newline (a torn last line).
+    Torn,
+    Eof,
+}
+
+/// Reads the next line into `line`, holding at most [`MAX_LINE`] bytes.
+fn next_line(reader: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<Line> {
+    line.clear();
+    let mut too_long = false;
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            let started = too_long || !line.is_empty();
+            return Ok(if started { Line::Torn } else { Line::Eof });
+        }
+        let (chunk, end) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (&buf[..i], Some(i + 1)),
+            None => (buf, None),
+        };
+        if !too_long && line.len() + chunk.len() <= MAX_LINE {
+            line.extend_from_slice(chunk);
+        } else {
+            too_long = true;
+            line.clear();
+        }
+        let used = end.unwrap_or(buf.len());
+        reader.consume(used);
+        if end.is_some() {
+            return Ok(if too_long { Line::TooLong } else { Line::Whole });
+        }
+    }
+}
+
 /// Reads one VM file into its summary: header checked, torn last line
 /// skipped (the contract allows one after a crash), bad lines counted.
+/// `Ok(None)` for a file with no rows, or one that is not a regular file
+/// (a symlink, FIFO or device planted in the data dir is never read).
 pub fn summarize_file(path: &Path, ip: IpAddr) -> Result<Option<VmSummary>, ReportError> {
     let err = |error| ReportError::File {
         path: path.to_path_buf(),
         error,
     };
-    let mut reader = BufReader::new(File::open(path).map_err(err)?);
+    let file = match store::open_regular(path, std::fs::OpenOptions::new().read(true)) {
+        Ok((file, _)) => file,
+        Err(OpenError::NotRegular(kind)) => {
+            crate::log_line(&format!(
+                "warning: {}: {kind}, not a regular file; left out of the report",
+                path.display()
+            ));
+            return Ok(None);
+        }
+        Err(OpenError::Io(e)) => return Err(err(e)),
+    };
+    let mut reader = BufReader::new(file);
     let mut acc = Accumulator::default();
-    let mut line = Vec::with_capacity(wire::MAX_ROW_LEN);
+    let mut line = Vec::with_capacity(MAX_LINE);
+    let header = wire::CSV_HEADER.trim_end().as_bytes();
     let mut first = true;
     loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line).map_err(err)? == 0 {
-            break;
-        }
-        if line.last() != Some(&b'\n') {
-            break; // torn last line
-        }
-        let text = std::str::from_utf8(&line[..line.len() - 1]).unwrap_or("");
-        if std::mem::take(&mut first) {
-            if line == wire::CSV_HEADER.as_bytes() {
-                continue;
+        match next_line(&mut reader, &mut line).map_err(err)? {
+            Line::Eof | Line::Torn => break,
+            Line::TooLong => acc.add_bad_row(),
+            Line::Whole if std::mem::take(&mut first) => {
+                if line != header {
+                    return Err(err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "first line is not the vmstats header",
+                    )));
+                }
             }
-            return Err(err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "first line is not the vmstats header",
-            )));
-        }
-        match wire::parse_row(text) {
-            Ok(row) => acc.add(&row),
-            Err(_) => acc.add_bad_row(),
+            Line::Whole => match std::str::from_utf8(&line).map(wire::parse_row) {
+                Ok(Ok(row)) => acc.add(&row),
+                _ => acc.add_bad_row(),
+            },
         }
     }
     Ok(acc.finish(ip))
+}
+
+/// `udp-aggregator report`: the report of a data dir, from its files alone.
+pub fn offline(cfg: &OfflineReportConfig) -> Result<(), ReportError> {
+    cfg.report.thresholds.validate()?;
+    let as_of = cfg.as_of.unwrap_or_else(crate::unix_ms);
+    let report = build(&cfg.data_dir, &cfg.report.thresholds, as_of)?;
+    write(&report, cfg.report.format, cfg.report.file.as_deref())
 }
 
 /// Builds the report of every VM file in `data_dir`. Files that cannot be
@@ -676,6 +741,46 @@ mod tests {
     use crate::wire::Stat;
 
     const AS_OF: u64 = 1_000_000_000;
+
+    #[test]
+    fn lines_are_bounded_and_torn_ends_seen() {
+        let long = "x".repeat(MAX_LINE + 1);
+        let text = format!("a,b\n{long}\nc\ntorn");
+        let mut r = io::BufReader::with_capacity(16, text.as_bytes());
+        let mut line = Vec::new();
+        assert_eq!(next_line(&mut r, &mut line).unwrap(), Line::Whole);
+        assert_eq!(line, b"a,b");
+        assert_eq!(next_line(&mut r, &mut line).unwrap(), Line::TooLong);
+        assert!(line.len() <= MAX_LINE);
+        assert_eq!(next_line(&mut r, &mut line).unwrap(), Line::Whole);
+        assert_eq!(line, b"c");
+        assert_eq!(next_line(&mut r, &mut line).unwrap(), Line::Torn);
+        assert_eq!(next_line(&mut r, &mut line).unwrap(), Line::Eof);
+    }
+
+    #[test]
+    fn planted_fifos_and_links_are_left_out_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("127.6.0.1.csv");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("127.6.0.2.csv")).unwrap();
+        let report = build(dir.path(), &Thresholds::default(), AS_OF).unwrap();
+        assert!(report.vms.is_empty());
+    }
+
+    #[test]
+    fn one_endless_line_costs_no_memory_and_is_a_bad_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("127.6.0.3.csv");
+        let mut text = wire::CSV_HEADER.to_string();
+        text.push_str(&"9".repeat(1 << 20));
+        text.push('\n');
+        std::fs::write(&path, text).unwrap();
+        let vm = summarize_file(&path, "127.6.0.3".parse().unwrap()).unwrap();
+        assert!(vm.is_none_or(|v| v.bad_rows == 1));
+    }
 
     fn row(seq: u64, cpu_x100: u16, mem_x100: u16, net: u64, disk: u64) -> Row {
         Row {

@@ -1,10 +1,11 @@
 //! Counters shared by the receive loop and the workers, and their text.
 //!
-//! Each counter has one writer that adds whole batches (the receive loop
-//! publishes once per poll wake-up, a worker once per flush), so the atomics
-//! cost nothing measurable per datagram. Readers take a [`Snapshot`], and the
-//! status and summary lines are pure functions of snapshots, tested without
-//! I/O.
+//! Writers add whole batches, never single datagrams: the receive loop
+//! publishes its counts once per poll wake-up, and each worker adds once per
+//! flush to the totals the workers share (rows and bytes written, errors,
+//! open files), so the relaxed atomics cost nothing measurable per datagram.
+//! Readers take a [`Snapshot`], and the status and summary lines are pure
+//! functions of snapshots, tested without I/O.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -26,8 +27,11 @@ pub struct Stats {
     pub rows_written: AtomicU64,
     pub bytes_written: AtomicU64,
     pub write_errors: AtomicU64,
-    /// Rows given up after write errors filled a VM's retry buffer.
+    /// Rows given up after write errors filled a VM's retry buffer, or
+    /// still unwritten at exit.
     pub dropped_write_error: AtomicU64,
+    /// VMs whose file was something other than a regular file (refused).
+    pub files_refused: AtomicU64,
     pub files_open: AtomicU64,
     pub vms_known: AtomicU64,
     /// Batches waiting in the worker channels, sampled by the receive loop.
@@ -47,6 +51,7 @@ pub struct Snapshot {
     pub bytes_written: u64,
     pub write_errors: u64,
     pub dropped_write_error: u64,
+    pub files_refused: u64,
     pub files_open: u64,
     pub vms_known: u64,
     pub queue_depth: u64,
@@ -65,6 +70,7 @@ impl Stats {
             bytes_written: self.bytes_written.load(Relaxed),
             write_errors: self.write_errors.load(Relaxed),
             dropped_write_error: self.dropped_write_error.load(Relaxed),
+            files_refused: self.files_refused.load(Relaxed),
             files_open: self.files_open.load(Relaxed),
             vms_known: self.vms_known.load(Relaxed),
             queue_depth: self.queue_depth.load(Relaxed),
@@ -140,8 +146,13 @@ pub fn summary(s: &Snapshot, elapsed_s: f64, latency: &Latency) -> String {
     out.push('\n');
     let _ = writeln!(
         out,
-        "summary: rows_written={} bytes_written={} write_errors={} dropped_write_error={} vms={}",
-        s.rows_written, s.bytes_written, s.write_errors, s.dropped_write_error, s.vms_known,
+        "summary: rows_written={} bytes_written={} write_errors={} dropped_write_error={} files_refused={} vms={}",
+        s.rows_written,
+        s.bytes_written,
+        s.write_errors,
+        s.dropped_write_error,
+        s.files_refused,
+        s.vms_known,
     );
     let _ = writeln!(
         out,

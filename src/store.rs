@@ -3,24 +3,47 @@
 //! A worker owns one store, and every VM belongs to exactly one worker, so no
 //! file is ever shared and nothing here locks. Files stay open between
 //! flushes, up to a cap (least recently used closes first), because 100,000
-//! VMs cannot all be open under a 1024-descriptor limit while reopening on
-//! every flush would cost two syscalls per write.
+//! VMs cannot all be open under a 1024-descriptor limit.
 //!
-//! Opening a file is where the contract's file rules are kept: a new file
-//! gets the header, and a file whose last line is torn (a crash mid-write) is
-//! cut back to its last newline first, so a row is never glued onto half a row.
+//! Nothing in the data dir is trusted: a collector often runs as root, and
+//! anyone who can write the dir could plant a symlink or a FIFO named like a
+//! VM file. Files are opened with `O_NOFOLLOW | O_NONBLOCK` and refused
+//! unless `fstat` says they are regular files ([`OpenError::NotRegular`]).
+//!
+//! Every open, first or after an eviction or a SIGHUP, checks the file.
+//! Where our last write left it is remembered as a [`Mark`] (device, inode,
+//! length): a file that still matches needs nothing more, which keeps the
+//! reopen of an evicted file at `open` + `fstat`. Anything else (logrotate
+//! moved it and created an empty one, it was truncated, replaced, or a
+//! crash tore its last row) gets the full treatment: the header on an empty
+//! file, the torn tail cut back to the last newline.
 
 use std::collections::VecDeque;
 
 // foldhash: several times faster than SipHash on a 17-byte key, and still
 // randomly seeded, so spoofed source addresses cannot be chosen to collide.
-use foldhash::{HashMap, HashSet};
-use std::fs::{File, OpenOptions};
+use foldhash::HashMap;
+use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::IpAddr;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::wire;
+
+/// Permissions of new VM files: VM statistics are nobody else's business.
+pub const DEFAULT_FILE_MODE: u32 = 0o640;
+
+/// Why a VM file could not be opened for appending.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Something other than a regular file stands at the VM's path (a
+    /// symlink, FIFO, directory, device): it is never written.
+    #[error("not a regular file ({0}); refusing to write to it")]
+    NotRegular(&'static str),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
 
 /// A write that failed after `written` bytes of the buffer reached the file.
 #[derive(Debug, thiserror::Error)]
@@ -28,13 +51,21 @@ use crate::wire;
 pub struct AppendError {
     pub path: PathBuf,
     pub written: usize,
-    pub error: io::Error,
+    pub error: OpenError,
+}
+
+impl AppendError {
+    /// The file is not a regular file: retrying will not help until someone
+    /// removes what stands there.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self.error, OpenError::NotRegular(_))
+    }
 }
 
 /// What opening a VM file found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Opened {
-    /// Created, header written.
+    /// Created or found empty: header written.
     New,
     /// Existing file, ready to append.
     Existing,
@@ -42,35 +73,101 @@ pub enum Opened {
     Repaired(u64),
 }
 
-/// Opens `path` for appending and applies the contract's file rules.
-pub fn open_vm_file(path: &Path) -> io::Result<(File, Opened)> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .open(path)?;
-    let len = file.metadata()?.len();
-    if len == 0 {
-        file.write_all(wire::CSV_HEADER.as_bytes())?;
-        return Ok((file, Opened::New));
-    }
-    let keep = end_of_last_line(&mut file, len)?;
-    if keep == len {
-        return Ok((file, Opened::Existing));
-    }
-    file.set_len(keep)?;
-    if keep == 0 {
-        // Not even the header survived whole.
-        file.write_all(wire::CSV_HEADER.as_bytes())?;
-    }
-    Ok((file, Opened::Repaired(len - keep)))
+/// Which file a VM's rows went to and how long our last write left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Mark {
+    dev: u64,
+    ino: u64,
+    len: u64,
 }
 
-/// Opens a file this store already checked, for appending only; `None`
-/// when that fails (moved away, deleted...), so the caller takes the full
-/// path of [`open_vm_file`], which recreates or repairs it.
-fn reopen_for_append(path: &Path) -> Option<File> {
-    OpenOptions::new().append(true).open(path).ok()
+impl Mark {
+    fn of(meta: &Metadata) -> Mark {
+        Mark {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+        }
+    }
+}
+
+fn kind_of(meta: &Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_symlink() {
+        "a symlink"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "not a plain file"
+    }
+}
+
+/// Opens `path` without following a symlink or blocking on a FIFO, and
+/// returns it with its metadata only if it is a regular file. The report
+/// reads through this too, so a planted FIFO or `/dev/zero` link can neither
+/// hang it nor feed it endless bytes.
+pub fn open_regular(path: &Path, opts: &mut OpenOptions) -> Result<(File, Metadata), OpenError> {
+    let file = opts
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            // O_NOFOLLOW on a symlink fails with ELOOP, a directory opened
+            // for writing with EISDIR: say what stands there.
+            Some(libc::ELOOP) => OpenError::NotRegular("a symlink"),
+            Some(libc::EISDIR) => OpenError::NotRegular("a directory"),
+            _ => OpenError::Io(e),
+        })?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(OpenError::NotRegular(kind_of(&meta)));
+    }
+    Ok((file, meta))
+}
+
+/// Opens a VM file for appending (created with `mode`), checks it against
+/// `mark`, and applies the contract's file rules where it does not match.
+fn open_vm_file(
+    path: &Path,
+    mode: u32,
+    mark: Option<Mark>,
+) -> Result<(File, Opened, Mark), OpenError> {
+    let (mut file, meta) = open_regular(
+        path,
+        OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(mode),
+    )?;
+    let found = Mark::of(&meta);
+    if mark == Some(found) && found.len > 0 {
+        return Ok((file, Opened::Existing, found));
+    }
+    let len = found.len;
+    let how = if len == 0 {
+        file.write_all(wire::CSV_HEADER.as_bytes())?;
+        Opened::New
+    } else {
+        let keep = end_of_last_line(&mut file, len)?;
+        if keep == len {
+            Opened::Existing
+        } else {
+            file.set_len(keep)?;
+            if keep == 0 {
+                // Not even the header survived whole.
+                file.write_all(wire::CSV_HEADER.as_bytes())?;
+            }
+            Opened::Repaired(len - keep)
+        }
+    };
+    let mark = Mark::of(&file.metadata()?);
+    Ok((file, how, mark))
 }
 
 /// Offset just past the file's last newline (0 when it has none).
@@ -111,34 +208,34 @@ struct OpenFile {
     file: File,
     /// Matches the newest `lru` entry of this IP; older entries are stale.
     stamp: u64,
+    mark: Mark,
 }
 
 /// One worker's open VM files, capped, closed least recently used first.
 pub struct FileStore {
     dir: PathBuf,
     cap: usize,
+    mode: u32,
     open: HashMap<IpAddr, OpenFile>,
     /// Use order: (ip, stamp) pushed on every use. Stale entries (the IP was
     /// used again later, or closed) are skipped when evicting and dropped
     /// when the queue is compacted, so eviction is amortised O(1).
     lru: VecDeque<(IpAddr, u64)>,
     clock: u64,
-    /// VMs whose file this store opened and has left ending in a newline.
-    /// Reopening one after an eviction is a bare append-open: no header or
-    /// tail to check, half the syscalls, which is what 100,000 VMs over a
-    /// few thousand descriptors spend their time on.
-    verified: HashSet<IpAddr>,
+    /// Where our last write left the files that are closed now.
+    closed: HashMap<IpAddr, Mark>,
 }
 
 impl FileStore {
-    pub fn new(dir: PathBuf, cap: usize) -> Self {
+    pub fn new(dir: PathBuf, cap: usize, mode: u32) -> Self {
         FileStore {
             dir,
             cap: cap.max(1),
+            mode,
             open: HashMap::default(),
             lru: VecDeque::new(),
             clock: 0,
-            verified: HashSet::default(),
+            closed: HashMap::default(),
         }
     }
 
@@ -159,56 +256,65 @@ impl FileStore {
                 self.evict_one();
             }
             let path = self.path_of(ip);
-            let reopened = if self.verified.contains(&ip) {
-                reopen_for_append(&path)
-            } else {
-                None
-            };
-            let (file, how) = match reopened {
-                Some(file) => (file, Opened::Existing),
-                None => open_vm_file(&path).map_err(|error| AppendError {
+            let mark = self.closed.remove(&ip);
+            let (file, how, mark) =
+                open_vm_file(&path, self.mode, mark).map_err(|error| AppendError {
                     path,
                     written: 0,
                     error,
-                })?,
-            };
-            self.verified.insert(ip);
-            self.open.insert(ip, OpenFile { file, stamp: 0 });
+                })?;
+            self.open.insert(
+                ip,
+                OpenFile {
+                    file,
+                    stamp: 0,
+                    mark,
+                },
+            );
             opened = Some(how);
         }
         self.clock += 1;
         let stamp = self.clock;
-        self.open.get_mut(&ip).expect("opened above").stamp = stamp;
         self.lru.push_back((ip, stamp));
         if self.lru.len() > 2 * self.cap + 64 {
             self.compact();
         }
         let entry = self.open.get_mut(&ip).expect("opened above");
+        entry.stamp = stamp;
         match write_counted(&mut entry.file, data) {
-            Ok(()) => Ok(opened),
+            Ok(()) => {
+                entry.mark.len += data.len() as u64;
+                Ok(opened)
+            }
             Err((written, error)) => Err(self.fail(ip, written, error)),
         }
     }
 
-    /// Closes the file after a failed write, so the next attempt reopens it
-    /// and cuts whatever torn row the failure left.
+    /// Closes the file after a failed write and forgets its mark, so the
+    /// next attempt reopens it with the full check and cuts whatever torn
+    /// row the failure left.
     fn fail(&mut self, ip: IpAddr, written: usize, error: io::Error) -> AppendError {
-        self.verified.remove(&ip);
         if let Some(f) = self.open.remove(&ip) {
             crate::sys::close_file(f.file);
         }
         AppendError {
             path: self.path_of(ip),
             written,
-            error,
+            error: OpenError::Io(error),
+        }
+    }
+
+    fn close(&mut self, ip: IpAddr) {
+        if let Some(f) = self.open.remove(&ip) {
+            crate::sys::close_file(f.file);
+            self.closed.insert(ip, f.mark);
         }
     }
 
     fn evict_one(&mut self) {
         while let Some((ip, stamp)) = self.lru.pop_front() {
             if self.open.get(&ip).is_some_and(|f| f.stamp == stamp) {
-                let f = self.open.remove(&ip).expect("checked above");
-                crate::sys::close_file(f.file);
+                self.close(ip);
                 return;
             }
         }
@@ -222,21 +328,25 @@ impl FileStore {
     }
 
     /// Closes every file; the next append reopens it (SIGHUP, log rotation).
+    /// A file moved away by logrotate no longer matches its mark at the
+    /// path, so the file found there is checked in full.
     pub fn close_all(&mut self) {
-        for (_, f) in self.open.drain() {
-            crate::sys::close_file(f.file);
+        let ips: Vec<IpAddr> = self.open.keys().copied().collect();
+        for ip in ips {
+            self.close(ip);
         }
         self.lru.clear();
-        // Rotation may have moved or replaced any file: check each again.
-        self.verified.clear();
     }
 
-    /// fsyncs every open file.
-    pub fn sync_open(&mut self) -> io::Result<()> {
-        for f in self.open.values() {
-            f.file.sync_data()?;
+    /// fsyncs every open file; the paths of those that failed, with why.
+    pub fn sync_open(&mut self) -> Vec<(PathBuf, io::Error)> {
+        let mut failed = Vec::new();
+        for (ip, f) in &self.open {
+            if let Err(e) = f.file.sync_data() {
+                failed.push((self.dir.join(wire::file_name(*ip)), e));
+            }
         }
-        Ok(())
+        failed
     }
 }
 
@@ -249,16 +359,27 @@ mod tests {
         IpAddr::from([127, 3, 0, n])
     }
 
+    fn store(dir: &Path, cap: usize) -> FileStore {
+        FileStore::new(dir.into(), cap, DEFAULT_FILE_MODE)
+    }
+
+    fn open_path(path: &Path) -> Opened {
+        open_vm_file(path, DEFAULT_FILE_MODE, None).unwrap().1
+    }
+
     #[test]
-    fn new_file_gets_header_once() {
+    fn new_file_gets_header_once_and_mode_0640() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = FileStore::new(dir.path().into(), 4);
+        let mut store = store(dir.path(), 4);
         assert_eq!(store.append(ip(1), b"a\n").unwrap(), Some(Opened::New));
         assert_eq!(store.append(ip(1), b"b\n").unwrap(), None);
         store.close_all();
         assert_eq!(store.append(ip(1), b"c\n").unwrap(), Some(Opened::Existing));
-        let text = fs::read_to_string(dir.path().join("127.3.0.1.csv")).unwrap();
+        let path = dir.path().join("127.3.0.1.csv");
+        let text = fs::read_to_string(&path).unwrap();
         assert_eq!(text, format!("{}a\nb\nc\n", wire::CSV_HEADER));
+        let mode = fs::metadata(&path).unwrap().mode() & 0o777;
+        assert_eq!(mode & !0o022, 0o640 & !0o022, "{mode:o}");
     }
 
     #[test]
@@ -266,7 +387,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("127.3.0.2.csv");
         fs::write(&path, format!("{}row1\nrow2-half", wire::CSV_HEADER)).unwrap();
-        let mut store = FileStore::new(dir.path().into(), 4);
+        let mut store = store(dir.path(), 4);
         assert_eq!(
             store.append(ip(2), b"row3\n").unwrap(),
             Some(Opened::Repaired(9))
@@ -280,8 +401,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("127.3.0.3.csv");
         fs::write(&path, "recv_ms,ts").unwrap();
-        let (_, how) = open_vm_file(&path).unwrap();
-        assert_eq!(how, Opened::Repaired(10));
+        assert_eq!(open_path(&path), Opened::Repaired(10));
         assert_eq!(fs::read_to_string(&path).unwrap(), wire::CSV_HEADER);
     }
 
@@ -291,14 +411,13 @@ mod tests {
         let path = dir.path().join("127.3.0.4.csv");
         let tail = "x".repeat(10_000);
         fs::write(&path, format!("{}ok\n{tail}", wire::CSV_HEADER)).unwrap();
-        let (_, how) = open_vm_file(&path).unwrap();
-        assert_eq!(how, Opened::Repaired(10_000));
+        assert_eq!(open_path(&path), Opened::Repaired(10_000));
     }
 
     #[test]
     fn open_files_are_capped_least_recent_first() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = FileStore::new(dir.path().into(), 2);
+        let mut store = store(dir.path(), 2);
         store.append(ip(1), b"1\n").unwrap();
         store.append(ip(2), b"2\n").unwrap();
         store.append(ip(1), b"1\n").unwrap();
@@ -318,9 +437,9 @@ mod tests {
     #[test]
     fn a_file_deleted_behind_our_back_gets_its_header_again() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = FileStore::new(dir.path().into(), 1);
+        let mut store = store(dir.path(), 1);
         store.append(ip(5), b"a\n").unwrap();
-        store.append(ip(6), b"b\n").unwrap(); // evicts ip(5), still verified
+        store.append(ip(6), b"b\n").unwrap(); // evicts ip(5), mark kept
         fs::remove_file(dir.path().join("127.3.0.5.csv")).unwrap();
         assert_eq!(store.append(ip(5), b"c\n").unwrap(), Some(Opened::New));
         let text = fs::read_to_string(dir.path().join("127.3.0.5.csv")).unwrap();
@@ -328,12 +447,77 @@ mod tests {
     }
 
     #[test]
+    fn an_evicted_file_replaced_by_an_empty_one_gets_its_header() {
+        // logrotate's `create`: move the file away, create an empty one,
+        // before the store has been told (no SIGHUP yet).
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store(dir.path(), 1);
+        let path = dir.path().join("127.3.0.7.csv");
+        store.append(ip(7), b"a\n").unwrap();
+        store.append(ip(8), b"b\n").unwrap(); // evicts ip(7)
+        fs::rename(&path, dir.path().join("127.3.0.7.csv.1")).unwrap();
+        File::create(&path).unwrap();
+        assert_eq!(store.append(ip(7), b"c\n").unwrap(), Some(Opened::New));
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            format!("{}c\n", wire::CSV_HEADER)
+        );
+    }
+
+    #[test]
+    fn a_file_that_changed_behind_our_back_is_checked_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store(dir.path(), 1);
+        let path = dir.path().join("127.3.0.9.csv");
+        store.append(ip(9), b"a\n").unwrap();
+        store.append(ip(10), b"b\n").unwrap(); // evicts ip(9)
+        // Someone appended half a row: the mark no longer matches.
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"torn")
+            .unwrap();
+        assert_eq!(
+            store.append(ip(9), b"c\n").unwrap(),
+            Some(Opened::Repaired(4))
+        );
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            format!("{}a\nc\n", wire::CSV_HEADER)
+        );
+    }
+
+    #[test]
+    fn symlinks_fifos_and_dirs_are_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "precious\nhalf").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("127.3.0.11.csv")).unwrap();
+        let fifo = dir.path().join("127.3.0.12.csv");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        fs::create_dir(dir.path().join("127.3.0.13.csv")).unwrap();
+        let mut store = store(dir.path(), 4);
+        for (n, kind) in [(11, "a symlink"), (12, "a FIFO"), (13, "a directory")] {
+            let err = store.append(ip(n), b"x\n").unwrap_err();
+            assert!(err.is_refusal(), "{err}");
+            assert!(err.to_string().contains(kind), "{err}");
+            assert_eq!(err.written, 0);
+        }
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\nhalf");
+        assert_eq!(store.open_count(), 0);
+    }
+
+    #[test]
     fn unwritable_dir_reports_the_path() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("gone");
-        let mut store = FileStore::new(missing.clone(), 2);
+        let mut store = store(&missing, 2);
         let err = store.append(ip(9), b"x\n").unwrap_err();
         assert_eq!(err.written, 0);
+        assert!(!err.is_refusal());
         assert!(err.to_string().contains("gone/127.3.0.9.csv"), "{err}");
     }
 }

@@ -78,6 +78,39 @@ pub struct Outgoing<'a> {
     pub segment: u16,
 }
 
+/// Fills `batch` one datagram at a time from `recv` (which reads one into
+/// the buffer it is given and returns its full length and source) until
+/// the batch is full or `recv` fails. Datagrams
+/// already in the batch are kept when an error comes mid-batch: the error
+/// (or the empty socket) shows again on the next call. The portable
+/// fallback's loop, compiled on Linux too so its tests run here.
+#[cfg(any(test, not(target_os = "linux")))]
+fn fill_batch(
+    batch: &mut RecvBatch,
+    mut recv: impl FnMut(&mut [u8]) -> std::io::Result<(usize, std::net::SocketAddr)>,
+) -> std::io::Result<usize> {
+    // Room for the largest datagram, so a long one is seen as long (and
+    // flagged) where the platform has no MSG_TRUNC.
+    let mut scratch = [0u8; 65_536];
+    batch.filled = 0;
+    while batch.filled < BATCH {
+        let i = batch.filled;
+        match recv(&mut scratch) {
+            Ok((n, from)) => {
+                let kept = n.min(RECV_BUF_LEN);
+                batch.bufs[i][..kept].copy_from_slice(&scratch[..kept]);
+                batch.lens[i] = kept;
+                batch.truncated[i] = n > RECV_BUF_LEN;
+                batch.sources[i] = from.ip();
+                batch.filled += 1;
+            }
+            Err(_) if batch.filled > 0 => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(batch.filled)
+}
+
 #[cfg(target_os = "linux")]
 pub use linux::{
     close_file, force_recv_buffer, recv_batch, send_batch, socket_drops, sync_filesystem,
@@ -169,7 +202,7 @@ mod linux {
 
     /// Receives up to [`BATCH`] datagrams with one `recvmmsg`, without
     /// blocking. `Err(WouldBlock)` when none is waiting.
-    pub fn recv_batch(socket: &impl AsRawFd, batch: &mut RecvBatch) -> io::Result<usize> {
+    pub fn recv_batch(socket: &mio::net::UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
         batch.filled = 0;
         let raw = &mut batch.raw;
         for i in 0..BATCH {
@@ -348,7 +381,7 @@ mod linux {
 
     /// `SO_RCVBUFFORCE`: a receive buffer above `net.core.rmem_max`, allowed
     /// to root (CAP_NET_ADMIN) only.
-    pub fn force_recv_buffer(socket: &impl AsRawFd, bytes: usize) -> io::Result<()> {
+    pub fn force_recv_buffer(socket: &socket2::Socket, bytes: usize) -> io::Result<()> {
         let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
         setsockopt_int(
             socket.as_raw_fd(),
@@ -361,7 +394,7 @@ mod linux {
     /// Datagrams the kernel dropped on this socket because its receive
     /// buffer was full (`SO_MEMINFO`, Linux 4.6+; the count is 32 bits and
     /// wraps).
-    pub fn socket_drops(socket: &impl AsRawFd) -> Option<u32> {
+    pub fn socket_drops(socket: &mio::net::UdpSocket) -> Option<u32> {
         // SK_MEMINFO_VARS is 9 on every kernel that has SO_MEMINFO; a newer
         // kernel copies only what fits.
         let mut info = [0u32; 9];
@@ -401,7 +434,7 @@ mod linux {
 
 #[cfg(not(target_os = "linux"))]
 mod fallback {
-    use super::{BATCH, Outgoing, RECV_BUF_LEN, RecvBatch};
+    use super::{Outgoing, RecvBatch};
     use std::fs::File;
     use std::io;
     use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
@@ -409,24 +442,7 @@ mod fallback {
     /// One `recv_from` per datagram until the batch is full or the socket is
     /// drained; same contract as the Linux `recvmmsg` version.
     pub fn recv_batch(socket: &mio::net::UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
-        let mut scratch = [0u8; 65_536];
-        batch.filled = 0;
-        while batch.filled < BATCH {
-            match socket.recv_from(&mut scratch) {
-                Ok((n, from)) => {
-                    let i = batch.filled;
-                    let kept = n.min(RECV_BUF_LEN);
-                    batch.bufs[i][..kept].copy_from_slice(&scratch[..kept]);
-                    batch.lens[i] = kept;
-                    batch.truncated[i] = n > RECV_BUF_LEN;
-                    batch.sources[i] = from.ip();
-                    batch.filled += 1;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && batch.filled > 0 => break,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(batch.filled)
+        super::fill_batch(batch, |buf| socket.recv_from(buf))
     }
 
     /// Without `IP_PKTINFO`, each datagram goes out of a socket bound to its
@@ -455,11 +471,11 @@ mod fallback {
     }
 
     /// No portable way to read the socket's drop count.
-    pub fn socket_drops<S>(_socket: &S) -> Option<u32> {
+    pub fn socket_drops(_socket: &mio::net::UdpSocket) -> Option<u32> {
         None
     }
 
-    pub fn force_recv_buffer<S>(_socket: &S, _bytes: usize) -> io::Result<()> {
+    pub fn force_recv_buffer(_socket: &socket2::Socket, _bytes: usize) -> io::Result<()> {
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "SO_RCVBUFFORCE is Linux-only",
@@ -476,5 +492,58 @@ mod fallback {
     /// A file closed by the store is synced first: no later call reaches it.
     pub fn close_file(file: File) {
         let _ = file.sync_data();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+    use std::net::SocketAddr;
+
+    #[test]
+    fn an_error_mid_batch_keeps_what_was_received() {
+        let from: SocketAddr = "127.8.0.1:5000".parse().unwrap();
+        let data = [7u8; 72];
+        let mut batch = RecvBatch::new();
+        let mut calls = 0;
+        let got = fill_batch(&mut batch, |buf| {
+            calls += 1;
+            if calls <= 3 {
+                buf[..72].copy_from_slice(&data);
+                Ok((72, from))
+            } else {
+                Err(io::Error::from(io::ErrorKind::ConnectionRefused))
+            }
+        });
+        assert_eq!(got.unwrap(), 3);
+        assert_eq!(batch.len(), 3);
+        assert_eq!(batch.get(2), (from.ip(), &data[..], false));
+        // With nothing received first, the error is the answer.
+        let err = fill_batch(&mut batch, |_| {
+            Err(io::Error::from(io::ErrorKind::WouldBlock))
+        });
+        assert_eq!(err.unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn long_datagrams_are_cut_and_flagged() {
+        let from: SocketAddr = "127.8.0.1:5000".parse().unwrap();
+        let data = [1u8; 1500];
+        let mut batch = RecvBatch::new();
+        let mut left = 1;
+        fill_batch(&mut batch, |buf| {
+            if left == 0 {
+                return Err(io::Error::from(io::ErrorKind::WouldBlock));
+            }
+            left -= 1;
+            buf[..1500].copy_from_slice(&data);
+            Ok((1500, from))
+        })
+        .unwrap();
+        let (_, payload, truncated) = batch.get(0);
+        assert_eq!(payload.len(), RECV_BUF_LEN);
+        assert!(truncated);
     }
 }

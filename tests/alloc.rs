@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::bounded;
-use vmstats::dispatch::{Dispatcher, Msg, Record};
+use vmstats::dispatch::{Batch, Dispatcher, Record, RecvMs, ReopenSignal};
 use vmstats::stats::Stats;
 use vmstats::wire::{self, Stat};
 use vmstats::worker::{Worker, WorkerConfig};
@@ -58,7 +58,7 @@ fn feed(d: &mut Dispatcher, stats: &Stats, rounds: u64, seq0: u64) {
             let ip = IpAddr::V4(Ipv4Addr::from(0x7f28_0000 + vm));
             d.push(Record {
                 ip,
-                recv_ms: 1,
+                recv_ms: RecvMs(1),
                 stat,
             });
         }
@@ -82,15 +82,18 @@ fn steady_state_allocates_nothing_per_datagram() {
     let worker = Worker::new(
         WorkerConfig {
             data_dir: dir.path().to_path_buf(),
+            file_mode: vmstats::store::DEFAULT_FILE_MODE,
             // ~40 rows a flush: buffers fill, flush by size, refill.
             flush_bytes: 2048,
             flush_interval: Duration::from_secs(3600),
+            max_flush_delay: Duration::from_secs(3600),
             max_open_files: 1000,
             max_buffered: 64 << 20,
         },
         Arc::clone(&stats),
+        ReopenSignal::default(),
     );
-    let (tx, rx) = bounded::<Msg>(4096);
+    let (tx, rx) = bounded::<Batch>(4096);
     let (rtx, rrx) = bounded(4096);
     let handle = std::thread::spawn(move || worker.run(rx, rtx));
     let mut d = Dispatcher::new(vec![tx], rrx);

@@ -273,3 +273,31 @@ pub fn load(port: u16, count: u32, rate: &str, total: u64, src_base: &str, extra
     let expected = format!("sent={total} finals=0 send_errors=0");
     assert!(said.contains(&expected), "{said}");
 }
+
+/// Runs a prepared command to its end, killing it if it takes longer than
+/// `limit` (a test of "never hangs" must not hang itself).
+pub fn run_with_limit(mut cmd: Command, limit: Duration) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the command");
+    let pid = child.id() as i32;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("wait for the command"),
+        Err(_) => {
+            signal(pid, "KILL");
+            panic!("the command ran past {limit:?}");
+        }
+    }
+}
+
+/// Makes a FIFO at `path` (mkfifo(1), keeping the tests free of unsafe code).
+pub fn mkfifo(path: &Path) {
+    let ok = Command::new("mkfifo").arg(path).status().unwrap().success();
+    assert!(ok, "mkfifo {}", path.display());
+}

@@ -1,0 +1,694 @@
+//! A worker: buffers its VMs' rows and flushes them to their files.
+//!
+//! Rows are formatted into a per-VM [`RowBuf`] as batches arrive and written
+//! out with one `write` when the buffer reaches `flush_bytes` or its oldest
+//! row has waited the flush delay. Deadlines live in [`Deadlines`], at most
+//! one entry per VM: made when a buffer gets a row and has none; when it
+//! comes due, whatever the VM holds is written (a busy VM that flushed by
+//! size meanwhile just writes early), so no row waits longer than the delay
+//! and the queue never outgrows the VMs.
+//!
+//! The flush delay is `--flush-interval`. With `--max-flush-delay` above it,
+//! a worker whose flushing falls behind (100,000 VMs, most of them reopening
+//! a file each flush) doubles its delay, up to that bound, so each open
+//! carries more rows; once it keeps up, the delay relaxes back. Without the
+//! flag nothing stretches: what a crash can lose stays what the user chose.
+//!
+//! A failed write keeps the rows (up to a bound) and retries at the next
+//! deadline, so a full or failing disk loses nothing until the bound forces
+//! it, and every loss is counted and named at exit ([`WorkerOutcome`]).
+
+mod deadlines;
+mod rows;
+
+pub use deadlines::{Deadlines, WorkerMs};
+pub use rows::{RowBuf, Taken};
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+// foldhash: several times faster than SipHash on a 17-byte key, and still
+// randomly seeded, so spoofed source addresses cannot be chosen to collide.
+use foldhash::HashMap;
+use hdrhistogram::Histogram;
+
+use crate::dispatch::{Batch, ReopenSignal};
+use crate::stats::Stats;
+use crate::store::{FileStore, Opened};
+use crate::wire;
+
+/// Per-worker settings, derived from the aggregator config.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub data_dir: PathBuf,
+    /// Permissions of new VM files.
+    pub file_mode: u32,
+    pub flush_bytes: usize,
+    pub flush_interval: Duration,
+    /// Longest the flush delay may stretch to under pressure (at least
+    /// `flush_interval`; equal means never stretch).
+    pub max_flush_delay: Duration,
+    pub max_open_files: usize,
+    /// Bytes of rows this worker may hold before it stops taking batches.
+    pub max_buffered: usize,
+}
+
+/// What a buffer flushed by age keeps. A buffer flushed because it was full
+/// keeps all its capacity (its VM is busy and refills it at once, so steady
+/// state allocates nothing); one flushed by age shrinks to this, so a VM
+/// that was once busy does not pin `flush_bytes` for good.
+const KEEP_CAPACITY: usize = 4 * wire::MAX_ROW_LEN;
+
+/// Longest stretch of flushing before the worker looks at its channel again.
+const FLUSH_SLICE: Duration = Duration::from_millis(5);
+
+/// Batches taken from the channel between two flush slices.
+const BATCHES_PER_ROUND: usize = 64;
+
+/// How many times `flush_bytes` a VM may hold while its writes fail.
+const RETRY_BUFFERS: usize = 4;
+
+/// Longest sleep with nothing due: how soon a SIGHUP reopen is noticed.
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+
+/// How often the flush delay is stretched or relaxed: long enough to see
+/// whether the last change helped, short enough to follow a load step.
+const ADAPT_EVERY_MS: u64 = 100;
+
+/// At most one write-error line per worker per this many ms; the ones held
+/// back are counted in the next line (a dead disk under 100,000 VMs must not
+/// turn into 100,000 log lines a second).
+const ERROR_LOG_EVERY_MS: u64 = 1000;
+
+#[derive(Default)]
+struct Vm {
+    rows: RowBuf,
+    /// The VM has an entry in `due`.
+    queued: bool,
+    /// Its file was found to be something other than a regular file, and
+    /// that was logged (once).
+    refused: bool,
+}
+
+/// Receive-to-disk latencies of one worker, ms, recorded once per flush for
+/// all its rows at the age of the oldest (an upper bound for each row).
+pub type LatencyHistogram = Histogram<u64>;
+
+pub fn new_latency_histogram() -> LatencyHistogram {
+    Histogram::new_with_max(3_600_000, 3).expect("static bounds are valid")
+}
+
+/// What a worker hands back when its channel closes.
+#[derive(Debug)]
+pub struct WorkerOutcome {
+    pub latency: LatencyHistogram,
+    /// Accepted rows given up, by VM (its retry bound overflowed while its
+    /// file failed, or the file still failed at exit).
+    pub lost: BTreeMap<IpAddr, u64>,
+    /// Files whose final fsync failed: their last rows may not be on disk.
+    pub sync_failed: Vec<(PathBuf, io::Error)>,
+}
+
+/// The flush delay in force and the evidence for changing it.
+struct FlushDelay {
+    ms: u64,
+    min_ms: u64,
+    max_ms: u64,
+    /// Flushing fell behind since the last adjustment.
+    behind: bool,
+    adjusted: WorkerMs,
+}
+
+impl FlushDelay {
+    fn new(min: Duration, max: Duration) -> Self {
+        let min_ms = min.as_millis() as u64;
+        FlushDelay {
+            ms: min_ms,
+            min_ms,
+            max_ms: (max.as_millis() as u64).max(min_ms),
+            behind: false,
+            adjusted: WorkerMs(0),
+        }
+    }
+
+    /// Doubles the delay after a period in which flushing fell behind,
+    /// takes a quarter off after one in which it kept up.
+    fn observe(&mut self, behind: bool, now: WorkerMs) {
+        self.behind |= behind;
+        if self.max_ms == self.min_ms || self.adjusted.ms_until(now) < ADAPT_EVERY_MS {
+            return;
+        }
+        self.ms = if self.behind {
+            self.ms.saturating_mul(2).min(self.max_ms)
+        } else {
+            (self.ms - self.ms / 4).max(self.min_ms)
+        };
+        self.behind = false;
+        self.adjusted = now;
+    }
+}
+
+pub struct Worker {
+    cfg: WorkerConfig,
+    store: FileStore,
+    vms: HashMap<IpAddr, Vm>,
+    due: Deadlines,
+    /// Bytes in all VM buffers together.
+    buffered: usize,
+    delay: FlushDelay,
+    stats: Arc<Stats>,
+    latency: LatencyHistogram,
+    lost: BTreeMap<IpAddr, u64>,
+    reopen: ReopenSignal,
+    reopen_seen: u64,
+    errors: ErrorLog,
+    start: Instant,
+}
+
+impl Worker {
+    pub fn new(cfg: WorkerConfig, stats: Arc<Stats>, reopen: ReopenSignal) -> Self {
+        let store = FileStore::new(cfg.data_dir.clone(), cfg.max_open_files, cfg.file_mode);
+        Worker {
+            delay: FlushDelay::new(cfg.flush_interval, cfg.max_flush_delay),
+            reopen_seen: reopen.generation(),
+            reopen,
+            cfg,
+            store,
+            vms: HashMap::default(),
+            due: Deadlines::default(),
+            buffered: 0,
+            stats,
+            latency: new_latency_histogram(),
+            lost: BTreeMap::new(),
+            errors: ErrorLog::default(),
+            start: Instant::now(),
+        }
+    }
+
+    fn now(&self) -> WorkerMs {
+        WorkerMs(self.start.elapsed().as_millis() as u64)
+    }
+
+    /// Serves `rx` until every sender is gone, then flushes and fsyncs all
+    /// it holds and says what it could not write.
+    pub fn run(mut self, rx: Receiver<Batch>, recycle: Sender<Batch>) -> WorkerOutcome {
+        loop {
+            self.reopen_if_asked();
+            // Flushing is done in slices between batches: when files are
+            // slow (first creation of 100,000 files, a cold LRU), due VMs
+            // wait a little longer and gather more rows per write, while
+            // the channel keeps being drained.
+            let backlog = self.flush_due(FLUSH_SLICE);
+            let now = self.now();
+            self.delay.observe(backlog, now);
+            let held_off = self.relieve_memory();
+            let wait = match self.due.next() {
+                _ if backlog => Duration::ZERO,
+                Some(at) => Duration::from_millis(now.ms_until(at)).min(IDLE_WAIT),
+                None => IDLE_WAIT,
+            };
+            match rx.recv_timeout(wait) {
+                Ok(batch) => self.take(batch, &recycle),
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            // Take what is already queued before the next flush slice, so
+            // ingest (cheap) keeps ahead of files (slow when many are new).
+            let more = if held_off { 0 } else { BATCHES_PER_ROUND - 1 };
+            for _ in 0..more {
+                match rx.try_recv() {
+                    Ok(batch) => self.take(batch, &recycle),
+                    Err(_) => break,
+                }
+            }
+        }
+        self.finish()
+    }
+
+    /// Writes what is left, counts what could not be, fsyncs.
+    fn finish(mut self) -> WorkerOutcome {
+        self.flush_all();
+        self.errors.flush();
+        for (ip, vm) in &self.vms {
+            if !vm.rows.is_empty() {
+                *self.lost.entry(*ip).or_default() += vm.rows.rows();
+                self.stats
+                    .dropped_write_error
+                    .fetch_add(vm.rows.rows(), Relaxed);
+            }
+        }
+        WorkerOutcome {
+            sync_failed: self.store.sync_open(),
+            latency: self.latency,
+            lost: self.lost,
+        }
+    }
+
+    fn take(&mut self, mut batch: Batch, recycle: &Sender<Batch>) {
+        self.ingest(&batch);
+        batch.clear();
+        // The receive loop may be gone or stocked up: then the vector is
+        // simply freed.
+        let _ = recycle.try_send(batch);
+    }
+
+    /// Closes every file once per SIGHUP, after writing what is held to
+    /// the files as they were.
+    fn reopen_if_asked(&mut self) {
+        let generation = self.reopen.generation();
+        if generation == self.reopen_seen {
+            return;
+        }
+        self.reopen_seen = generation;
+        self.flush_all();
+        let before = self.store.open_count();
+        self.store.close_all();
+        track_open_files(&self.stats, &self.store, before);
+    }
+
+    /// When rows pile up beyond the memory bound (files cannot keep up),
+    /// writes the oldest buffers first. If memory is still over the bound
+    /// (the disk is failing), pauses and returns true: the caller then
+    /// takes a trickle of batches only, so the channel fills and the
+    /// receive loop counts what it cannot queue.
+    fn relieve_memory(&mut self) -> bool {
+        if self.buffered <= self.cfg.max_buffered {
+            return false;
+        }
+        self.flush_oldest(self.cfg.max_buffered / 4 * 3);
+        let held_off = self.buffered > self.cfg.max_buffered;
+        if held_off {
+            std::thread::sleep(FLUSH_SLICE);
+        }
+        held_off
+    }
+
+    /// Appends the rows of a batch to their VMs' buffers.
+    pub fn ingest(&mut self, batch: &[crate::dispatch::Record]) {
+        let now = self.now();
+        let deadline = now.plus_ms(self.delay.ms);
+        for rec in batch {
+            let vm = self.vms.entry(rec.ip).or_insert_with(|| {
+                self.stats.vms_known.fetch_add(1, Relaxed);
+                Vm::default()
+            });
+            if !vm.queued {
+                vm.queued = true;
+                self.due.push(rec.ip, deadline);
+            }
+            self.buffered += vm.rows.push_row(rec.recv_ms, &rec.stat);
+            if vm.rows.len() >= self.cfg.flush_bytes {
+                self.flush_vm(rec.ip, now);
+            }
+        }
+    }
+
+    /// Flushes the VMs whose deadline has passed, for at most `slice`;
+    /// true when some are still due.
+    pub fn flush_due(&mut self, slice: Duration) -> bool {
+        let start = Instant::now();
+        let now = self.now();
+        let mut flushed = 0u32;
+        loop {
+            flushed += 1;
+            if flushed.is_multiple_of(32) && start.elapsed() >= slice {
+                return self.due.next().is_some_and(|at| at <= now);
+            }
+            let Some(ip) = self.due.pop_due(now) else {
+                return false;
+            };
+            self.flush_entry(ip, now);
+        }
+    }
+
+    /// Takes a VM's `due` entry and writes what it holds.
+    fn flush_entry(&mut self, ip: IpAddr, now: WorkerMs) {
+        if let Some(vm) = self.vms.get_mut(&ip) {
+            vm.queued = false;
+            self.flush_vm(ip, now);
+        }
+    }
+
+    /// Flushes the oldest buffers, due or not, until at most `target`
+    /// bytes are buffered or every VM was tried once (failed writes queue
+    /// their VM again, so the queue alone would not end).
+    fn flush_oldest(&mut self, target: usize) {
+        let now = self.now();
+        for _ in 0..self.due.len() {
+            if self.buffered <= target {
+                break;
+            }
+            let Some(ip) = self.due.pop_front() else {
+                break;
+            };
+            self.flush_entry(ip, now);
+        }
+    }
+
+    /// Flushes every buffer (shutdown, reopen).
+    pub fn flush_all(&mut self) {
+        let now = self.now();
+        let ips: Vec<IpAddr> = self
+            .vms
+            .iter()
+            .filter(|(_, vm)| !vm.rows.is_empty())
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in ips {
+            self.flush_vm(ip, now);
+        }
+    }
+
+    /// Writes what a VM holds. Whatever reached the file is accounted as
+    /// written; after a failure the rest is kept under the retry bound
+    /// (the oldest rows beyond it are dropped, counted) and retried one
+    /// flush interval later.
+    fn flush_vm(&mut self, ip: IpAddr, now: WorkerMs) {
+        let Some(vm) = self.vms.get_mut(&ip) else {
+            return;
+        };
+        if vm.rows.is_empty() {
+            return;
+        }
+        let full = vm.rows.len() >= self.cfg.flush_bytes;
+        let oldest = vm.rows.oldest();
+        let open_before = self.store.open_count();
+        let result = self.store.append(ip, vm.rows.bytes());
+        track_open_files(&self.stats, &self.store, open_before);
+        let written = match result {
+            Ok(opened) => {
+                if let Some(Opened::Repaired(cut)) = opened {
+                    crate::log_line(&format!(
+                        "warning: {}: cut a torn last row ({cut} bytes) before appending",
+                        self.store.path_of(ip).display()
+                    ));
+                }
+                vm.rows.len()
+            }
+            Err(err) => {
+                self.stats.write_errors.fetch_add(1, Relaxed);
+                if err.is_refusal() {
+                    if !vm.refused {
+                        vm.refused = true;
+                        self.stats.files_refused.fetch_add(1, Relaxed);
+                        crate::log_line(&format!(
+                            "error: {err} (rows kept in memory, never written elsewhere)"
+                        ));
+                    }
+                } else {
+                    let line = format!("error: {err} (rows kept, will retry)");
+                    self.errors.log(&line, now);
+                }
+                err.written
+            }
+        };
+        let done = vm.rows.consume(written);
+        self.buffered -= done.bytes;
+        self.stats.rows_written.fetch_add(done.rows, Relaxed);
+        self.stats
+            .bytes_written
+            .fetch_add(done.bytes as u64, Relaxed);
+        if done.rows > 0 {
+            let age = crate::unix_ms().saturating_sub(oldest.0);
+            self.latency.saturating_record_n(age, done.rows);
+        }
+        if vm.rows.is_empty() {
+            vm.refused = false;
+            if !full {
+                vm.rows.shrink_to(KEEP_CAPACITY);
+            }
+            return;
+        }
+        let dropped = vm.rows.trim_oldest(RETRY_BUFFERS * self.cfg.flush_bytes);
+        self.buffered -= dropped.bytes;
+        if dropped.rows > 0 {
+            self.stats
+                .dropped_write_error
+                .fetch_add(dropped.rows, Relaxed);
+            *self.lost.entry(ip).or_default() += dropped.rows;
+        }
+        if !vm.queued {
+            vm.queued = true;
+            let retry_ms = self.cfg.flush_interval.as_millis() as u64;
+            self.due.push(ip, now.plus_ms(retry_ms));
+        }
+    }
+}
+
+/// Write-error lines, at most one per worker per [`ERROR_LOG_EVERY_MS`];
+/// the ones held back are counted in the next line.
+#[derive(Default)]
+struct ErrorLog {
+    logged: Option<WorkerMs>,
+    held_back: u64,
+}
+
+impl ErrorLog {
+    fn log(&mut self, line: &str, now: WorkerMs) {
+        if self
+            .logged
+            .is_some_and(|t| t.ms_until(now) < ERROR_LOG_EVERY_MS)
+        {
+            self.held_back += 1;
+            return;
+        }
+        self.flush();
+        crate::log_line(line);
+        self.logged = Some(now);
+    }
+
+    fn flush(&mut self) {
+        if self.held_back > 0 {
+            crate::log_line(&format!(
+                "error: {} more write errors not shown (at most one line a second)",
+                self.held_back
+            ));
+            self.held_back = 0;
+        }
+    }
+}
+
+/// Each worker adds its own change, so the shared gauge is the sum.
+fn track_open_files(stats: &Stats, store: &FileStore, before: usize) {
+    let after = store.open_count() as u64;
+    stats
+        .files_open
+        .fetch_add(after.wrapping_sub(before as u64), Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::{Record, RecvMs};
+    use crate::wire::Stat;
+    use std::path::Path;
+
+    fn worker(dir: &Path, flush_bytes: usize, interval_ms: u64) -> Worker {
+        let cfg = WorkerConfig {
+            data_dir: dir.to_path_buf(),
+            file_mode: crate::store::DEFAULT_FILE_MODE,
+            flush_bytes,
+            flush_interval: Duration::from_millis(interval_ms),
+            max_flush_delay: Duration::from_millis(interval_ms),
+            max_open_files: 8,
+            max_buffered: 1 << 20,
+        };
+        Worker::new(cfg, Arc::new(Stats::default()), ReopenSignal::default())
+    }
+
+    fn records(ip: &str, seqs: std::ops::Range<u64>) -> Vec<Record> {
+        let ip: IpAddr = ip.parse().unwrap();
+        seqs.map(|seq| Record {
+            ip,
+            recv_ms: RecvMs(1_000 + seq),
+            stat: Stat {
+                seq,
+                interval_s: 60,
+                vcpus: 1,
+                ..Stat::default()
+            },
+        })
+        .collect()
+    }
+
+    fn rows_in(path: &Path) -> usize {
+        std::fs::read_to_string(path).map_or(0, |t| t.lines().count().saturating_sub(1))
+    }
+
+    #[test]
+    fn a_full_buffer_is_written_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = worker(dir.path(), 256, 60_000);
+        w.ingest(&records("127.5.0.1", 0..3));
+        // Three rows of ~40 bytes reach 256 bytes only with more.
+        assert_eq!(rows_in(&dir.path().join("127.5.0.1.csv")), 0);
+        w.ingest(&records("127.5.0.1", 3..8));
+        assert!(rows_in(&dir.path().join("127.5.0.1.csv")) >= 6);
+        assert_eq!(w.stats.vms_known.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn an_old_buffer_is_written_when_due_and_not_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = worker(dir.path(), 1 << 20, 30);
+        w.ingest(&records("127.5.0.2", 0..5));
+        assert!(!w.flush_due(FLUSH_SLICE));
+        assert_eq!(rows_in(&dir.path().join("127.5.0.2.csv")), 0);
+        std::thread::sleep(Duration::from_millis(40));
+        w.flush_due(FLUSH_SLICE);
+        assert_eq!(rows_in(&dir.path().join("127.5.0.2.csv")), 5);
+        assert_eq!(w.stats.rows_written.load(Relaxed), 5);
+        assert_eq!(w.buffered, 0);
+        assert!(w.latency.len() == 5);
+    }
+
+    #[test]
+    fn failed_writes_keep_rows_and_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("127.5.0.3.csv");
+        // Every write to /dev/full fails with ENOSPC: a disk that is full.
+        std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+        let mut w = worker(dir.path(), 1 << 20, 10);
+        w.ingest(&records("127.5.0.3", 0..4));
+        w.flush_all();
+        assert_eq!(w.stats.write_errors.load(Relaxed), 1);
+        assert_eq!(w.stats.rows_written.load(Relaxed), 0);
+        assert_eq!(w.vms[&"127.5.0.3".parse().unwrap()].rows.rows(), 4);
+        // The disk is back.
+        std::fs::remove_file(&path).unwrap();
+        std::thread::sleep(Duration::from_millis(15));
+        w.flush_due(FLUSH_SLICE);
+        assert_eq!(rows_in(&path), 4);
+        assert_eq!(w.stats.rows_written.load(Relaxed), 4);
+        assert_eq!(w.stats.dropped_write_error.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn the_retry_buffer_is_bounded_and_drops_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("127.5.0.4.csv");
+        std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+        let mut w = worker(dir.path(), 256, 60_000);
+        w.ingest(&records("127.5.0.4", 0..100));
+        let held = w.vms[&"127.5.0.4".parse().unwrap()].rows.rows();
+        let dropped = w.stats.dropped_write_error.load(Relaxed);
+        assert!(held > 0 && dropped > 0, "held {held}, dropped {dropped}");
+        assert_eq!(held + dropped, 100);
+        assert!(w.buffered <= RETRY_BUFFERS * 256 + wire::MAX_ROW_LEN);
+        std::fs::remove_file(&path).unwrap();
+        w.flush_all();
+        // What was kept is the newest rows, in order.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let seqs: Vec<u64> = text
+            .lines()
+            .skip(1)
+            .map(|l| wire::parse_row(l).unwrap().stat.seq)
+            .collect();
+        assert_eq!(seqs, ((100 - held)..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_dead_disk_over_the_memory_bound_neither_hangs_nor_hides_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in 1..=3 {
+            let path = dir.path().join(format!("127.5.1.{n}.csv"));
+            std::os::unix::fs::symlink("/dev/full", path).unwrap();
+        }
+        let mut w = worker(dir.path(), 256, 10);
+        w.cfg.max_buffered = 1024;
+        let stats = Arc::clone(&w.stats);
+        let (tx, rx) = crossbeam_channel::bounded(64);
+        let (rtx, _rrx) = crossbeam_channel::bounded(64);
+        for n in 1..=3 {
+            for round in 0..5 {
+                let ip = format!("127.5.1.{n}");
+                tx.send(records(&ip, round * 10..round * 10 + 10)).unwrap();
+            }
+        }
+        drop(tx);
+        let outcome = w.run(rx, rtx);
+        assert!(stats.write_errors.load(Relaxed) > 0);
+        assert_eq!(stats.rows_written.load(Relaxed), 0);
+        // Every row is accounted for as lost, and named by VM.
+        assert_eq!(stats.dropped_write_error.load(Relaxed), 150);
+        assert_eq!(outcome.lost.len(), 3);
+        assert!(
+            outcome.lost.values().all(|n| *n == 50),
+            "{:?}",
+            outcome.lost
+        );
+        // Refused files are counted once per VM, however often retried.
+        assert_eq!(stats.files_refused.load(Relaxed), 3);
+    }
+
+    #[test]
+    fn run_flushes_everything_when_the_channel_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = worker(dir.path(), 1 << 20, 60_000);
+        let stats = Arc::clone(&w.stats);
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let (rtx, rrx) = crossbeam_channel::bounded(4);
+        tx.send(records("127.5.0.5", 0..10)).unwrap();
+        tx.send(records("127.5.0.6", 0..7)).unwrap();
+        drop(tx);
+        let outcome = w.run(rx, rtx);
+        assert_eq!(outcome.latency.len(), 17);
+        assert!(outcome.lost.is_empty() && outcome.sync_failed.is_empty());
+        assert_eq!(rows_in(&dir.path().join("127.5.0.5.csv")), 10);
+        assert_eq!(rows_in(&dir.path().join("127.5.0.6.csv")), 7);
+        assert_eq!(stats.rows_written.load(Relaxed), 17);
+        // Emptied batches went back for reuse.
+        assert_eq!(rrx.len(), 2);
+        assert!(rrx.try_recv().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_reopen_signal_is_acted_on_once_and_rotation_gets_a_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = worker(dir.path(), 1 << 20, 60_000);
+        let signal = w.reopen.clone();
+        let path = dir.path().join("127.5.0.7.csv");
+        w.ingest(&records("127.5.0.7", 0..3));
+        w.flush_all();
+        std::fs::rename(&path, dir.path().join("127.5.0.7.csv.1")).unwrap();
+        // Held rows go to the file they were bound for, then all close.
+        w.ingest(&records("127.5.0.7", 3..4));
+        signal.raise();
+        w.reopen_if_asked();
+        assert_eq!(rows_in(&dir.path().join("127.5.0.7.csv.1")), 4);
+        assert_eq!(w.store.open_count(), 0);
+        w.ingest(&records("127.5.0.7", 4..6));
+        w.flush_all();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(wire::CSV_HEADER));
+        assert_eq!(rows_in(&path), 2);
+        // Nothing new to act on.
+        w.reopen_if_asked();
+        assert_eq!(w.store.open_count(), 1);
+    }
+
+    #[test]
+    fn the_flush_delay_stretches_when_behind_and_relaxes_after() {
+        let mut d = FlushDelay::new(Duration::from_secs(1), Duration::from_secs(5));
+        d.observe(true, WorkerMs(50));
+        assert_eq!(d.ms, 1000, "adjusts once per period only");
+        d.observe(false, WorkerMs(100));
+        assert_eq!(d.ms, 2000, "the period saw flushing fall behind");
+        d.observe(true, WorkerMs(200));
+        d.observe(true, WorkerMs(300));
+        assert_eq!(d.ms, 5000, "never past the user's bound");
+        for t in 4..40 {
+            d.observe(false, WorkerMs(t * 100));
+        }
+        assert_eq!(d.ms, 1000, "back to the flush interval");
+        let mut fixed = FlushDelay::new(Duration::from_secs(1), Duration::from_secs(1));
+        fixed.observe(true, WorkerMs(1000));
+        assert_eq!(fixed.ms, 1000, "no --max-flush-delay: never stretches");
+    }
+}

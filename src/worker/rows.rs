@@ -1,0 +1,193 @@
+//! One VM's unwritten rows: the bytes and how many rows they hold, kept
+//! together so no caller can change one without the other. Every method that
+//! removes rows returns what it removed ([`Taken`]), and the worker moves its
+//! totals by exactly that.
+
+use crate::dispatch::RecvMs;
+use crate::wire::{self, Stat};
+
+/// Rows and bytes a buffer gave up (written, or dropped).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Taken {
+    pub rows: u64,
+    pub bytes: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct RowBuf {
+    bytes: Vec<u8>,
+    rows: u64,
+    /// Receive time of the oldest row still held (after a partial write, of
+    /// an older row already written: an upper bound on the wait).
+    oldest: RecvMs,
+}
+
+impl RowBuf {
+    /// Formats one row onto the end; returns the bytes added.
+    pub fn push_row(&mut self, recv: RecvMs, stat: &Stat) -> usize {
+        if self.rows == 0 {
+            self.oldest = recv;
+            self.bytes.reserve(wire::MAX_ROW_LEN);
+        }
+        let before = self.bytes.len();
+        wire::push_row(&mut self.bytes, recv.0, stat);
+        self.rows += 1;
+        self.bytes.len() - before
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    pub fn oldest(&self) -> RecvMs {
+        self.oldest
+    }
+
+    /// The first `written` bytes reached the file: removes the whole rows
+    /// among them (a row cut by a failed write stays, to be written again
+    /// once the store has cut the torn copy from the file).
+    pub fn consume(&mut self, written: usize) -> Taken {
+        if written >= self.bytes.len() {
+            let taken = Taken {
+                rows: self.rows,
+                bytes: self.bytes.len(),
+            };
+            self.bytes.clear();
+            self.rows = 0;
+            return taken;
+        }
+        let end = self.bytes[..written]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |p| p + 1);
+        self.remove_front(end)
+    }
+
+    /// Drops the oldest whole rows until at most `cap` bytes remain.
+    pub fn trim_oldest(&mut self, cap: usize) -> Taken {
+        if self.bytes.len() <= cap {
+            return Taken::default();
+        }
+        let excess = self.bytes.len() - cap;
+        let end = self.bytes[excess..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(self.bytes.len(), |p| excess + p + 1);
+        self.remove_front(end)
+    }
+
+    /// Lets go of capacity beyond `keep` bytes (a VM that was busy once
+    /// should not pin a large buffer for good).
+    pub fn shrink_to(&mut self, keep: usize) {
+        self.bytes.shrink_to(keep);
+    }
+
+    fn remove_front(&mut self, end: usize) -> Taken {
+        let rows = self.bytes[..end].iter().filter(|b| **b == b'\n').count() as u64;
+        self.bytes.drain(..end);
+        self.rows -= rows;
+        Taken { rows, bytes: end }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filled(n: u64) -> RowBuf {
+        let mut buf = RowBuf::default();
+        for seq in 0..n {
+            let stat = Stat {
+                seq,
+                ..Stat::default()
+            };
+            let added = buf.push_row(RecvMs(1000 + seq), &stat);
+            assert!(added > 0 && added <= wire::MAX_ROW_LEN);
+        }
+        buf
+    }
+
+    fn seqs(buf: &RowBuf) -> Vec<u64> {
+        std::str::from_utf8(buf.bytes())
+            .unwrap()
+            .lines()
+            .map(|l| wire::parse_row(l).unwrap().stat.seq)
+            .collect()
+    }
+
+    #[test]
+    fn push_counts_rows_and_bytes_and_remembers_the_oldest() {
+        let buf = filled(3);
+        assert_eq!(buf.rows(), 3);
+        assert_eq!(buf.oldest(), RecvMs(1000));
+        assert_eq!(seqs(&buf), [0, 1, 2]);
+    }
+
+    #[test]
+    fn consume_all_empties_and_reports_everything() {
+        let mut buf = filled(4);
+        let len = buf.len();
+        assert_eq!(
+            buf.consume(len),
+            Taken {
+                rows: 4,
+                bytes: len
+            }
+        );
+        assert!(buf.is_empty());
+        assert_eq!(buf.len(), 0);
+        // The next row starts a new oldest.
+        buf.push_row(RecvMs(5000), &Stat::default());
+        assert_eq!(buf.oldest(), RecvMs(5000));
+    }
+
+    #[test]
+    fn a_partial_write_removes_only_whole_rows() {
+        let mut buf = filled(4);
+        let first_row = buf.bytes().iter().position(|b| *b == b'\n').unwrap() + 1;
+        let len = buf.len();
+        // One whole row and part of the second reached the file.
+        let taken = buf.consume(first_row + 3);
+        assert_eq!(
+            taken,
+            Taken {
+                rows: 1,
+                bytes: first_row
+            }
+        );
+        assert_eq!(buf.len(), len - first_row);
+        assert_eq!(buf.rows(), 3);
+        assert_eq!(seqs(&buf), [1, 2, 3]);
+        // Nothing whole: nothing removed.
+        assert_eq!(buf.consume(2), Taken::default());
+        assert_eq!(buf.rows(), 3);
+    }
+
+    #[test]
+    fn trim_oldest_keeps_the_newest_whole_rows_under_the_cap() {
+        let mut buf = filled(10);
+        let len = buf.len();
+        assert_eq!(buf.trim_oldest(len), Taken::default());
+        let taken = buf.trim_oldest(len / 2);
+        assert!(buf.len() <= len / 2);
+        assert_eq!(taken.bytes + buf.len(), len);
+        assert_eq!(taken.rows + buf.rows(), 10);
+        let kept = seqs(&buf);
+        assert_eq!(kept.len() as u64, buf.rows());
+        assert_eq!(*kept.last().unwrap(), 9);
+        assert_eq!(buf.trim_oldest(0).rows, kept.len() as u64);
+        assert!(buf.is_empty());
+    }
+}

@@ -1,0 +1,83 @@
+//! The exit tells the truth: exit 0 only when every accepted datagram is on
+//! disk, and the books close at shutdown even when the socket is full.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+/// `chattr +i` (or -i) on `path`; false where the filesystem has no such
+/// attribute.
+fn chattr(flag: &str, path: &std::path::Path) -> bool {
+    Command::new("chattr")
+        .arg(flag)
+        .arg(path)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn an_immutable_vm_file_makes_the_exit_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("127.43.0.1.csv");
+    std::fs::write(&path, vmstats::wire::CSV_HEADER).unwrap();
+    if !chattr("+i", &path) {
+        eprintln!("skipped: chattr +i is not available here (needs root and ext4/xfs/btrfs)");
+        return;
+    }
+    let agg = Aggregator::start(dir.path(), &[]);
+    let sock = vm_socket("127.43.0.1");
+    for seq in 0..10 {
+        send(&sock, agg.addr, &stat(seq));
+    }
+    let done = agg.stop();
+    chattr("-i", &path);
+    assert!(!done.success, "{}", done.stderr);
+    assert_eq!(done.counter("accepted"), 10);
+    assert_eq!(done.counter("rows_written"), 0);
+    assert_eq!(done.counter("dropped_write_error"), 10);
+    assert!(done.counter("write_errors") >= 1);
+    let last = done.stderr.lines().last().unwrap();
+    assert!(
+        last.starts_with(
+            "udp-aggregator: error: not every accepted row is on disk: 10 rows lost ("
+        ) && last.contains("127.43.0.1.csv: 10)"),
+        "{last}"
+    );
+}
+
+#[test]
+fn a_full_socket_at_shutdown_is_drained_and_every_datagram_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let agg = Aggregator::start(dir.path(), &[]);
+    // Stopped, the aggregator reads nothing: the flood waits in its socket
+    // (more than the old fixed drain of 4096 x 64 datagrams), or is dropped
+    // by the kernel, counted, once the buffer is full.
+    signal(agg.pid(), "STOP");
+    let total: u64 = 400_000;
+    load(
+        agg.port(),
+        100,
+        "max",
+        total,
+        "127.44.0.1",
+        &["--gso", "64"],
+    );
+    signal(agg.pid(), "TERM");
+    signal(agg.pid(), "CONT");
+    let done = agg.wait();
+    assert!(done.success, "{}", done.stderr);
+    let (_, rows) = count_files_and_rows(dir.path());
+    let rows = rows as u64;
+    let kernel = done.counter("kernel_drops");
+    let overload = done.counter("dropped_overload");
+    eprintln!("rows {rows} kernel_drops {kernel} dropped_overload {overload}");
+    assert_eq!(rows, done.counter("accepted"));
+    assert_eq!(done.counter("rejected"), 0);
+    assert_eq!(rows + overload + kernel, total, "{}", done.stderr);
+    assert!(
+        rows > 4096 * 64,
+        "only {rows} datagrams were queued: the test shows nothing"
+    );
+}
