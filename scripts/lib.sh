@@ -9,6 +9,9 @@ TRIAL=${TRIAL:-4} # seconds of load per trial
 STEPS=${STEPS:-5} # bisection steps per search
 GSO=${GSO:-64}    # datagrams of one VM per send: a cheap sender
 WORK=${WORK:-$(mktemp -d -t vmstats-load.XXXXXX)}
+# Extra udp-aggregator flags for the aggregator trials, e.g.
+# AGG_FLAGS="--max-flush-delay 5s".
+read -r -a AGG_EXTRA <<<"${AGG_FLAGS:-}"
 
 build_release() {
     (cd "$ROOT" && cargo build --release --quiet --bins)
@@ -142,7 +145,7 @@ trial() {
         ;;
     aggregator)
         rows0=$(rows_in "$data")
-        start_aggregator "$log" "$data" --stats-interval 1h
+        start_aggregator "$log" "$data" --stats-interval 1h "${AGG_EXTRA[@]}"
         pid=$AGG_PID port=$AGG_PORT
         ;;
     rsyslog)

@@ -6,6 +6,7 @@
 #   scripts/loadtest.sh                 # 1000 and 100000 VMs
 #   scripts/loadtest.sh 1000 10000
 #   RUNS=3 TRIAL=4 GSO=64 OUT=benches/runs/2026-11-26 scripts/loadtest.sh
+#   GSO=1 AGG_FLAGS="--max-flush-delay 5s" NAME=loadtest-gso1-mfd5s scripts/loadtest.sh
 #
 # Each search tries the sender's ceiling, then bisects the target rate
 # between half the ceiling and the ceiling; RUNS searches are made and the
@@ -27,7 +28,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 
 sender_ceiling
 {
-    echo "# $(date -u +%FT%TZ) $(nproc) cores; sender: udp-vmsim --gso $GSO, ceiling $CEILING datagrams/s"
+    echo "# $(date -u +%FT%TZ) $(nproc) cores; sender: udp-vmsim --gso $GSO, ceiling $CEILING datagrams/s; aggregator flags: ${AGG_FLAGS:-none}"
     echo "$TABLE_HEAD"
     for vms in "${VMS_LIST[@]}"; do
         bare=$(measure bare "$vms" "$RUNS")
@@ -35,4 +36,4 @@ sender_ceiling
         agg=$(measure aggregator "$vms" "$RUNS")
         table_row "$vms" aggregator "$agg" "$(rate_of "$bare")"
     done
-} | tee "$OUT/loadtest.txt"
+} | tee "$OUT/${NAME:-loadtest}.txt"
