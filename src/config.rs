@@ -463,11 +463,70 @@ impl SimConfig {
         Ok(())
     }
 
-    /// The `interval_s` field this run sends: the interval in whole seconds,
-    /// at least 1 (the protocol has no sub-second interval).
+    /// The `interval_s` field this run sends.
     pub fn interval_s(&self) -> u16 {
-        let s = self.interval.as_millis().div_ceil(1000);
-        s.clamp(1, u128::from(crate::wire::MAX_INTERVAL_S)) as u16
+        crate::wire::interval_field(self.interval)
+    }
+}
+
+/// Everything `udp-vmagent` needs to run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentConfig {
+    /// Aggregator to send to, HOST:PORT (repeatable: every datagram goes to
+    /// each). Names are resolved at start and again after a failed send.
+    #[arg(long = "server", value_name = "HOST:PORT")]
+    pub servers: Vec<String>,
+    /// Reporting interval (500ms, 10s, 1m; the datagram says whole seconds).
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DUR")]
+    pub interval: Duration,
+    /// Start at once instead of after a random part of one interval.
+    #[arg(long)]
+    pub no_jitter: bool,
+    /// Where procfs is mounted (a container may see the host's elsewhere).
+    #[arg(long, default_value = "/proc", value_name = "DIR")]
+    pub proc_root: PathBuf,
+    /// Where sysfs is mounted (cgroup v2 limits are read under fs/cgroup).
+    #[arg(long, default_value = "/sys", value_name = "DIR")]
+    pub sys_root: PathBuf,
+    /// Write each sample as one key=value line on stdout (as well as
+    /// sending it, or instead with no --server).
+    #[arg(long)]
+    pub print: bool,
+    /// Stop after this long, sending the last part interval with the final
+    /// flag (default: run until SIGTERM or SIGINT).
+    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    pub duration: Option<Duration>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        defaults()
+    }
+}
+
+impl AgentConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.servers.is_empty() && !self.print {
+            return Err(invalid(
+                "--server",
+                "give at least one aggregator (or --print to only print)",
+            ));
+        }
+        for s in &self.servers {
+            let port = s
+                .rsplit_once(':')
+                .map(|(host, port)| (host, port.parse::<u16>()));
+            if !matches!(port, Some((host, Ok(p))) if !host.is_empty() && p > 0) {
+                return Err(invalid("--server", format!("`{s}` is not HOST:PORT")));
+            }
+        }
+        if self.interval < Duration::from_millis(1) || self.interval > Duration::from_secs(3600) {
+            return Err(invalid("--interval", "must be between 1ms and 1h"));
+        }
+        if self.duration == Some(Duration::ZERO) {
+            return Err(invalid("--duration", "must be more than 0"));
+        }
+        Ok(())
     }
 }
 
@@ -568,6 +627,31 @@ mod tests {
         };
         assert_eq!(cfg.validate().unwrap_err().flag, "--src-base");
         assert!(SimConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn agent_errors_name_the_flag() {
+        let cfg = AgentConfig::default();
+        assert_eq!(cfg.validate().unwrap_err().flag, "--server");
+        let ok = AgentConfig {
+            servers: vec!["agg.example:9999".into(), "[::1]:9999".into()],
+            ..AgentConfig::default()
+        };
+        assert!(ok.validate().is_ok());
+        for bad in ["agg.example", "agg.example:0", ":9999", "host:port"] {
+            let cfg = AgentConfig {
+                servers: vec![bad.into()],
+                ..AgentConfig::default()
+            };
+            assert_eq!(cfg.validate().unwrap_err().flag, "--server", "{bad}");
+        }
+        let cfg = AgentConfig {
+            print: true,
+            interval: Duration::from_secs(7200),
+            ..AgentConfig::default()
+        };
+        assert_eq!(cfg.validate().unwrap_err().flag, "--interval");
+        assert_eq!(AgentConfig::default().interval, Duration::from_secs(60));
     }
 
     #[test]

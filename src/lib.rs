@@ -16,9 +16,11 @@
 //!
 //! [`aggregator`] wires these together for one run, [`stats`] counts what
 //! happened, [`config`] holds the validated settings and [`sim`] is the VM
-//! simulator and load generator.
+//! simulator and load generator. [`agent`] is the other end: what runs on
+//! a real VM and sends its real figures.
 
 pub mod admission;
+pub mod agent;
 pub mod aggregator;
 pub mod config;
 pub mod dispatch;

@@ -151,6 +151,20 @@ pub fn raise_nofile_limit() -> Option<u64> {
     None
 }
 
+/// USER_HZ: the unit of `/proc/stat`'s CPU times (100 on every Linux
+/// build in practice, but the kernel says so here).
+#[cfg(unix)]
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as u64 } else { 100 }
+}
+
+#[cfg(not(unix))]
+pub fn clock_ticks_per_second() -> u64 {
+    100
+}
+
 #[cfg(target_os = "linux")]
 mod linux {
     use super::{BATCH, Outgoing, RECV_BUF_LEN, RecvBatch};

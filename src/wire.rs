@@ -72,6 +72,13 @@ impl Stat {
     }
 }
 
+/// The `interval_s` field for a sender's interval: whole seconds, rounded
+/// up, within 1..=3600 (the contract has no sub-second interval).
+pub fn interval_field(interval: std::time::Duration) -> u16 {
+    let s = interval.as_millis().div_ceil(1000);
+    s.clamp(1, u128::from(MAX_INTERVAL_S)) as u16
+}
+
 /// Why a datagram was refused, in the order `PROTOCOL.md` checks them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Reject {

@@ -301,3 +301,19 @@ pub fn mkfifo(path: &Path) {
     let ok = Command::new("mkfifo").arg(path).status().unwrap().success();
     assert!(ok, "mkfifo {}", path.display());
 }
+
+pub const VMAGENT: &str = env!("CARGO_BIN_EXE_udp-vmagent");
+
+/// A fixture tree of the agent's: `/proc` of reading `n` and `/sys`.
+pub fn agent_fixture(case: &str, n: u32) -> (PathBuf, PathBuf) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/agent")
+        .join(case);
+    let own_sys = dir.join(format!("{n}/sys"));
+    let sys = if own_sys.exists() {
+        own_sys
+    } else {
+        dir.join("sys")
+    };
+    (dir.join(format!("{n}/proc")), sys)
+}
