@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The demo: build, start the aggregator, let simulated VMs report to it,
-# stop it, show its counters and the reclamation table.
+# The demo: build, start the aggregator, let simulated VMs report to it
+# beside one real agent (this machine, as 127.0.0.1), stop it, show its
+# counters and the reclamation table.
 #
 #   scripts/demo.sh                    # 5 VMs, every 1s, for 30s
 #   COUNT=50 DURATION=1m scripts/demo.sh
@@ -18,8 +19,12 @@ DATA=${DATA_DIR:-$WORK/data}
 echo "== building (release)"
 cargo build --release --quiet --bins
 
-agg_pid=
-cleanup() { [ -n "$agg_pid" ] && kill "$agg_pid" 2>/dev/null || true; }
+agg_pid= agent_pid=
+cleanup() {
+    [ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null
+    [ -n "$agg_pid" ] && kill "$agg_pid" 2>/dev/null
+    true
+}
 trap cleanup EXIT
 
 target/release/udp-aggregator --listen 127.0.0.1:0 --data-dir "$DATA" \
@@ -34,9 +39,20 @@ done
 head -n 1 "$WORK/aggregator.log"
 port=$(head -n 1 "$WORK/aggregator.log" | sed -E 's/.*listening on [^ ]*:([0-9]+) .*/\1/')
 
+echo "== this machine's real agent, every $INTERVAL (reports as 127.0.0.1)"
+target/release/udp-vmagent --server "127.0.0.1:$port" --interval "$INTERVAL" \
+    --no-jitter 2>"$WORK/agent.log" &
+agent_pid=$!
+
 echo "== $COUNT simulated VMs, one datagram each per $INTERVAL, for $DURATION"
 target/release/udp-vmsim --server "127.0.0.1:$port" --count "$COUNT" \
     --interval "$INTERVAL" --duration "$DURATION"
+
+echo "== stopping the agent (SIGTERM: it sends its last part interval, final flag set)"
+kill -TERM "$agent_pid"
+wait "$agent_pid"
+agent_pid=
+cat "$WORK/agent.log"
 
 echo "== stopping the aggregator (SIGTERM)"
 kill -TERM "$agg_pid"

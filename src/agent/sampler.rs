@@ -26,13 +26,19 @@
 //! every interface but `lo` (a container's interfaces are all virtual ends
 //! of its own traffic).
 //!
-//! After the first reading nothing here allocates: file contents go into
-//! one reused buffer, paths into one reused path, and a device's name is
-//! copied only when the device is first seen.
+//! Every file stays open and is read again from its start at each sample
+//! (procfs and sysfs make the text anew at every read from offset 0): the
+//! open, a path walk through sysfs symlinks, was a third of what a sample
+//! cost. A counted interface keeps its `ifindex` file open too; when the
+//! interface is deleted that file fails to read, which is how a
+//! re-created interface is told from the old one. After the first reading
+//! nothing here allocates: file contents go into one reused buffer, and a
+//! device's name and paths are built only when the device first appears.
 
 use std::fs::File;
-use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 
 use super::procfs::{self, CPU_FIELDS, IDLE, IOWAIT};
 
@@ -74,6 +80,81 @@ const MAX_DEVICE_BYTES_PER_S: u64 = 50_000_000_000;
 /// sector size.
 const SECTOR: u64 = 512;
 
+/// Room the read buffer starts with: `/proc/stat` of a 64-CPU machine.
+const BUF_START: usize = 32 << 10;
+
+/// A kernel file kept open and read again from its start each time.
+#[derive(Debug)]
+struct KernelFile {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl KernelFile {
+    fn new(path: PathBuf) -> KernelFile {
+        KernelFile { path, file: None }
+    }
+
+    /// The file's current text, in `buf`. A failed read of the open file
+    /// (its device went away, the file was replaced) reopens it once.
+    fn read<'b>(&mut self, buf: &'b mut Vec<u8>) -> io::Result<&'b str> {
+        let len = match self.file.as_ref().map(|f| read_from_start(f, buf)) {
+            Some(Ok(len)) => len,
+            _ => {
+                let file = File::open(&self.path)?;
+                let len = read_from_start(&file, buf)?;
+                self.file = Some(file);
+                len
+            }
+        };
+        std::str::from_utf8(&buf[..len])
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not text"))
+    }
+
+    fn read_required<'b>(&mut self, buf: &'b mut Vec<u8>) -> Result<&'b str, SampleError> {
+        self.read(buf).map_err(|error| SampleError::Read {
+            path: self.path.clone(),
+            error,
+        })
+    }
+
+    /// A one-number file (`ifindex`) from the open file only: `None` when
+    /// it no longer reads, i.e. its device is gone.
+    fn read_number(&mut self) -> Option<u64> {
+        let mut small = [0u8; 32];
+        let file = match &self.file {
+            Some(f) => f,
+            None => self.file.insert(File::open(&self.path).ok()?),
+        };
+        match file.read_at(&mut small, 0) {
+            Ok(n) => std::str::from_utf8(&small[..n]).ok()?.trim().parse().ok(),
+            Err(_) => {
+                self.file = None;
+                None
+            }
+        }
+    }
+}
+
+/// Reads `file` from offset 0 into `buf` (whose whole length is room; it
+/// grows only when the file outgrows it) and returns the bytes read. A
+/// short read is the end: procfs, sysfs and local files all fill what they
+/// are given until then.
+fn read_from_start(file: &File, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let mut len = 0;
+    loop {
+        if buf.len() - len < 1024 {
+            buf.resize((buf.len() * 2).max(BUF_START), 0);
+        }
+        let room = buf.len() - len;
+        let n = file.read_at(&mut buf[len..], len as u64)?;
+        len += n;
+        if n < room {
+            return Ok(len);
+        }
+    }
+}
+
 /// One counter's last value.
 #[derive(Debug, Clone, Copy, Default)]
 struct Baseline(u64);
@@ -97,9 +178,18 @@ struct Device {
     id: u64,
     /// Counted: a real NIC or a whole disk.
     counted: bool,
+    /// A counted interface's `ifindex` file, kept open.
+    id_file: Option<KernelFile>,
     a: Baseline,
     b: Baseline,
     seen: bool,
+}
+
+/// What stands under a device name now.
+struct Identity {
+    id: u64,
+    counted: bool,
+    id_file: Option<KernelFile>,
 }
 
 /// The devices of one kind.
@@ -118,53 +208,79 @@ impl Devices {
         self.0.retain(|d| d.seen);
     }
 
-    /// The deltas of a counted device since the last reading; (0, 0) for
-    /// one that is new, new under an old name, or not counted. `counted`
-    /// is asked only when the device is new.
+    /// The deltas of device `name` since the last reading. `id_now` says
+    /// which device a known one is now (`None`: the one we knew is gone);
+    /// `identify` is asked about a device that is new, or new under an old
+    /// name, and returns `None` when it is already gone again. Such a
+    /// device, and one not counted, gives (0, 0).
     fn observe(
         &mut self,
         name: &str,
-        id: u64,
         (a, b): (u64, u64),
         max: u64,
-        counted: impl FnOnce() -> bool,
+        id_now: impl FnOnce(&mut Device) -> Option<u64>,
+        identify: impl FnOnce() -> Option<Identity>,
     ) -> (u64, u64) {
-        match self.0.iter_mut().find(|d| d.name == name) {
-            Some(d) if d.id == id => {
+        let known = self.0.iter().position(|d| d.name == name);
+        if let Some(i) = known {
+            let d = &mut self.0[i];
+            if id_now(d) == Some(d.id) {
                 d.seen = true;
                 let deltas = (d.a.advance(a, max), d.b.advance(b, max));
-                if d.counted { deltas } else { (0, 0) }
-            }
-            Some(d) => {
-                *d = Device {
-                    name: std::mem::take(&mut d.name),
-                    id,
-                    counted: counted(),
-                    a: Baseline(a),
-                    b: Baseline(b),
-                    seen: true,
-                };
-                (0, 0)
-            }
-            None => {
-                self.0.push(Device {
-                    name: name.to_string(),
-                    id,
-                    counted: counted(),
-                    a: Baseline(a),
-                    b: Baseline(b),
-                    seen: true,
-                });
-                (0, 0)
+                return if d.counted { deltas } else { (0, 0) };
             }
         }
+        let Some(who) = identify() else {
+            return (0, 0);
+        };
+        let fresh = Device {
+            name: String::new(),
+            id: who.id,
+            counted: who.counted,
+            id_file: who.id_file,
+            a: Baseline(a),
+            b: Baseline(b),
+            seen: true,
+        };
+        match known {
+            Some(i) => {
+                let name = std::mem::take(&mut self.0[i].name);
+                self.0[i] = Device { name, ..fresh };
+            }
+            None => self.0.push(Device {
+                name: name.to_string(),
+                ..fresh
+            }),
+        }
+        (0, 0)
     }
 }
 
-/// What the cgroup v2 root in view says: `None` on a VM or host (a real
-/// root cgroup has no limits), the container's limits otherwise.
-#[derive(Debug, Clone, Copy, Default)]
-struct Container {
+/// A container's cgroup v2 files (see the module docs).
+#[derive(Debug)]
+struct Cgroup {
+    cpu_max: KernelFile,
+    memory_max: KernelFile,
+    cpu_stat: KernelFile,
+    memory_current: KernelFile,
+    memory_stat: KernelFile,
+    io_stat: KernelFile,
+    usage: Baseline,
+    io: (Baseline, Baseline),
+}
+
+/// What the cgroup v2 root in view is, decided at the first reading (a
+/// process's view of it does not change while it runs).
+#[derive(Debug)]
+enum View {
+    Undecided,
+    Machine,
+    Container(Box<Cgroup>),
+}
+
+/// A container's limits as they are now (`docker update` changes them).
+#[derive(Debug, Clone, Copy)]
+struct Limits {
     /// cpu.max quota and period, microseconds.
     cpu_quota: Option<(u64, u64)>,
     /// memory.max, bytes.
@@ -173,18 +289,15 @@ struct Container {
 
 /// Reads the machine and keeps what the next delta needs.
 pub struct Sampler {
-    stat: PathBuf,
-    meminfo: PathBuf,
-    net_dev: PathBuf,
-    diskstats: PathBuf,
+    stat: KernelFile,
+    meminfo: KernelFile,
+    net_dev: KernelFile,
+    diskstats: KernelFile,
     sys: PathBuf,
-    cgroup: PathBuf,
+    view: View,
     clock_ticks: u64,
     buf: Vec<u8>,
-    scratch: PathBuf,
     cpu: [Baseline; CPU_FIELDS],
-    cgroup_usage: Baseline,
-    cgroup_io: (Baseline, Baseline),
     nets: Devices,
     disks: Devices,
     /// Monotonic ms of the last reading; `None` before the first.
@@ -194,18 +307,15 @@ pub struct Sampler {
 impl Sampler {
     pub fn new(roots: &Roots) -> Sampler {
         Sampler {
-            stat: roots.proc.join("stat"),
-            meminfo: roots.proc.join("meminfo"),
-            net_dev: roots.proc.join("net/dev"),
-            diskstats: roots.proc.join("diskstats"),
+            stat: KernelFile::new(roots.proc.join("stat")),
+            meminfo: KernelFile::new(roots.proc.join("meminfo")),
+            net_dev: KernelFile::new(roots.proc.join("net/dev")),
+            diskstats: KernelFile::new(roots.proc.join("diskstats")),
             sys: roots.sys.clone(),
-            cgroup: roots.sys.join("fs/cgroup"),
+            view: View::Undecided,
             clock_ticks: crate::sys::clock_ticks_per_second(),
-            buf: Vec::with_capacity(16 << 10),
-            scratch: PathBuf::with_capacity(256),
+            buf: vec![0; BUF_START],
             cpu: [Baseline::default(); CPU_FIELDS],
-            cgroup_usage: Baseline::default(),
-            cgroup_io: (Baseline::default(), Baseline::default()),
             nets: Devices::default(),
             disks: Devices::default(),
             last_ms: None,
@@ -219,17 +329,20 @@ impl Sampler {
         let elapsed_ms = self.last_ms.map(|last| now_ms.saturating_sub(last).max(1));
         self.last_ms = Some(now_ms);
         let elapsed = elapsed_ms.unwrap_or(1);
-        let container = self.container();
-        let (online, cpu_pct_x100) = self.cpu(elapsed, container)?;
-        let (mem_mib, mem_pct_x100) = self.memory(container)?;
+        if let View::Undecided = self.view {
+            self.view = self.decide_view();
+        }
+        let limits = self.limits();
+        let (online, cpu_pct_x100) = self.cpu(elapsed, limits)?;
+        let (mem_mib, mem_pct_x100) = self.memory(limits)?;
         let max_bytes = MAX_DEVICE_BYTES_PER_S.saturating_mul(elapsed) / 1000;
-        let (net_rx_bytes, net_tx_bytes) = self.network(max_bytes, container.is_some())?;
-        let (disk_read_bytes, disk_write_bytes) = match container {
-            Some(_) => self.cgroup_io(max_bytes),
-            None => self.disks(max_bytes)?,
+        let (net_rx_bytes, net_tx_bytes) = self.network(max_bytes, limits.is_some())?;
+        let (disk_read_bytes, disk_write_bytes) = match &mut self.view {
+            View::Container(cg) => cgroup_io(cg, &mut self.buf, max_bytes),
+            _ => self.disks(max_bytes)?,
         };
-        let quota_cpus = container
-            .and_then(|c| c.cpu_quota)
+        let quota_cpus = limits
+            .and_then(|l| l.cpu_quota)
             .map(|(quota, period)| quota.div_ceil(period));
         let vcpus = quota_cpus.map_or(u64::from(online), |q| q.min(u64::from(online)));
         Ok(elapsed_ms.map(|_| Sample {
@@ -244,29 +357,54 @@ impl Sampler {
         }))
     }
 
-    /// The container's limits, or `None` outside a container.
-    fn container(&mut self) -> Option<Container> {
-        let path = with(&mut self.scratch, &self.cgroup, &["cpu.max"]);
-        let cpu = read_optional(path, &mut self.buf).map(procfs::parse_cpu_max);
-        let path = with(&mut self.scratch, &self.cgroup, &["memory.max"]);
-        let mem = read_optional(path, &mut self.buf).map(procfs::parse_number);
-        (cpu.is_some() || mem.is_some()).then(|| Container {
-            cpu_quota: cpu.flatten(),
-            mem_max: mem.flatten(),
-        })
+    /// A container if its cgroup root has `cpu.max` or `memory.max`.
+    fn decide_view(&mut self) -> View {
+        let dir = self.sys.join("fs/cgroup");
+        let file = |name: &str| KernelFile::new(dir.join(name));
+        let mut cg = Cgroup {
+            cpu_max: file("cpu.max"),
+            memory_max: file("memory.max"),
+            cpu_stat: file("cpu.stat"),
+            memory_current: file("memory.current"),
+            memory_stat: file("memory.stat"),
+            io_stat: file("io.stat"),
+            usage: Baseline::default(),
+            io: (Baseline::default(), Baseline::default()),
+        };
+        let limited =
+            cg.cpu_max.read(&mut self.buf).is_ok() || cg.memory_max.read(&mut self.buf).is_ok();
+        if limited {
+            View::Container(Box::new(cg))
+        } else {
+            View::Machine
+        }
+    }
+
+    /// The container's limits now, or `None` outside a container.
+    fn limits(&mut self) -> Option<Limits> {
+        let View::Container(cg) = &mut self.view else {
+            return None;
+        };
+        let cpu_quota = cg
+            .cpu_max
+            .read(&mut self.buf)
+            .ok()
+            .and_then(procfs::parse_cpu_max);
+        let mem_max = cg
+            .memory_max
+            .read(&mut self.buf)
+            .ok()
+            .and_then(procfs::parse_number);
+        Some(Limits { cpu_quota, mem_max })
     }
 
     /// Online CPUs and the CPU busy share over `elapsed_ms`: from
     /// `/proc/stat` on a VM; in a container, its cgroup's own CPU time
     /// against what its quota (or the online CPUs) allowed.
-    fn cpu(
-        &mut self,
-        elapsed_ms: u64,
-        container: Option<Container>,
-    ) -> Result<(u32, u16), SampleError> {
-        let text = read_required(&self.stat, &mut self.buf)?;
+    fn cpu(&mut self, elapsed_ms: u64, limits: Option<Limits>) -> Result<(u32, u16), SampleError> {
+        let text = self.stat.read_required(&mut self.buf)?;
         let stat = procfs::parse_stat(text).ok_or_else(|| SampleError::Malformed {
-            path: self.stat.clone(),
+            path: self.stat.path.clone(),
             what: "no aggregate `cpu` line",
         })?;
         let online = stat.online.max(1);
@@ -281,19 +419,20 @@ impl Sampler {
         let total: u64 = deltas.iter().sum();
         let idle = deltas[IDLE] + deltas[IOWAIT];
         let mut pct = share_x100(total - idle, total);
-        if let Some(c) = container {
-            let path = with(&mut self.scratch, &self.cgroup, &["cpu.stat"]);
-            if let Some(usage) = read_optional(path, &mut self.buf)
+        if let (Some(limits), View::Container(cg)) = (limits, &mut self.view)
+            && let Some(usage) = cg
+                .cpu_stat
+                .read(&mut self.buf)
+                .ok()
                 .and_then(|t| procfs::parse_keyed(t, "usage_usec"))
-            {
-                let elapsed_us = elapsed_ms * 1000;
-                let max_us = elapsed_us * u64::from(online) * 4 + 100_000;
-                let used_us = self.cgroup_usage.advance(usage, max_us);
-                // CPU time the container could have had: quota/period CPUs.
-                let (quota, period) = c.cpu_quota.unwrap_or((u64::from(online), 1));
-                let allowed_us = elapsed_us.saturating_mul(quota) / period;
-                pct = share_x100(used_us, allowed_us);
-            }
+        {
+            let elapsed_us = elapsed_ms * 1000;
+            let max_us = elapsed_us * u64::from(online) * 4 + 100_000;
+            let used_us = cg.usage.advance(usage, max_us);
+            // CPU time the container could have had: quota/period CPUs.
+            let (quota, period) = limits.cpu_quota.unwrap_or((u64::from(online), 1));
+            let allowed_us = elapsed_us.saturating_mul(quota) / period;
+            pct = share_x100(used_us, allowed_us);
         }
         Ok((online, pct))
     }
@@ -302,38 +441,36 @@ impl Sampler {
     /// of MemTotal on a VM; in a container its working set (memory.current
     /// less inactive file pages, as the kubelet counts it) of memory.max,
     /// or of MemTotal when that is lower.
-    fn memory(&mut self, container: Option<Container>) -> Result<(u32, u16), SampleError> {
-        let text = read_required(&self.meminfo, &mut self.buf)?;
+    fn memory(&mut self, limits: Option<Limits>) -> Result<(u32, u16), SampleError> {
+        let text = self.meminfo.read_required(&mut self.buf)?;
         let (total_kib, available_kib) =
             procfs::parse_meminfo(text).ok_or_else(|| SampleError::Malformed {
-                path: self.meminfo.clone(),
+                path: self.meminfo.path.clone(),
                 what: "no MemTotal",
             })?;
         let (mut total, mut used) = (total_kib * 1024, (total_kib - available_kib) * 1024);
-        if let Some(c) = container {
-            let path = with(&mut self.scratch, &self.cgroup, &["memory.current"]);
-            let current = read_optional(path, &mut self.buf).and_then(procfs::parse_number);
-            let path = with(&mut self.scratch, &self.cgroup, &["memory.stat"]);
-            let inactive = read_optional(path, &mut self.buf)
+        if let (Some(limits), View::Container(cg)) = (limits, &mut self.view) {
+            let current = cg
+                .memory_current
+                .read(&mut self.buf)
+                .ok()
+                .and_then(procfs::parse_number);
+            let inactive = cg
+                .memory_stat
+                .read(&mut self.buf)
+                .ok()
                 .and_then(|t| procfs::parse_keyed(t, "inactive_file"))
                 .unwrap_or(0);
             if let Some(current) = current {
-                total = c.mem_max.filter(|m| *m > 0).map_or(total, |m| m.min(total));
+                total = limits
+                    .mem_max
+                    .filter(|m| *m > 0)
+                    .map_or(total, |m| m.min(total));
                 used = current.saturating_sub(inactive).min(total);
             }
         }
         let mib = (total >> 20).clamp(1, u64::from(u32::MAX)) as u32;
         Ok((mib, share_x100(used, total)))
-    }
-
-    /// A container's bytes read and written, from its cgroup's `io.stat`
-    /// (0 where the io controller is not enabled).
-    fn cgroup_io(&mut self, max_bytes: u64) -> (u64, u64) {
-        let path = with(&mut self.scratch, &self.cgroup, &["io.stat"]);
-        let (read, written) =
-            read_optional(path, &mut self.buf).map_or((0, 0), procfs::parse_io_stat);
-        let (r, w) = &mut self.cgroup_io;
-        (r.advance(read, max_bytes), w.advance(written, max_bytes))
     }
 
     /// Bytes received and sent by real interfaces: those backed by a
@@ -345,26 +482,33 @@ impl Sampler {
             net_dev,
             sys,
             buf,
-            scratch,
             nets,
             ..
         } = self;
-        let text = read_required(net_dev, buf)?;
+        let text = net_dev.read_required(buf)?;
         let (mut rx, mut tx) = (0u64, 0u64);
         nets.begin();
         procfs::for_each_interface(text, |name, rx_now, tx_now| {
-            let path = with(scratch, sys, &["class/net", name, "ifindex"]);
-            // Gone between the two reads: seen next time, as new.
-            let Some(ifindex) = read_small_number(path) else {
-                return;
+            let id_now = |d: &mut Device| match &mut d.id_file {
+                Some(f) => f.read_number(),
+                None => Some(d.id),
             };
-            let (drx, dtx) = nets.observe(name, ifindex, (rx_now, tx_now), max_bytes, || {
-                if in_container {
+            let identify = || {
+                let dir = sys.join("class/net").join(name);
+                let counted = if in_container {
                     name != "lo"
                 } else {
-                    with(scratch, sys, &["class/net", name, "device"]).exists()
-                }
-            });
+                    dir.join("device").exists()
+                };
+                let mut id_file = KernelFile::new(dir.join("ifindex"));
+                let id = id_file.read_number()?;
+                Some(Identity {
+                    id,
+                    counted,
+                    id_file: counted.then_some(id_file),
+                })
+            };
+            let (drx, dtx) = nets.observe(name, (rx_now, tx_now), max_bytes, id_now, identify);
             rx = rx.saturating_add(drx);
             tx = tx.saturating_add(dtx);
         });
@@ -380,23 +524,38 @@ impl Sampler {
             diskstats,
             sys,
             buf,
-            scratch,
             disks,
             ..
         } = self;
-        let text = read_required(diskstats, buf)?;
+        let text = diskstats.read_required(buf)?;
         let (mut read, mut written) = (0u64, 0u64);
         disks.begin();
         procfs::for_each_disk(text, |name, dev, r, w| {
-            let (dr, dw) = disks.observe(name, dev, (r, w), max_bytes / SECTOR, || {
-                with(scratch, sys, &["block", name, "device"]).exists()
-            });
+            let identify = || {
+                Some(Identity {
+                    id: dev,
+                    counted: sys.join("block").join(name).join("device").exists(),
+                    id_file: None,
+                })
+            };
+            let max = max_bytes / SECTOR;
+            let (dr, dw) = disks.observe(name, (r, w), max, |_| Some(dev), identify);
             read = read.saturating_add(dr);
             written = written.saturating_add(dw);
         });
         disks.end();
         Ok((read.saturating_mul(SECTOR), written.saturating_mul(SECTOR)))
     }
+}
+
+/// A container's bytes read and written, from its cgroup's `io.stat`
+/// (0 where the io controller is not enabled).
+fn cgroup_io(cg: &mut Cgroup, buf: &mut Vec<u8>, max_bytes: u64) -> (u64, u64) {
+    let (read, written) = cg.io_stat.read(buf).map_or((0, 0), procfs::parse_io_stat);
+    (
+        cg.io.0.advance(read, max_bytes),
+        cg.io.1.advance(written, max_bytes),
+    )
 }
 
 /// `part` of `whole` in hundredths of a percent, rounded, at most 100 %.
@@ -408,45 +567,10 @@ fn share_x100(part: u64, whole: u64) -> u16 {
     x.min(10_000) as u16
 }
 
-/// `base` joined with `parts`, built in the reused `scratch`.
-fn with<'a>(scratch: &'a mut PathBuf, base: &Path, parts: &[&str]) -> &'a Path {
-    scratch.as_mut_os_string().clear();
-    scratch.push(base);
-    for p in parts {
-        scratch.push(p);
-    }
-    scratch
-}
-
-/// Reads a whole file into `buf` (reused) as text.
-fn read_text<'b>(path: &Path, buf: &'b mut Vec<u8>) -> io::Result<&'b str> {
-    buf.clear();
-    File::open(path)?.read_to_end(buf)?;
-    std::str::from_utf8(buf).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not text"))
-}
-
-fn read_required<'b>(path: &Path, buf: &'b mut Vec<u8>) -> Result<&'b str, SampleError> {
-    read_text(path, buf).map_err(|error| SampleError::Read {
-        path: path.to_path_buf(),
-        error,
-    })
-}
-
-/// A file that may not exist (cgroup limits): `None` when it cannot be read.
-fn read_optional<'b>(path: &Path, buf: &'b mut Vec<u8>) -> Option<&'b str> {
-    read_text(path, buf).ok()
-}
-
-/// A small one-number sysfs file, read without touching the heap.
-fn read_small_number(path: &Path) -> Option<u64> {
-    let mut small = [0u8; 32];
-    let n = File::open(path).ok()?.read(&mut small).ok()?;
-    std::str::from_utf8(&small[..n]).ok()?.trim().parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn a_baseline_never_goes_negative_or_absurd() {
@@ -467,31 +591,93 @@ mod tests {
         assert_eq!(share_x100(u64::MAX, u64::MAX), 10_000);
     }
 
+    /// Observes a device whose id is known up front (as disks are).
+    fn see(
+        devs: &mut Devices,
+        name: &str,
+        id: u64,
+        counters: (u64, u64),
+        counted: bool,
+    ) -> (u64, u64) {
+        let identify = || {
+            Some(Identity {
+                id,
+                counted,
+                id_file: None,
+            })
+        };
+        devs.observe(name, counters, 1 << 40, |_| Some(id), identify)
+    }
+
     #[test]
     fn devices_start_from_their_first_reading_and_vanish_quietly() {
         let mut devs = Devices::default();
         devs.begin();
-        assert_eq!(devs.observe("eth0", 2, (100, 50), 1 << 40, || true), (0, 0));
+        assert_eq!(see(&mut devs, "eth0", 2, (100, 50), true), (0, 0));
         devs.end();
         devs.begin();
-        assert_eq!(
-            devs.observe("eth0", 2, (300, 80), 1 << 40, || true),
-            (200, 30)
-        );
-        assert_eq!(devs.observe("lo", 1, (5, 5), 1 << 40, || false), (0, 0));
+        assert_eq!(see(&mut devs, "eth0", 2, (300, 80), true), (200, 30));
+        assert_eq!(see(&mut devs, "lo", 1, (5, 5), false), (0, 0));
         devs.end();
         devs.begin();
-        assert_eq!(
-            devs.observe("lo", 1, (9, 9), 1 << 40, || unreachable!()),
-            (0, 0)
-        );
-        // eth0 re-created with a new ifindex: a new device, from scratch.
-        assert_eq!(devs.observe("eth0", 7, (10, 10), 1 << 40, || true), (0, 0));
+        assert_eq!(see(&mut devs, "lo", 1, (9, 9), false), (0, 0));
+        // eth0 re-created with a new id: a new device, from scratch.
+        assert_eq!(see(&mut devs, "eth0", 7, (10, 10), true), (0, 0));
         devs.end();
         devs.begin();
-        assert_eq!(devs.observe("eth0", 7, (15, 12), 1 << 40, || true), (5, 2));
+        assert_eq!(see(&mut devs, "eth0", 7, (15, 12), true), (5, 2));
         devs.end(); // lo vanished
         assert_eq!(devs.0.len(), 1);
+    }
+
+    #[test]
+    fn an_open_file_is_read_afresh_from_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, "one\n").unwrap();
+        let mut f = KernelFile::new(path.clone());
+        let mut buf = Vec::new();
+        assert_eq!(f.read(&mut buf).unwrap(), "one\n");
+        // Longer than the buffer's first size: it grows to fit.
+        let long = "x".repeat(BUF_START * 3);
+        std::fs::write(&path, &long).unwrap();
+        assert_eq!(f.read(&mut buf).unwrap(), long);
+        let mut id = KernelFile::new(dir.path().join("n"));
+        assert_eq!(id.read_number(), None, "no file yet");
+        std::fs::write(dir.path().join("n"), "7\n").unwrap();
+        assert_eq!(id.read_number(), Some(7));
+    }
+
+    impl Sampler {
+        /// Points every kept-open file at the next reading's fixture tree,
+        /// as if the kernel had moved on: state (baselines, devices, the
+        /// view) is kept, open files are reopened at the new paths.
+        fn move_to(&mut self, roots: &Roots) {
+            self.stat = KernelFile::new(roots.proc.join("stat"));
+            self.meminfo = KernelFile::new(roots.proc.join("meminfo"));
+            self.net_dev = KernelFile::new(roots.proc.join("net/dev"));
+            self.diskstats = KernelFile::new(roots.proc.join("diskstats"));
+            self.sys = roots.sys.clone();
+            let net = roots.sys.join("class/net");
+            for d in &mut self.nets.0 {
+                if d.id_file.is_some() {
+                    d.id_file = Some(KernelFile::new(net.join(&d.name).join("ifindex")));
+                }
+            }
+            if let View::Container(cg) = &mut self.view {
+                let dir = roots.sys.join("fs/cgroup");
+                for (file, name) in [
+                    (&mut cg.cpu_max, "cpu.max"),
+                    (&mut cg.memory_max, "memory.max"),
+                    (&mut cg.cpu_stat, "cpu.stat"),
+                    (&mut cg.memory_current, "memory.current"),
+                    (&mut cg.memory_stat, "memory.stat"),
+                    (&mut cg.io_stat, "io.stat"),
+                ] {
+                    *file = KernelFile::new(dir.join(name));
+                }
+            }
+        }
     }
 
     fn fixture(case: &str, reading: u32) -> Roots {
@@ -519,13 +705,7 @@ mod tests {
         );
         (1..readings)
             .map(|n| {
-                let roots = fixture(case, n);
-                sampler.stat = roots.proc.join("stat");
-                sampler.meminfo = roots.proc.join("meminfo");
-                sampler.net_dev = roots.proc.join("net/dev");
-                sampler.diskstats = roots.proc.join("diskstats");
-                sampler.cgroup = roots.sys.join("fs/cgroup");
-                sampler.sys = roots.sys;
+                sampler.move_to(&fixture(case, n));
                 sampler
                     .sample(1_000 + u64::from(n) * 10_000)
                     .unwrap()

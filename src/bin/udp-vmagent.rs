@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use vmstats::agent::Stop;
 use vmstats::config::AgentConfig;
 
 /// Runs on a VM (or container, or host) and sends its real CPU, memory,
@@ -19,20 +20,21 @@ struct Cli {
 }
 
 fn run(cfg: AgentConfig) -> anyhow::Result<()> {
-    // A signal wakes the agent's sleep through this channel, so it sends
-    // its final datagram at once rather than at the next interval.
-    let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+    // A signal wakes the agent's sleep, so it sends its final datagram at
+    // once rather than at the next interval.
+    let stop = Stop::for_current_thread();
+    let on_signal = stop.clone();
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("cannot install signal handlers")?;
     std::thread::Builder::new()
         .name("signals".into())
         .stack_size(64 << 10)
         .spawn(move || {
             for _ in signals.forever() {
-                let _ = stop_tx.try_send(());
+                on_signal.request();
             }
         })
         .context("cannot start the signal thread")?;
-    let report = vmstats::agent::run(&cfg, &stop_rx)?;
+    let report = vmstats::agent::run(&cfg, &stop)?;
     eprintln!("{}", vmstats::agent::summary_line(&report));
     Ok(())
 }
