@@ -3,38 +3,14 @@
 //! counting global allocator sees every allocation of this process (this
 //! file holds one test, so nothing else runs beside it).
 
-use std::alloc::{GlobalAlloc, Layout, System};
+mod common;
+
+use common::counting::{Counting, allocations};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use vmstats::agent::sampler::{Roots, Sampler};
 use vmstats::agent::{print_line, stat_of};
 use vmstats::wire;
-
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every call is passed to the system allocator unchanged; the
-// counter has no effect on the memory handed out.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        // SAFETY: forwarded with the caller's layout.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `alloc` above with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        // SAFETY: forwarded unchanged.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -61,10 +37,10 @@ fn sampling_sending_and_printing_allocate_nothing_after_the_first() {
     for n in 0..3 {
         step(n);
     }
-    let before = ALLOCS.load(Relaxed);
+    let before = allocations();
     for n in 3..503 {
         step(n);
     }
-    let during = ALLOCS.load(Relaxed) - before;
+    let during = allocations() - before;
     assert_eq!(during, 0, "{during} allocations in 500 samples");
 }

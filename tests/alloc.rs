@@ -2,10 +2,12 @@
 //! dispatch, batch, format and write, measured with a counting allocator.
 //! (Its own test binary, so the allocator counts only this pipeline.)
 
-use std::alloc::{GlobalAlloc, Layout, System};
+mod common;
+
+use common::counting::{Counting, allocations};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::bounded;
@@ -13,28 +15,6 @@ use vmstats::dispatch::{Batch, Dispatcher, Record, RecvMs, ReopenSignal};
 use vmstats::stats::Stats;
 use vmstats::wire::{self, Stat};
 use vmstats::worker::{Worker, WorkerConfig};
-
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: defers every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -100,10 +80,10 @@ fn steady_state_allocates_nothing_per_datagram() {
 
     // Warm up: files opened, buffers and queues at their working size.
     feed(&mut d, &stats, 400, 0);
-    let allocs = ALLOCS.load(Relaxed);
+    let allocs = allocations();
     let rounds = 1000;
     feed(&mut d, &stats, rounds, 400);
-    let during = ALLOCS.load(Relaxed) - allocs;
+    let during = allocations() - allocs;
     let datagrams = rounds * u64::from(VMS);
     eprintln!("{during} allocations for {datagrams} datagrams");
 
