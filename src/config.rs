@@ -42,7 +42,7 @@ pub fn defaults<T: clap::Args + clap::FromArgMatches>() -> T {
 /// Where the per-VM files go unless `--data-dir` says otherwise.
 pub const DEFAULT_DATA_DIR: &str = "vmstats-data";
 
-/// Parses `500ms`, `1s`, `2m`, `1h` (a bare number is seconds).
+/// Parses `500ms`, `1s`, `2m`, `1h`, `14d` (a bare number is seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -57,9 +57,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
+        "d" => value * 86_400.0,
         _ => {
             return Err(format!(
-                "`{text}` has unknown unit `{unit}` (use ms, s, m or h)"
+                "`{text}` has unknown unit `{unit}` (use ms, s, m, h or d)"
             ));
         }
     };
@@ -91,6 +92,37 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
     value
         .checked_mul(mult)
         .ok_or_else(|| format!("`{text}` is out of range"))
+}
+
+/// Parses `--window`: a duration (`14d`, `36h`) or `all`.
+pub fn parse_window(text: &str) -> Result<Lookback, String> {
+    if text.eq_ignore_ascii_case("all") {
+        return Ok(Lookback::All);
+    }
+    match parse_duration(text)? {
+        d if d.is_zero() => Err(format!(
+            "`{text}` is an empty window (use all for everything)"
+        )),
+        d => Ok(Lookback::Last(d)),
+    }
+}
+
+/// How far back a report looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookback {
+    /// The last this long before `--as-of`.
+    Last(Duration),
+    /// Every row, however old.
+    All,
+}
+
+impl Lookback {
+    pub fn length(self) -> Option<Duration> {
+        match self {
+            Lookback::Last(d) => Some(d),
+            Lookback::All => None,
+        }
+    }
 }
 
 /// Parses a file mode in octal: `640`, `0640`, `0o640`.
@@ -179,9 +211,13 @@ impl Thresholds {
     }
 }
 
-/// How and where the report is written.
-#[derive(Debug, Clone, PartialEq, Default, clap::Args)]
+/// What the report covers, and how and where it is written.
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct ReportConfig {
+    /// Rows received in this long before --as-of (the advisors' lookback:
+    /// 14d), or `all`.
+    #[arg(long, default_value = "14d", value_parser = parse_window, value_name = "DUR|all")]
+    pub window: Lookback,
     #[command(flatten)]
     pub thresholds: Thresholds,
     /// Report format.
@@ -190,6 +226,12 @@ pub struct ReportConfig {
     /// Write the report to this file instead of stdout.
     #[arg(long = "report-file", value_name = "PATH")]
     pub file: Option<PathBuf>,
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        defaults()
+    }
 }
 
 /// `udp-aggregator report`: the report from the files alone.
@@ -545,7 +587,8 @@ mod tests {
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("-1s").is_err());
-        assert!(parse_duration("1d").is_err());
+        assert_eq!(parse_duration("14d"), Ok(Duration::from_secs(14 * 86_400)));
+        assert!(parse_duration("1w").is_err());
     }
 
     #[test]
@@ -564,6 +607,21 @@ mod tests {
         assert_eq!(parse_rate("2500"), Ok(Rate::PerSecond(2500.0)));
         assert!(parse_rate("0").is_err());
         assert!(parse_rate("fast").is_err());
+    }
+
+    #[test]
+    fn windows() {
+        assert_eq!(
+            parse_window("14d"),
+            Ok(Lookback::Last(Duration::from_secs(14 * 86_400)))
+        );
+        assert_eq!(parse_window("ALL"), Ok(Lookback::All));
+        assert!(parse_window("0s").is_err());
+        assert!(parse_window("forever").is_err());
+        assert_eq!(
+            ReportConfig::default().window.length(),
+            Some(Duration::from_secs(14 * 86_400))
+        );
     }
 
     #[test]

@@ -38,7 +38,7 @@ fn category_of(json: &serde_json::Value, ip: &str) -> String {
         .unwrap()
         .iter()
         .find(|v| v["ip"] == ip)
-        .unwrap_or_else(|| panic!("{ip} not in report"))["category"]
+        .unwrap_or_else(|| panic!("{ip} not in report"))["finding"]
         .as_str()
         .unwrap()
         .to_string()
@@ -132,4 +132,60 @@ fn thresholds_are_flags() {
     assert!(report(&[]).contains("127.21.0.1,OK,"));
     assert!(report(&["--idle-cpu-pct", "20"]).contains("127.21.0.1,IDLE,"));
     assert!(report(&["--min-samples", "11"]).contains("127.21.0.1,INSUFFICIENT_DATA,"));
+}
+
+#[test]
+fn seq_accounting_sees_skips_repeats_reorders_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let agg = Aggregator::start(dir.path(), &["--report-format", "json"]);
+    let sock = vm_socket("127.36.0.1");
+    // seq 0 1 2 4 3 3 7 (lost 5 and 6, 3 late and twice), then a restart.
+    for seq in [0, 1, 2, 4, 3, 3, 7] {
+        send(&sock, agg.addr, &stat(seq));
+    }
+    for seq in 0..3 {
+        let mut s = stat(seq);
+        s.boot_id = 0xB007;
+        send(&sock, agg.addr, &s);
+    }
+    let done = agg.stop();
+    let json: serde_json::Value = serde_json::from_str(&done.stdout).unwrap();
+    let vm = &json["vms"][0]["datagrams"];
+    // The repeated 3 counts once: 9 distinct rows.
+    assert_eq!(vm["samples"], 9);
+    assert_eq!(vm["lost"], 2);
+    assert_eq!(vm["duplicates"], 1);
+    assert_eq!(vm["out_of_order"], 1);
+    assert_eq!(vm["restarts"], 1);
+    assert_eq!(json["summary"]["lost"], 2);
+    assert_eq!(json["summary"]["restarts"], 1);
+}
+
+#[test]
+fn one_spoofed_datagram_changes_no_verdict_and_no_total() {
+    let dir = tempfile::tempdir().unwrap();
+    let agg = Aggregator::start(dir.path(), &["--report-format", "json"]);
+    // An idle VM, then one forged datagram from its address: another boot,
+    // a huge size, a 3600 s interval, the last seq there is, a final flag.
+    send_series(&agg, "127.37.0.1", 20, shaped(310, 6000, 410, 0));
+    let forged = Stat {
+        flags: FLAG_FINAL,
+        interval_s: 3600,
+        boot_id: 0xF00D,
+        vcpus: u16::MAX,
+        mem_mib: u32::MAX,
+        seq: u64::MAX,
+        ..shaped(310, 6000, 410, 0)(0)
+    };
+    send(&vm_socket("127.37.0.1"), agg.addr, &forged);
+    let done = agg.stop();
+    assert!(done.success, "{}", done.stderr);
+    let json: serde_json::Value = serde_json::from_str(&done.stdout).unwrap();
+    let vm = &json["vms"][0];
+    assert_eq!(vm["finding"], "IDLE");
+    assert_eq!(vm["size"]["vcpus"], 4, "the test vector's size, not 65535");
+    assert_eq!(vm["size"]["interval_s"], 1);
+    assert_eq!(vm["stopped"], false, "a final flag from another boot");
+    assert_eq!(vm["datagrams"]["lost"], 0);
+    assert_eq!(json["summary"]["reclaimable_vcpus"], 4);
 }

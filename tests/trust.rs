@@ -80,8 +80,15 @@ fn the_report_neither_hangs_on_a_fifo_nor_reads_dev_zero() {
     );
     std::fs::write(dir.path().join("127.41.0.3.csv"), text).unwrap();
     let mut cmd = Command::new(AGGREGATOR);
-    cmd.args(["report", "--report-format", "json", "--data-dir"])
-        .arg(dir.path());
+    cmd.args([
+        "report",
+        "--report-format",
+        "json",
+        "--window",
+        "all",
+        "--data-dir",
+    ])
+    .arg(dir.path());
     let out = run_with_limit(cmd, Duration::from_secs(30));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");

@@ -1,0 +1,580 @@
+//! The reclamation report: which VMs are idle, oversized or undersized.
+//!
+//! It is built from the per-VM files alone, both at the aggregator's exit
+//! and by `udp-aggregator report --data-dir`, so the live table and a second
+//! opinion read the same bytes through the same code and cannot disagree,
+//! and the aggregator keeps no per-VM statistics in memory while it runs.
+//! A report's way, module by module:
+//!
+//! 1. [`scan`]: the VM files of the data dir, each read (without trusting
+//!    it) for the rows in the [`Window`] (`--window`, default 14 days,
+//!    before `--as-of`);
+//! 2. [`summary`]: one VM's rows folded into its [`VmSummary`] in bounded
+//!    memory (exact CPU and memory percentiles; nothing one spoofed
+//!    datagram says taken at its word);
+//! 3. [`policy`]: the [`Verdict`] on each VM, a category and typed
+//!    [`Reason`]s with their numbers;
+//! 4. [`render`]: the table, JSON and CSV forms of the same [`Report`].
+
+pub mod policy;
+pub mod render;
+pub mod scan;
+pub mod summary;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::config::{OfflineReportConfig, ReportConfig, ReportFormat, Thresholds};
+
+pub use policy::{Category, Reason, Verdict};
+pub use scan::Window;
+pub use summary::VmSummary;
+
+/// A report that could not be built or written, with the path at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot read data dir {path}: {error}")]
+    DataDir { path: PathBuf, error: io::Error },
+    #[error("cannot read {path}: {error}")]
+    File { path: PathBuf, error: io::Error },
+    #[error("cannot write report to {path} (--report-file): {error}")]
+    Write { path: PathBuf, error: io::Error },
+}
+
+/// One VM's line of the report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmReport {
+    pub vm: VmSummary,
+    pub verdict: Verdict,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// The rows it covers; SILENT is judged against its end.
+    pub window: Window,
+    /// Ordered by category (reclaimable first), then address.
+    pub vms: Vec<VmReport>,
+}
+
+/// Fleet totals. Every sum saturates: a spoofed figure of 2^64-1 must not
+/// wrap a total around to something that looks plausible.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub lost: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub restarts: u64,
+    pub seq_jumps: u64,
+    /// What the IDLE VMs hold.
+    pub reclaimable_vcpus: u64,
+    pub reclaimable_mem_mib: u64,
+}
+
+impl Report {
+    pub fn new(summaries: Vec<VmSummary>, t: &Thresholds, window: Window) -> Report {
+        let mut vms: Vec<VmReport> = summaries
+            .into_iter()
+            .map(|vm| VmReport {
+                verdict: policy::judge(&vm, t, window.as_of_ms),
+                vm,
+            })
+            .collect();
+        vms.sort_by_key(|v| (v.verdict.category, v.vm.ip));
+        Report { window, vms }
+    }
+
+    pub fn count(&self, c: Category) -> usize {
+        self.vms.iter().filter(|v| v.verdict.category == c).count()
+    }
+
+    pub fn totals(&self) -> Totals {
+        self.vms.iter().fold(Totals::default(), |t, v| {
+            let idle = v.verdict.category == Category::Idle;
+            let held = |x: u64| if idle { x } else { 0 };
+            Totals {
+                lost: t.lost.saturating_add(v.vm.lost),
+                duplicates: t.duplicates.saturating_add(v.vm.duplicates),
+                out_of_order: t.out_of_order.saturating_add(v.vm.out_of_order),
+                restarts: t.restarts.saturating_add(v.vm.restarts),
+                seq_jumps: t.seq_jumps.saturating_add(v.vm.seq_jumps),
+                reclaimable_vcpus: t
+                    .reclaimable_vcpus
+                    .saturating_add(held(u64::from(v.vm.vcpus))),
+                reclaimable_mem_mib: t
+                    .reclaimable_mem_mib
+                    .saturating_add(held(u64::from(v.vm.mem_mib))),
+            }
+        })
+    }
+}
+
+/// Builds the report of every VM file in `data_dir`, over the configured
+/// window before `as_of_ms`. Files that cannot be read are reported on
+/// stderr and left out, so one bad file does not hide the other VMs.
+pub fn build(data_dir: &Path, cfg: &ReportConfig, as_of_ms: u64) -> Result<Report, ReportError> {
+    let window = Window::before(as_of_ms, cfg.window.length());
+    let mut summaries = Vec::new();
+    for (ip, path) in scan::vm_files(data_dir)? {
+        match scan::summarize_file(&path, ip, &window) {
+            Ok(Some(vm)) => summaries.push(vm),
+            Ok(None) => {}
+            Err(e) => crate::log_line(&format!("warning: {e}; file left out of the report")),
+        }
+    }
+    Ok(Report::new(summaries, &cfg.thresholds, window))
+}
+
+/// `udp-aggregator report`: the report of a data dir, from its files alone.
+pub fn offline(cfg: &OfflineReportConfig) -> Result<(), ReportError> {
+    cfg.report.thresholds.validate()?;
+    let as_of = cfg.as_of.unwrap_or_else(crate::unix_ms);
+    let report = build(&cfg.data_dir, &cfg.report, as_of)?;
+    write(&report, cfg.report.format, cfg.report.file.as_deref())
+}
+
+/// Writes the rendered report to `file`, or stdout when `None`.
+pub fn write(r: &Report, format: ReportFormat, file: Option<&Path>) -> Result<(), ReportError> {
+    let text = render::render(r, format);
+    match file {
+        Some(path) => std::fs::write(path, text).map_err(|error| ReportError::Write {
+            path: path.to_path_buf(),
+            error,
+        }),
+        None => {
+            use std::io::Write;
+            let mut out = io::stdout().lock();
+            out.write_all(text.as_bytes())
+                .and_then(|()| out.flush())
+                .map_err(|error| ReportError::Write {
+                    path: PathBuf::from("<stdout>"),
+                    error,
+                })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::render::{reasons_text, render, summary_line};
+    use super::summary::Accumulator;
+    use super::*;
+    use crate::wire::{self, Row, Stat};
+
+    const AS_OF: u64 = 1_000_000_000;
+
+    fn window() -> Window {
+        Window::before(AS_OF, None)
+    }
+
+    fn row(seq: u64, cpu_x100: u16, mem_x100: u16, net: u64, disk: u64) -> Row {
+        Row {
+            recv_ms: AS_OF - 60_000 + seq,
+            stat: Stat {
+                interval_s: 60,
+                boot_id: 7,
+                vcpus: 8,
+                seq,
+                cpu_pct_x100: cpu_x100,
+                mem_pct_x100: mem_x100,
+                mem_mib: 16_384,
+                net_rx_bytes: net * 60,
+                disk_read_bytes: disk * 60,
+                ..Stat::default()
+            },
+        }
+    }
+
+    fn summary_of(rows: &[Row]) -> VmSummary {
+        let mut acc = Accumulator::default();
+        rows.iter().for_each(|r| acc.add(r));
+        acc.finish("127.1.0.1".parse().unwrap()).unwrap()
+    }
+
+    fn category_of(rows: &[Row]) -> (Category, String) {
+        let v = policy::judge(&summary_of(rows), &Thresholds::default(), AS_OF);
+        (v.category, reasons_text(&v.reasons))
+    }
+
+    fn steady(n: u64, cpu: u16, mem: u16, net: u64, disk: u64) -> Vec<Row> {
+        (0..n).map(|s| row(s, cpu, mem, net, disk)).collect()
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank_and_exact() {
+        let rows: Vec<Row> = (1..=100).map(|s| row(s, s as u16 * 100, 0, s, 0)).collect();
+        let vm = summary_of(&rows);
+        assert_eq!(
+            (vm.cpu_p50, vm.cpu_p95, vm.cpu_p99, vm.cpu_max),
+            (50.0, 95.0, 99.0, 100.0)
+        );
+        assert_eq!(vm.net_p95_bps, 95.0);
+        assert_eq!(summary_of(&[row(0, 777, 0, 0, 0)]).cpu_p95, 7.77);
+    }
+
+    #[test]
+    fn too_few_samples_is_insufficient_data() {
+        let (c, why) = category_of(&steady(4, 100, 1000, 0, 0));
+        assert_eq!(c, Category::InsufficientData);
+        assert_eq!(why, "4 samples < 5");
+    }
+
+    #[test]
+    fn quiet_without_final_flag_is_silent() {
+        let mut rows = steady(10, 5000, 5000, 10_000, 0);
+        for r in &mut rows {
+            r.recv_ms = AS_OF - 181_000;
+        }
+        let (c, why) = category_of(&rows);
+        assert_eq!(c, Category::Silent);
+        assert_eq!(why, "nothing for 181 s > 3 x 60 s interval");
+        // The same VM that said goodbye is judged on its data.
+        rows.last_mut().unwrap().stat.flags = wire::FLAG_FINAL;
+        assert_eq!(category_of(&rows).0, Category::Ok);
+    }
+
+    #[test]
+    fn low_cpu_network_and_disk_is_idle() {
+        let (c, why) = category_of(&steady(20, 310, 6000, 410, 0));
+        assert_eq!(c, Category::Idle);
+        assert_eq!(why, "p95 cpu 3.1% < 10%, net 410 B/s, disk 0 B/s");
+    }
+
+    #[test]
+    fn idle_cpu_with_traffic_is_not_idle() {
+        // CPU low, but a 5 kB/s network: a quiet server, not an idle one.
+        let (c, _) = category_of(&steady(20, 310, 2000, 5000, 0));
+        assert_eq!(c, Category::Oversized);
+        let (c, _) = category_of(&steady(20, 310, 6000, 0, 200_000));
+        assert_eq!(c, Category::Ok);
+    }
+
+    #[test]
+    fn memory_does_not_decide_idle() {
+        assert_eq!(category_of(&steady(20, 100, 9900, 0, 0)).0, Category::Idle);
+    }
+
+    #[test]
+    fn low_cpu_and_memory_is_oversized() {
+        let (c, why) = category_of(&steady(20, 2200, 3100, 50_000, 0));
+        assert_eq!(c, Category::Oversized);
+        assert_eq!(why, "p99 cpu 22.0% <= 40%, max mem 31.0% <= 40%");
+    }
+
+    #[test]
+    fn busy_cpu_or_full_memory_is_undersized() {
+        let (c, why) = category_of(&steady(20, 9100, 5000, 50_000, 0));
+        assert_eq!(
+            (c, why.as_str()),
+            (Category::Undersized, "p95 cpu 91.0% > 80%")
+        );
+        let mut rows = steady(20, 5000, 5000, 50_000, 0);
+        rows[3].stat.mem_pct_x100 = 9500;
+        let (c, why) = category_of(&rows);
+        assert_eq!(
+            (c, why.as_str()),
+            (Category::Undersized, "max mem 95.0% > 90%")
+        );
+    }
+
+    #[test]
+    fn middling_is_ok() {
+        let (c, why) = category_of(&steady(20, 5000, 6000, 50_000, 0));
+        assert_eq!(
+            (c, why.as_str()),
+            (Category::Ok, "p95 cpu 50.0%, max mem 60.0%")
+        );
+    }
+
+    #[test]
+    fn a_spike_in_the_top_five_percent_does_not_stop_idle() {
+        let mut rows = steady(40, 200, 5000, 100, 0);
+        rows[10].stat.cpu_pct_x100 = 9900;
+        rows[20].stat.cpu_pct_x100 = 9900;
+        let vm = summary_of(&rows);
+        assert_eq!(vm.cpu_max, 99.0);
+        assert_eq!(vm.cpu_p95, 2.0);
+        let v = policy::judge(&vm, &Thresholds::default(), AS_OF);
+        assert_eq!(v.category, Category::Idle);
+    }
+
+    #[test]
+    fn loss_duplicates_reorder_and_restarts() {
+        let mut rows: Vec<Row> = [0, 1, 3, 2, 2, 5]
+            .iter()
+            .map(|s| row(*s, 0, 0, 0, 0))
+            .collect();
+        // A restart: new boot_id, seq from 0 again, no loss across it.
+        for s in 0..3 {
+            let mut r = row(s, 0, 0, 0, 0);
+            r.stat.boot_id = 8;
+            rows.push(r);
+        }
+        let vm = summary_of(&rows);
+        assert_eq!(vm.samples, 8, "the repeated (boot_id, seq) counts once");
+        assert_eq!(vm.lost, 1); // seq 4
+        assert_eq!(vm.duplicates, 1); // second 2
+        assert_eq!(vm.out_of_order, 1); // 2 after 3
+        assert_eq!(vm.restarts, 1);
+        assert_eq!(vm.seq_jumps, 0);
+    }
+
+    #[test]
+    fn rates_divide_by_the_interval() {
+        let mut r = row(0, 0, 0, 0, 0);
+        r.stat.interval_s = 10;
+        r.stat.net_rx_bytes = 30_000;
+        r.stat.net_tx_bytes = 10_000;
+        r.stat.disk_write_bytes = u64::MAX;
+        r.stat.disk_read_bytes = 5;
+        let vm = summary_of(&[r]);
+        assert_eq!(vm.net_p95_bps, 4000.0);
+        // Within the histogram's 0.1 %.
+        let expected = u64::MAX as f64 / 10.0;
+        assert!(
+            (vm.disk_p95_bps - expected).abs() / expected < 0.001,
+            "{}",
+            vm.disk_p95_bps
+        );
+    }
+
+    // Section 6 of the report issue: one spoofed datagram must not change
+    // a verdict.
+
+    #[test]
+    fn one_datagram_claiming_a_long_interval_does_not_keep_a_vm_from_silent() {
+        let mut rows = steady(10, 5000, 5000, 10_000, 0);
+        for r in &mut rows {
+            r.recv_ms = AS_OF - 181_000;
+        }
+        rows[9].stat.interval_s = 3600;
+        let vm = summary_of(&rows);
+        assert_eq!(vm.interval_s, 60, "the most frequent interval");
+        assert_eq!(category_of(&rows).0, Category::Silent);
+    }
+
+    #[test]
+    fn a_final_flag_from_another_boot_does_not_count() {
+        let mut rows = steady(10, 5000, 5000, 10_000, 0);
+        for r in &mut rows {
+            r.recv_ms = AS_OF - 181_000;
+        }
+        let mut spoof = row(10, 5000, 5000, 10_000, 0);
+        spoof.recv_ms = AS_OF - 181_000;
+        spoof.stat.flags = wire::FLAG_FINAL;
+        spoof.stat.boot_id = 0xBAD;
+        rows.push(spoof);
+        assert!(!summary_of(&rows).stopped);
+        assert_eq!(category_of(&rows).0, Category::Silent);
+    }
+
+    #[test]
+    fn one_datagram_claiming_a_huge_size_is_not_the_size() {
+        let mut rows = steady(20, 310, 6000, 410, 0);
+        rows[5].stat.vcpus = 65_535;
+        rows[5].stat.mem_mib = u32::MAX;
+        let vm = summary_of(&rows);
+        assert_eq!((vm.vcpus, vm.mem_mib), (8, 16_384));
+        assert_eq!(vm.size_changes, 2, "to the spoofed size and back");
+        assert_eq!(vm.last_size_change_ms, Some(rows[6].recv_ms));
+    }
+
+    #[test]
+    fn a_seq_of_two_to_the_64_is_a_jump_not_trillions_lost() {
+        let mut rows = steady(10, 0, 0, 0, 0);
+        let mut spoof = row(10, 0, 0, 0, 0);
+        spoof.stat.seq = u64::MAX;
+        rows.push(spoof);
+        let vm = summary_of(&rows);
+        assert_eq!(vm.lost, 0);
+        assert_eq!(vm.seq_jumps, 1);
+        // A plausible gap is still loss: 10 intervals of 60 s span 600 s.
+        let mut rows = steady(3, 0, 0, 0, 0);
+        let mut late = row(20, 0, 0, 0, 0);
+        late.recv_ms += 20 * 60_000;
+        rows.push(late);
+        let vm = summary_of(&rows);
+        assert_eq!((vm.lost, vm.seq_jumps), (17, 0));
+    }
+
+    #[test]
+    fn a_repeated_datagram_counts_once_in_every_figure() {
+        let mut rows = steady(10, 310, 6000, 410, 0);
+        for _ in 0..30 {
+            let mut copy = row(4, 9900, 9900, 0, 0);
+            copy.recv_ms += 1;
+            rows.push(copy);
+        }
+        let vm = summary_of(&rows);
+        assert_eq!(vm.samples, 10);
+        assert_eq!(vm.duplicates, 30);
+        assert_eq!(vm.cpu_max, 3.1, "the copies never reached the percentiles");
+    }
+
+    #[test]
+    fn fleet_totals_saturate() {
+        let mut a = summary_of(&steady(20, 310, 6000, 410, 0));
+        a.lost = u64::MAX - 1;
+        a.vcpus = u16::MAX;
+        let mut b = a.clone();
+        b.ip = "127.1.0.2".parse().unwrap();
+        b.lost = 5;
+        let r = Report::new(vec![a, b], &Thresholds::default(), window());
+        let t = r.totals();
+        assert_eq!(t.lost, u64::MAX);
+        assert_eq!(t.reclaimable_vcpus, 2 * u64::from(u16::MAX));
+    }
+
+    fn sample_report() -> Report {
+        let idle = summary_of(&steady(20, 310, 6000, 410, 0));
+        let mut busy = summary_of(&steady(20, 9100, 5000, 50_000, 0));
+        busy.ip = "fd00::5".parse().unwrap();
+        let mut ok = summary_of(&steady(20, 5000, 6000, 50_000, 0));
+        ok.ip = "127.1.0.0".parse().unwrap();
+        Report::new(vec![ok, busy, idle], &Thresholds::default(), window())
+    }
+
+    #[test]
+    fn report_lists_idle_first_and_sums_up() {
+        let r = sample_report();
+        let cats: Vec<Category> = r.vms.iter().map(|v| v.verdict.category).collect();
+        assert_eq!(cats, [Category::Idle, Category::Undersized, Category::Ok]);
+        assert_eq!(
+            summary_line(&r),
+            "3 VMs: 1 idle, 0 oversized, 1 undersized, 0 silent, 0 insufficient data, 1 ok; reclaimable now: 8 vCPUs, 16.0 GiB"
+        );
+    }
+
+    #[test]
+    fn table_is_aligned_with_reasons() {
+        let text = render(&sample_report(), ReportFormat::Table);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 6);
+        assert!(
+            lines[0].starts_with("VM         CATEGORY    SAMPLES"),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[1].starts_with("127.1.0.1  IDLE"), "{}", lines[1]);
+        assert!(lines[1].ends_with("reclaim: p95 cpu 3.1% < 10%, net 410 B/s, disk 0 B/s"));
+        assert!(lines[1].contains("3.1/3.1/3.1/3.1"), "{}", lines[1]);
+        assert!(lines[2].starts_with("fd00::5    UNDERSIZED"));
+        let col = lines[0].find("SAMPLES").unwrap() + "SAMPLES".len();
+        assert!(lines.iter().take(4).all(|l| l.as_bytes()[col - 1] != b' '));
+        assert!(lines[4].starts_with("3 VMs: 1 idle"));
+        assert_eq!(
+            lines[5],
+            "datagrams: 0 lost, 0 duplicated, 0 out of order, 0 seq jumps; 0 agent restarts"
+        );
+    }
+
+    #[test]
+    fn json_names_fields_as_the_advisors_do() {
+        let text = render(&sample_report(), ReportFormat::Json);
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["as_of_ms"], AS_OF);
+        assert_eq!(json["lookback_days"], serde_json::Value::Null);
+        assert_eq!(json["summary"]["vms"], 3);
+        assert_eq!(json["summary"]["idle"], 1);
+        let vm = &json["vms"][0];
+        assert_eq!(vm["ip"], "127.1.0.1");
+        assert_eq!(vm["finding"], "IDLE");
+        assert_eq!(vm["advice"], "reclaim");
+        assert_eq!(vm["reasons"][0]["code"], "cpu_p95_below");
+        assert_eq!(vm["reasons"][0]["value"], 3.1);
+        assert_eq!(vm["reasons"][0]["threshold"], 10.0);
+        assert_eq!(vm["reason"], "p95 cpu 3.1% < 10%, net 410 B/s, disk 0 B/s");
+        assert_eq!(vm["utilization"]["cpu_p95"], 3.1);
+        assert_eq!(vm["size"]["vcpus"], 8);
+        assert_eq!(vm["datagrams"]["samples"], 20);
+        assert_eq!(vm["stopped"], false);
+    }
+
+    #[test]
+    fn csv_quotes_reasons_with_commas() {
+        let text = render(&sample_report(), ReportFormat::Csv);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4);
+        assert!(
+            lines[0].starts_with("ip,finding,advice,reason,samples,"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].starts_with(
+                "127.1.0.1,IDLE,reclaim,\"p95 cpu 3.1% < 10%, net 410 B/s, disk 0 B/s\",20,8,16384,"
+            ),
+            "{}",
+            lines[1]
+        );
+        let empty = Report::new(vec![], &Thresholds::default(), window());
+        assert_eq!(render(&empty, ReportFormat::Csv), "");
+    }
+
+    fn report_cfg(window: Option<std::time::Duration>) -> ReportConfig {
+        ReportConfig {
+            window: window.map_or(crate::config::Lookback::All, crate::config::Lookback::Last),
+            ..ReportConfig::default()
+        }
+    }
+
+    #[test]
+    fn files_skip_torn_tail_and_count_bad_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("127.1.0.1.csv");
+        let mut text = wire::CSV_HEADER.as_bytes().to_vec();
+        for r in steady(6, 310, 6000, 410, 0) {
+            wire::push_row(&mut text, r.recv_ms, &r.stat);
+        }
+        text.extend_from_slice(b"garbage\n");
+        text.extend_from_slice(b"1764110400200,17641104");
+        std::fs::write(&path, text).unwrap();
+        std::fs::write(dir.path().join("README.txt"), "not a VM").unwrap();
+        let r = build(dir.path(), &report_cfg(None), AS_OF).unwrap();
+        assert_eq!(r.vms.len(), 1);
+        assert_eq!(r.vms[0].vm.samples, 6);
+        assert_eq!(r.vms[0].vm.bad_rows, 1);
+        assert_eq!(r.vms[0].verdict.category, Category::Idle);
+    }
+
+    #[test]
+    fn the_window_takes_only_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = wire::CSV_HEADER.as_bytes().to_vec();
+        // 10 busy rows two days ago, then 10 idle rows in the last hour.
+        for mut r in steady(10, 9500, 5000, 50_000, 0) {
+            r.stat.boot_id = 6;
+            wire::push_row(&mut text, r.recv_ms - 2 * 86_400_000, &r.stat);
+        }
+        for r in steady(10, 310, 5000, 410, 0) {
+            wire::push_row(&mut text, r.recv_ms, &r.stat);
+        }
+        std::fs::write(dir.path().join("127.1.0.1.csv"), text).unwrap();
+        let day = Some(std::time::Duration::from_secs(86_400));
+        let r = build(dir.path(), &report_cfg(day), AS_OF).unwrap();
+        assert_eq!(r.vms[0].vm.samples, 10);
+        assert_eq!(r.vms[0].verdict.category, Category::Idle);
+        let r = build(dir.path(), &report_cfg(None), AS_OF).unwrap();
+        assert_eq!(r.vms[0].vm.samples, 20);
+        // Nothing after --as-of: a report of the past is repeatable.
+        let r = build(dir.path(), &report_cfg(None), AS_OF - 86_400_000).unwrap();
+        assert_eq!(r.vms[0].vm.samples, 10);
+        assert_eq!(r.vms[0].verdict.category, Category::Silent);
+    }
+
+    #[test]
+    fn a_file_without_header_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("127.1.0.9.csv");
+        std::fs::write(&path, "hello\n").unwrap();
+        let err = scan::summarize_file(&path, "127.1.0.9".parse().unwrap(), &window()).unwrap_err();
+        assert!(err.to_string().contains("127.1.0.9.csv"), "{err}");
+        let missing = build(&dir.path().join("nope"), &report_cfg(None), 0).unwrap_err();
+        assert!(
+            missing.to_string().starts_with("cannot read data dir"),
+            "{missing}"
+        );
+    }
+}

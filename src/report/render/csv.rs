@@ -1,0 +1,73 @@
+//! CSV: one flat row per VM, written by the csv crate (quoting is its job).
+
+use serde::Serialize;
+
+use super::{advice, reasons_text};
+use crate::report::{Report, VmReport};
+
+#[derive(Serialize)]
+struct Row {
+    ip: String,
+    finding: &'static str,
+    advice: &'static str,
+    reason: String,
+    samples: u64,
+    vcpus: u16,
+    mem_mib: u32,
+    interval_s: u16,
+    size_changes: u64,
+    cpu_p50: f64,
+    cpu_p95: f64,
+    cpu_p99: f64,
+    cpu_max: f64,
+    mem_p95: f64,
+    mem_max: f64,
+    net_p95_bps: f64,
+    disk_p95_bps: f64,
+    lost: u64,
+    duplicates: u64,
+    out_of_order: u64,
+    restarts: u64,
+    seq_jumps: u64,
+    last_seen_ms: u64,
+    stopped: bool,
+}
+
+fn row(r: &VmReport) -> Row {
+    let v = &r.vm;
+    Row {
+        ip: v.ip.to_string(),
+        finding: r.verdict.category.name(),
+        advice: advice(r.verdict.category),
+        reason: reasons_text(&r.verdict.reasons),
+        samples: v.samples,
+        vcpus: v.vcpus,
+        mem_mib: v.mem_mib,
+        interval_s: v.interval_s,
+        size_changes: v.size_changes,
+        cpu_p50: v.cpu_p50,
+        cpu_p95: v.cpu_p95,
+        cpu_p99: v.cpu_p99,
+        cpu_max: v.cpu_max,
+        mem_p95: v.mem_p95,
+        mem_max: v.mem_max,
+        net_p95_bps: v.net_p95_bps,
+        disk_p95_bps: v.disk_p95_bps,
+        lost: v.lost,
+        duplicates: v.duplicates,
+        out_of_order: v.out_of_order,
+        restarts: v.restarts,
+        seq_jumps: v.seq_jumps,
+        last_seen_ms: v.last_seen_ms,
+        stopped: v.stopped,
+    }
+}
+
+pub fn render(r: &Report) -> String {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for v in &r.vms {
+        w.serialize(row(v)).expect("a row serializes into memory");
+    }
+    let bytes = w.into_inner().expect("writing to memory cannot fail");
+    String::from_utf8(bytes).expect("the rows are UTF-8")
+}

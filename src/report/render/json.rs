@@ -1,0 +1,169 @@
+//! JSON, with the fields named as the cloud advisors name theirs (finding,
+//! reasons, lookback_days, utilization), serialized by serde.
+
+use serde::Serialize;
+
+use super::{advice, reason_figures, reason_text, reasons_text};
+use crate::report::{Category, Report, VmReport};
+
+#[derive(Serialize)]
+struct Document {
+    as_of_ms: u64,
+    window_start_ms: Option<u64>,
+    lookback_days: Option<f64>,
+    summary: Summary,
+    vms: Vec<Vm>,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    vms: usize,
+    idle: usize,
+    oversized: usize,
+    undersized: usize,
+    silent: usize,
+    insufficient_data: usize,
+    ok: usize,
+    reclaimable_vcpus: u64,
+    reclaimable_mem_mib: u64,
+    lost: u64,
+    duplicates: u64,
+    out_of_order: u64,
+    seq_jumps: u64,
+    restarts: u64,
+}
+
+#[derive(Serialize)]
+struct Vm {
+    ip: String,
+    finding: &'static str,
+    advice: &'static str,
+    reasons: Vec<ReasonOut>,
+    reason: String,
+    size: Size,
+    utilization: Utilization,
+    datagrams: Datagrams,
+    last_seen_ms: u64,
+    stopped: bool,
+}
+
+#[derive(Serialize)]
+struct ReasonOut {
+    code: &'static str,
+    value: f64,
+    threshold: Option<f64>,
+    text: String,
+}
+
+#[derive(Serialize)]
+struct Size {
+    vcpus: u16,
+    mem_mib: u32,
+    interval_s: u16,
+    size_changes: u64,
+    last_size_change_ms: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Utilization {
+    cpu_p50: f64,
+    cpu_p95: f64,
+    cpu_p99: f64,
+    cpu_max: f64,
+    mem_p95: f64,
+    mem_max: f64,
+    net_p95_bps: f64,
+    disk_p95_bps: f64,
+}
+
+#[derive(Serialize)]
+struct Datagrams {
+    samples: u64,
+    lost: u64,
+    duplicates: u64,
+    out_of_order: u64,
+    restarts: u64,
+    seq_jumps: u64,
+    bad_rows: u64,
+}
+
+fn vm(r: &VmReport) -> Vm {
+    let v = &r.vm;
+    Vm {
+        ip: v.ip.to_string(),
+        finding: r.verdict.category.name(),
+        advice: advice(r.verdict.category),
+        reasons: r
+            .verdict
+            .reasons
+            .iter()
+            .map(|reason| {
+                let (value, threshold) = reason_figures(reason);
+                ReasonOut {
+                    code: reason.code(),
+                    value,
+                    threshold,
+                    text: reason_text(reason),
+                }
+            })
+            .collect(),
+        reason: reasons_text(&r.verdict.reasons),
+        size: Size {
+            vcpus: v.vcpus,
+            mem_mib: v.mem_mib,
+            interval_s: v.interval_s,
+            size_changes: v.size_changes,
+            last_size_change_ms: v.last_size_change_ms,
+        },
+        utilization: Utilization {
+            cpu_p50: v.cpu_p50,
+            cpu_p95: v.cpu_p95,
+            cpu_p99: v.cpu_p99,
+            cpu_max: v.cpu_max,
+            mem_p95: v.mem_p95,
+            mem_max: v.mem_max,
+            net_p95_bps: v.net_p95_bps,
+            disk_p95_bps: v.disk_p95_bps,
+        },
+        datagrams: Datagrams {
+            samples: v.samples,
+            lost: v.lost,
+            duplicates: v.duplicates,
+            out_of_order: v.out_of_order,
+            restarts: v.restarts,
+            seq_jumps: v.seq_jumps,
+            bad_rows: v.bad_rows,
+        },
+        last_seen_ms: v.last_seen_ms,
+        stopped: v.stopped,
+    }
+}
+
+pub fn render(r: &Report) -> String {
+    let t = r.totals();
+    let doc = Document {
+        as_of_ms: r.window.as_of_ms,
+        window_start_ms: r.window.from_ms,
+        lookback_days: r.window.lookback_days(),
+        summary: Summary {
+            vms: r.vms.len(),
+            idle: r.count(Category::Idle),
+            oversized: r.count(Category::Oversized),
+            undersized: r.count(Category::Undersized),
+            silent: r.count(Category::Silent),
+            insufficient_data: r.count(Category::InsufficientData),
+            ok: r.count(Category::Ok),
+            reclaimable_vcpus: t.reclaimable_vcpus,
+            reclaimable_mem_mib: t.reclaimable_mem_mib,
+            lost: t.lost,
+            duplicates: t.duplicates,
+            out_of_order: t.out_of_order,
+            seq_jumps: t.seq_jumps,
+            restarts: t.restarts,
+        },
+        vms: r.vms.iter().map(vm).collect(),
+    };
+    let mut text = serde_json::to_string_pretty(&doc).expect("the report serializes");
+    text.push('\n');
+    text
+}

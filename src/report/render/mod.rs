@@ -1,0 +1,200 @@
+//! The report as text: a table for people, JSON and CSV for tools. Each
+//! format is one file; the words for a [`Reason`] and the shared number
+//! formats live here, so every format says the same thing the same way.
+
+mod csv;
+mod json;
+mod table;
+
+use std::fmt::Write as _;
+
+use crate::config::ReportFormat;
+
+use super::{Category, Reason, Report};
+
+/// The report in the chosen format.
+pub fn render(r: &Report, format: ReportFormat) -> String {
+    match format {
+        ReportFormat::Table => table::render(r),
+        ReportFormat::Json => json::render(r),
+        ReportFormat::Csv => csv::render(r),
+    }
+}
+
+/// What to do about a VM in its category.
+pub fn advice(c: Category) -> &'static str {
+    match c {
+        Category::InsufficientData => "wait",
+        Category::Silent => "check the VM",
+        Category::Idle => "reclaim",
+        Category::Oversized => "halve vCPUs / memory",
+        Category::Undersized => "grow",
+        Category::Ok => "keep",
+    }
+}
+
+fn summary_word(c: Category) -> &'static str {
+    match c {
+        Category::InsufficientData => "insufficient data",
+        Category::Silent => "silent",
+        Category::Idle => "idle",
+        Category::Oversized => "oversized",
+        Category::Undersized => "undersized",
+        Category::Ok => "ok",
+    }
+}
+
+/// Formats bytes/s in SI units, as the thresholds are given.
+pub fn fmt_rate(bps: f64) -> String {
+    if bps < 1000.0 {
+        format!("{bps:.0} B/s")
+    } else if bps < 1e6 {
+        format!("{:.1} kB/s", bps / 1e3)
+    } else if bps < 1e9 {
+        format!("{:.1} MB/s", bps / 1e6)
+    } else {
+        format!("{:.1} GB/s", bps / 1e9)
+    }
+}
+
+/// How long ago, roughly: `42s ago`, `5m ago`, `3h ago`.
+fn fmt_age(ms: u64) -> String {
+    let s = ms / 1000;
+    if s < 120 {
+        format!("{s}s ago")
+    } else if s < 7200 {
+        format!("{}m ago", s / 60)
+    } else {
+        format!("{}h ago", s / 3600)
+    }
+}
+
+/// One reason in words.
+pub fn reason_text(r: &Reason) -> String {
+    match *r {
+        Reason::TooFewSamples { samples, min } => format!("{samples} samples < {min}"),
+        Reason::Quiet {
+            quiet_ms,
+            intervals,
+            interval_s,
+        } => format!(
+            "nothing for {:.0} s > {intervals} x {interval_s} s interval",
+            quiet_ms as f64 / 1000.0
+        ),
+        Reason::CpuP95Below { p95, limit } => format!("p95 cpu {p95:.1}% < {limit}%"),
+        Reason::NetP95Below { bps, .. } => format!("net {}", fmt_rate(bps)),
+        Reason::DiskP95Below { bps, .. } => format!("disk {}", fmt_rate(bps)),
+        Reason::CpuP99AtMost { p99, limit } => format!("p99 cpu {p99:.1}% <= {limit}%"),
+        Reason::MemMaxAtMost { max, limit } => format!("max mem {max:.1}% <= {limit}%"),
+        Reason::CpuP95Above { p95, limit } => format!("p95 cpu {p95:.1}% > {limit}%"),
+        Reason::MemMaxAbove { max, limit } => format!("max mem {max:.1}% > {limit}%"),
+        Reason::WithinBounds { cpu_p95, mem_max } => {
+            format!("p95 cpu {cpu_p95:.1}%, max mem {mem_max:.1}%")
+        }
+    }
+}
+
+/// A verdict's reasons in words, one sentence.
+pub fn reasons_text(reasons: &[Reason]) -> String {
+    let texts: Vec<String> = reasons.iter().map(reason_text).collect();
+    texts.join(", ")
+}
+
+/// The figure and threshold of a reason, for machines.
+fn reason_figures(r: &Reason) -> (f64, Option<f64>) {
+    match *r {
+        Reason::TooFewSamples { samples, min } => (samples as f64, Some(min as f64)),
+        Reason::Quiet {
+            quiet_ms,
+            intervals,
+            interval_s,
+        } => (
+            quiet_ms as f64 / 1000.0,
+            Some(f64::from(intervals) * f64::from(interval_s)),
+        ),
+        Reason::CpuP95Below { p95, limit } | Reason::CpuP95Above { p95, limit } => {
+            (p95, Some(limit))
+        }
+        Reason::NetP95Below { bps, limit } | Reason::DiskP95Below { bps, limit } => {
+            (bps, Some(limit))
+        }
+        Reason::CpuP99AtMost { p99, limit } => (p99, Some(limit)),
+        Reason::MemMaxAtMost { max, limit } | Reason::MemMaxAbove { max, limit } => {
+            (max, Some(limit))
+        }
+        Reason::WithinBounds { cpu_p95, .. } => (cpu_p95, None),
+    }
+}
+
+/// `N VMs: x idle, y oversized, ...` plus what the idle VMs hold.
+pub fn summary_line(r: &Report) -> String {
+    let mut out = format!("{} VMs:", r.vms.len());
+    for (i, c) in Category::ALL.iter().enumerate() {
+        let sep = if i == 0 { " " } else { ", " };
+        let _ = write!(out, "{sep}{} {}", r.count(*c), summary_word(*c));
+    }
+    let t = r.totals();
+    if t.reclaimable_vcpus > 0 {
+        let _ = write!(
+            out,
+            "; reclaimable now: {} vCPUs, {:.1} GiB",
+            t.reclaimable_vcpus,
+            t.reclaimable_mem_mib as f64 / 1024.0
+        );
+    }
+    out
+}
+
+/// `datagrams: N lost, ...`: the sequence totals as a line.
+pub fn seq_line(r: &Report) -> String {
+    let t = r.totals();
+    format!(
+        "datagrams: {} lost, {} duplicated, {} out of order, {} seq jumps; {} agent restarts",
+        t.lost, t.duplicates, t.out_of_order, t.seq_jumps, t.restarts
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_format_in_si_units() {
+        assert_eq!(fmt_rate(0.0), "0 B/s");
+        assert_eq!(fmt_rate(410.4), "410 B/s");
+        assert_eq!(fmt_rate(12_345.0), "12.3 kB/s");
+        assert_eq!(fmt_rate(4_560_000.0), "4.6 MB/s");
+    }
+
+    #[test]
+    fn ages_round_down_to_a_readable_unit() {
+        assert_eq!(fmt_age(59_999), "59s ago");
+        assert_eq!(fmt_age(300_000), "5m ago");
+        assert_eq!(fmt_age(3 * 3_600_000), "3h ago");
+    }
+
+    #[test]
+    fn every_reason_has_words_and_figures() {
+        let r = Reason::Quiet {
+            quiet_ms: 181_000,
+            intervals: 3,
+            interval_s: 60,
+        };
+        assert_eq!(reason_text(&r), "nothing for 181 s > 3 x 60 s interval");
+        assert_eq!(reason_figures(&r), (181.0, Some(180.0)));
+        let both = [
+            Reason::CpuP99AtMost {
+                p99: 22.0,
+                limit: 40.0,
+            },
+            Reason::MemMaxAtMost {
+                max: 31.0,
+                limit: 40.0,
+            },
+        ];
+        assert_eq!(
+            reasons_text(&both),
+            "p99 cpu 22.0% <= 40%, max mem 31.0% <= 40%"
+        );
+    }
+}

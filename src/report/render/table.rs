@@ -1,0 +1,101 @@
+//! The table: one aligned line per VM, then the fleet's summary lines.
+
+use std::fmt::Write as _;
+
+use super::{advice, fmt_age, fmt_rate, reasons_text, seq_line, summary_line};
+use crate::report::{Report, VmReport};
+
+const HEAD: [&str; 12] = [
+    "VM",
+    "CATEGORY",
+    "SAMPLES",
+    "VCPU",
+    "MEM_MIB",
+    "CPU% p50/p95/p99/max",
+    "MEM% p95/max",
+    "NET p95",
+    "DISK p95",
+    "LOST/DUP/OOO/RST",
+    "SEEN",
+    "ADVICE: REASON",
+];
+
+/// Columns aligned to the right (numbers).
+const RIGHT: std::ops::RangeInclusive<usize> = 2..=4;
+
+fn cells(r: &VmReport, as_of_ms: u64) -> [String; 12] {
+    let v = &r.vm;
+    let mut advice_text = format!(
+        "{}: {}",
+        advice(r.verdict.category),
+        reasons_text(&r.verdict.reasons)
+    );
+    if v.size_changes > 0 {
+        let when = v.last_size_change_ms.map_or(String::new(), |t| {
+            format!(", last {}", fmt_age(as_of_ms.saturating_sub(t)))
+        });
+        let _ = write!(
+            advice_text,
+            " (size changed {} times{when}; the most frequent is shown)",
+            v.size_changes
+        );
+    }
+    if v.seq_jumps > 0 {
+        let _ = write!(advice_text, " ({} seq jumps)", v.seq_jumps);
+    }
+    [
+        v.ip.to_string(),
+        r.verdict.category.name().to_string(),
+        v.samples.to_string(),
+        v.vcpus.to_string(),
+        v.mem_mib.to_string(),
+        format!(
+            "{:.1}/{:.1}/{:.1}/{:.1}",
+            v.cpu_p50, v.cpu_p95, v.cpu_p99, v.cpu_max
+        ),
+        format!("{:.1}/{:.1}", v.mem_p95, v.mem_max),
+        fmt_rate(v.net_p95_bps),
+        fmt_rate(v.disk_p95_bps),
+        format!(
+            "{}/{}/{}/{}",
+            v.lost, v.duplicates, v.out_of_order, v.restarts
+        ),
+        fmt_age(as_of_ms.saturating_sub(v.last_seen_ms)),
+        advice_text,
+    ]
+}
+
+pub fn render(r: &Report) -> String {
+    let rows: Vec<[String; 12]> = r.vms.iter().map(|v| cells(v, r.window.as_of_ms)).collect();
+    let mut widths = HEAD.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[&str]| {
+        let mut l = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(cell);
+            } else if RIGHT.contains(&i) {
+                let _ = write!(l, "{cell:>w$}  ", w = widths[i]);
+            } else {
+                let _ = write!(l, "{cell:<w$}  ", w = widths[i]);
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&HEAD);
+    for row in &rows {
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        line(&cells);
+    }
+    out.push_str(&summary_line(r));
+    out.push('\n');
+    out.push_str(&seq_line(r));
+    out.push('\n');
+    out
+}

@@ -1,0 +1,341 @@
+//! What one VM's rows in the window add up to, in memory that does not grow
+//! with the rows: CPU and memory percentiles from exact counts per value
+//! (they are 0.01 % steps, 0..=10000, so 10,001 counters hold any number
+//! of samples exactly), network and disk rates from an HDR histogram
+//! (within 0.1 %), and sequence numbers as ranges per boot.
+//!
+//! Nothing one datagram says is taken at its word (an outside audit
+//! spoofed single datagrams into verdicts): the VM's interval and size are
+//! the most frequent ones over the window, a duplicated (boot_id, seq) is
+//! counted once, a forward seq gap larger than the time the rows span could
+//! hold is a `seq_jump` rather than millions of losses, a final flag counts
+//! only from the VM's own boot, and every total saturates.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use hdrhistogram::Histogram;
+
+use crate::wire::{MAX_PCT_X100, Row};
+
+/// What one VM's rows say, before any verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmSummary {
+    pub ip: IpAddr,
+    /// Distinct (boot_id, seq) rows in the window.
+    pub samples: u64,
+    /// The most frequent size and interval in the window.
+    pub vcpus: u16,
+    pub mem_mib: u32,
+    pub interval_s: u16,
+    /// Times the size differed from the row before, and when it last did.
+    pub size_changes: u64,
+    pub last_size_change_ms: Option<u64>,
+    pub cpu_p50: f64,
+    pub cpu_p95: f64,
+    pub cpu_p99: f64,
+    pub cpu_max: f64,
+    pub mem_p95: f64,
+    pub mem_max: f64,
+    /// p95 of (net rx + tx) / interval, bytes/s.
+    pub net_p95_bps: f64,
+    /// p95 of (disk read + write) / interval, bytes/s.
+    pub disk_p95_bps: f64,
+    /// Gaps in seq within a boot (each at most the bound of a seq jump).
+    pub lost: u64,
+    /// Rows whose (boot_id, seq) was already seen.
+    pub duplicates: u64,
+    /// Rows that arrived after a higher seq of the same boot.
+    pub out_of_order: u64,
+    /// New boot_ids after the first.
+    pub restarts: u64,
+    /// Forward seq gaps too large to be loss (see [`jump_bound`]).
+    pub seq_jumps: u64,
+    pub first_seen_ms: u64,
+    pub last_seen_ms: u64,
+    /// The latest row carries the final flag, from a boot seen before it:
+    /// the agent stopped on purpose.
+    pub stopped: bool,
+    /// Lines of the files that are not rows (torn last line excluded).
+    pub bad_rows: u64,
+}
+
+/// Exact counts of a percentage in 0.01 % steps.
+struct PctCounts {
+    counts: Box<[u64]>,
+    n: u64,
+}
+
+impl PctCounts {
+    fn new() -> PctCounts {
+        PctCounts {
+            counts: vec![0; usize::from(MAX_PCT_X100) + 1].into_boxed_slice(),
+            n: 0,
+        }
+    }
+
+    fn add(&mut self, x100: u16) {
+        self.counts[usize::from(x100.min(MAX_PCT_X100))] += 1;
+        self.n += 1;
+    }
+
+    /// Nearest-rank percentile, in percent.
+    fn percentile(&self, p: f64) -> f64 {
+        let rank = ((p / 100.0) * self.n as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (value, count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return value as f64 / 100.0;
+            }
+        }
+        0.0
+    }
+
+    fn max(&self) -> f64 {
+        self.counts
+            .iter()
+            .rposition(|c| *c > 0)
+            .map_or(0.0, |v| v as f64 / 100.0)
+    }
+}
+
+/// Rates, bytes/s, to 3 significant digits (0.1 %).
+fn rate_histogram() -> Histogram<u64> {
+    Histogram::new(3).expect("3 significant digits is valid")
+}
+
+/// The nearest-rank p95 as the low end of its bucket: exact below 2,048,
+/// within 0.1 % above.
+fn p95(h: &Histogram<u64>) -> f64 {
+    h.lowest_equivalent(h.value_at_quantile(0.95)) as f64
+}
+
+/// Records `v`, growing the histogram's range as needed (its
+/// `saturating_record` would clamp to the range it has instead).
+fn record(h: &mut Histogram<u64>, v: u64) {
+    if h.record(v).is_err() {
+        h.saturating_record(v);
+    }
+}
+
+/// Ranges of seq seen in a VM's rows, over all its boots, before the cap.
+const MAX_RANGES: usize = 1 << 16;
+
+/// One boot's seq numbers: sorted, disjoint, non-touching inclusive ranges
+/// (one range while nothing is lost), and the highest seq so far.
+#[derive(Debug, Default)]
+struct Boot {
+    ranges: Vec<(u64, u64)>,
+    max: u64,
+    rows: u64,
+}
+
+/// What inserting a seq found.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    New,
+    Duplicate,
+    /// Past [`MAX_RANGES`]: neither stored nor known to be new.
+    Untracked,
+}
+
+impl Boot {
+    fn insert(&mut self, s: u64, ranges_left: usize) -> Seen {
+        let i = self.ranges.partition_point(|r| r.1 < s);
+        if self.ranges.get(i).is_some_and(|r| r.0 <= s) {
+            return Seen::Duplicate;
+        }
+        let joins_prev = i > 0 && self.ranges[i - 1].1.checked_add(1) == Some(s);
+        let joins_next = self
+            .ranges
+            .get(i)
+            .is_some_and(|r| s.checked_add(1) == Some(r.0));
+        match (joins_prev, joins_next) {
+            (true, true) => {
+                self.ranges[i - 1].1 = self.ranges[i].1;
+                self.ranges.remove(i);
+            }
+            (true, false) => self.ranges[i - 1].1 = s,
+            (false, true) => self.ranges[i].0 = s,
+            (false, false) if ranges_left == 0 => return Seen::Untracked,
+            (false, false) => self.ranges.insert(i, (s, s)),
+        }
+        Seen::New
+    }
+}
+
+/// The largest forward seq gap counted as loss: twice the intervals the
+/// VM's rows span, plus 100 for clock skew and bursts. A real gap of g
+/// datagrams needs g intervals to pass; a larger one is a restarted counter
+/// or a spoofed datagram (one seq of 2^64-1 once reported 1.8e19 lost).
+pub fn jump_bound(span_ms: u64, interval_s: u16) -> u64 {
+    let intervals = span_ms / (u64::from(interval_s.max(1)) * 1000);
+    intervals.saturating_mul(2).saturating_add(100)
+}
+
+/// Distinct values counted for the most-frequent choice, at most: a
+/// spoofer cannot grow the map past this (later values are not counted).
+const MAX_DISTINCT: usize = 4096;
+
+fn count_value<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u64>, key: K) {
+    let len = map.len();
+    match map.get_mut(&key) {
+        Some(n) => *n += 1,
+        None if len < MAX_DISTINCT => {
+            map.insert(key, 1);
+        }
+        None => {}
+    }
+}
+
+/// The most frequent key; ties go to the larger key, so the choice does
+/// not depend on the map's order.
+fn most_frequent<K: Copy + Ord>(map: &HashMap<K, u64>) -> Option<K> {
+    map.iter().max_by_key(|(k, n)| (**n, **k)).map(|(k, _)| *k)
+}
+
+/// Folds a VM's rows, in receive order, into its summary.
+pub struct Accumulator {
+    cpu: PctCounts,
+    mem: PctCounts,
+    net: Histogram<u64>,
+    disk: Histogram<u64>,
+    boots: HashMap<u32, Boot>,
+    ranges: usize,
+    duplicates: u64,
+    out_of_order: u64,
+    intervals: HashMap<u16, u64>,
+    sizes: HashMap<(u16, u32), u64>,
+    size: Option<(u16, u32)>,
+    size_changes: u64,
+    last_size_change_ms: Option<u64>,
+    first_seen_ms: Option<u64>,
+    last: Option<Row>,
+    bad_rows: u64,
+}
+
+impl Default for Accumulator {
+    fn default() -> Self {
+        Accumulator {
+            cpu: PctCounts::new(),
+            mem: PctCounts::new(),
+            net: rate_histogram(),
+            disk: rate_histogram(),
+            boots: HashMap::new(),
+            ranges: 0,
+            duplicates: 0,
+            out_of_order: 0,
+            intervals: HashMap::new(),
+            sizes: HashMap::new(),
+            size: None,
+            size_changes: 0,
+            last_size_change_ms: None,
+            first_seen_ms: None,
+            last: None,
+            bad_rows: 0,
+        }
+    }
+}
+
+impl Accumulator {
+    pub fn add(&mut self, row: &Row) {
+        let s = &row.stat;
+        let boot = self.boots.entry(s.boot_id).or_default();
+        let before = boot.ranges.len();
+        match boot.insert(s.seq, MAX_RANGES.saturating_sub(self.ranges)) {
+            Seen::Duplicate => {
+                self.duplicates = self.duplicates.saturating_add(1);
+                return;
+            }
+            Seen::New | Seen::Untracked => {}
+        }
+        self.ranges = self.ranges + boot.ranges.len() - before;
+        if boot.rows > 0 && s.seq < boot.max {
+            self.out_of_order = self.out_of_order.saturating_add(1);
+        }
+        boot.max = if boot.rows == 0 {
+            s.seq
+        } else {
+            boot.max.max(s.seq)
+        };
+        boot.rows += 1;
+
+        self.cpu.add(s.cpu_pct_x100);
+        self.mem.add(s.mem_pct_x100);
+        let secs = u64::from(s.interval_s.max(1));
+        let net = s.net_rx_bytes.saturating_add(s.net_tx_bytes) / secs;
+        let disk = s.disk_read_bytes.saturating_add(s.disk_write_bytes) / secs;
+        record(&mut self.net, net);
+        record(&mut self.disk, disk);
+        count_value(&mut self.intervals, s.interval_s);
+        let size = (s.vcpus, s.mem_mib);
+        count_value(&mut self.sizes, size);
+        if self.size.is_some_and(|was| was != size) {
+            self.size_changes = self.size_changes.saturating_add(1);
+            self.last_size_change_ms = Some(row.recv_ms);
+        }
+        self.size = Some(size);
+        self.first_seen_ms.get_or_insert(row.recv_ms);
+        self.last = Some(*row);
+    }
+
+    pub fn add_bad_row(&mut self) {
+        self.bad_rows = self.bad_rows.saturating_add(1);
+    }
+
+    pub fn bad_rows(&self) -> u64 {
+        self.bad_rows
+    }
+
+    /// `None` when no row was added.
+    pub fn finish(self, ip: IpAddr) -> Option<VmSummary> {
+        let last = self.last?;
+        let first_seen_ms = self.first_seen_ms.unwrap_or(last.recv_ms);
+        let interval_s = most_frequent(&self.intervals).unwrap_or(last.stat.interval_s);
+        let (vcpus, mem_mib) =
+            most_frequent(&self.sizes).unwrap_or((last.stat.vcpus, last.stat.mem_mib));
+        let bound = jump_bound(last.recv_ms.saturating_sub(first_seen_ms), interval_s);
+        let (mut lost, mut seq_jumps) = (0u64, 0u64);
+        for boot in self.boots.values() {
+            for pair in boot.ranges.windows(2) {
+                let gap = pair[1].0 - pair[0].1 - 1;
+                if gap <= bound {
+                    lost = lost.saturating_add(gap);
+                } else {
+                    seq_jumps += 1;
+                }
+            }
+        }
+        let own_boot = self
+            .boots
+            .get(&last.stat.boot_id)
+            .is_some_and(|b| b.rows >= 2);
+        Some(VmSummary {
+            ip,
+            samples: self.cpu.n,
+            vcpus,
+            mem_mib,
+            interval_s,
+            size_changes: self.size_changes,
+            last_size_change_ms: self.last_size_change_ms,
+            cpu_p50: self.cpu.percentile(50.0),
+            cpu_p95: self.cpu.percentile(95.0),
+            cpu_p99: self.cpu.percentile(99.0),
+            cpu_max: self.cpu.max(),
+            mem_p95: self.mem.percentile(95.0),
+            mem_max: self.mem.max(),
+            net_p95_bps: p95(&self.net),
+            disk_p95_bps: p95(&self.disk),
+            lost,
+            duplicates: self.duplicates,
+            out_of_order: self.out_of_order,
+            restarts: (self.boots.len() as u64).saturating_sub(1),
+            seq_jumps,
+            first_seen_ms,
+            last_seen_ms: last.recv_ms,
+            stopped: last.stat.is_final() && own_boot,
+            bad_rows: self.bad_rows,
+        })
+    }
+}
