@@ -313,7 +313,8 @@ fn finish(
     let elapsed_s = started.elapsed().as_secs_f64();
     eprint!("{}", stats::summary(&counters, elapsed_s, &latency));
     if !cfg.discard {
-        let report = report::build(&cfg.data_dir, &cfg.report, crate::unix_ms())?;
+        let dirs = [cfg.data_dir.clone()];
+        let report = report::build(&dirs, &cfg.report, crate::unix_ms())?;
         report::write(&report, cfg.report.format, cfg.report.file.as_deref())?;
     }
     if !losses.is_empty() {

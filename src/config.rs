@@ -237,10 +237,12 @@ impl Default for ReportConfig {
 /// `udp-aggregator report`: the report from the files alone.
 #[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct OfflineReportConfig {
-    /// Directory of the per-VM files.
-    #[arg(long, default_value = DEFAULT_DATA_DIR)]
-    pub data_dir: PathBuf,
-    /// Judge SILENT against this time (Unix ms) instead of now.
+    /// Directory of the per-VM files (repeatable: VMs found in several are
+    /// merged by address, each datagram counted once).
+    #[arg(long = "data-dir", default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
+    pub data_dirs: Vec<PathBuf>,
+    /// The window ends here (Unix ms) instead of now; SILENT is judged
+    /// against it.
     #[arg(long, value_name = "UNIX_MS")]
     pub as_of: Option<u64>,
     #[command(flatten)]

@@ -247,6 +247,39 @@ pub fn ip_from_file_name(name: &str) -> Option<IpAddr> {
     (file_name(ip) == name).then_some(ip)
 }
 
+/// One part of a VM's history in a data dir, as the contract names them:
+/// the live file `<ip>.csv`, or a part logrotate moved aside: `<ip>.csv.1`,
+/// `<ip>.csv.2.gz`, `<ip>.csv-20261126`, `<ip>.csv-20261126.gz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilePart {
+    pub ip: IpAddr,
+    pub gzip: bool,
+    pub rotated: bool,
+}
+
+/// What part of which VM's history a file name is; `None` for any other
+/// name.
+pub fn file_part(name: &str) -> Option<FilePart> {
+    let at = name.find(".csv")? + ".csv".len();
+    let ip = ip_from_file_name(&name[..at])?;
+    let suffix = &name[at..];
+    let (rest, gzip) = match suffix.strip_suffix(".gz") {
+        Some(rest) => (rest, true),
+        None => (suffix, false),
+    };
+    let numbered = |s: &str, extra: &[char]| {
+        !s.is_empty() && s.chars().all(|c| c.is_ascii_digit() || extra.contains(&c))
+    };
+    let rotated = match (rest.strip_prefix('.'), rest.strip_prefix('-')) {
+        _ if rest.is_empty() => false,
+        (Some(n), _) if numbered(n, &[]) => true,
+        (_, Some(date)) if numbered(date, &['-']) => true,
+        _ => return None,
+    };
+    // A compressed live file is no name logrotate gives.
+    (rotated || !gzip).then_some(FilePart { ip, gzip, rotated })
+}
+
 /// Appends a hundredths value as a percentage with exactly two decimals.
 fn push_pct(out: &mut Vec<u8>, x100: u16) {
     let mut ints = itoa::Buffer::new();
@@ -654,6 +687,30 @@ pub(crate) mod tests {
             fn parse_row_never_panics(line in "[0-9.,x-]{0,120}") {
                 let _ = parse_row(&line);
             }
+        }
+    }
+
+    #[test]
+    fn rotated_parts_belong_to_their_vm() {
+        let ip: IpAddr = "127.1.0.7".parse().unwrap();
+        let part = |gzip, rotated| Some(FilePart { ip, gzip, rotated });
+        assert_eq!(file_part("127.1.0.7.csv"), part(false, false));
+        assert_eq!(file_part("127.1.0.7.csv.1"), part(false, true));
+        assert_eq!(file_part("127.1.0.7.csv.2.gz"), part(true, true));
+        assert_eq!(file_part("127.1.0.7.csv-20261126"), part(false, true));
+        assert_eq!(file_part("127.1.0.7.csv-20261126.gz"), part(true, true));
+        let v6 = file_part("fd00__5.csv.3").map(|p| p.ip);
+        assert_eq!(v6, Some("fd00::5".parse().unwrap()));
+        for other in [
+            "127.1.0.7.csv.gz",
+            "127.1.0.7.csv.old",
+            "127.1.0.7.csv.1.bak",
+            "127.1.0.7.csv-",
+            "127.1.0.7.csvx",
+            "notes.csv.1",
+            "127.1.0.7.txt",
+        ] {
+            assert_eq!(file_part(other), None, "{other}");
         }
     }
 }

@@ -189,3 +189,42 @@ fn one_spoofed_datagram_changes_no_verdict_and_no_total() {
     assert_eq!(vm["datagrams"]["lost"], 0);
     assert_eq!(json["summary"]["reclaimable_vcpus"], 4);
 }
+
+#[test]
+fn two_aggregators_fed_the_same_datagrams_report_each_once() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let agg_a = Aggregator::start(a.path(), &[]);
+    let agg_b = Aggregator::start(b.path(), &[]);
+    let sock = vm_socket("127.38.0.1");
+    for seq in 0..20 {
+        // A misses seq 5, B misses seq 12; everything else reaches both.
+        if seq != 5 {
+            send(&sock, agg_a.addr, &stat(seq));
+        }
+        if seq != 12 {
+            send(&sock, agg_b.addr, &stat(seq));
+        }
+    }
+    assert!(agg_a.stop().success && agg_b.stop().success);
+    let out = Command::new(AGGREGATOR)
+        .args(["report", "--report-format", "json", "--window", "all"])
+        .arg("--data-dir")
+        .arg(a.path())
+        .arg("--data-dir")
+        .arg(b.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["summary"]["vms"], 1);
+    let d = &json["vms"][0]["datagrams"];
+    assert_eq!(
+        (d["samples"].as_u64(), d["lost"].as_u64()),
+        (Some(20), Some(0))
+    );
+    assert_eq!(d["duplicates"], 0);
+}

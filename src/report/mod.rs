@@ -6,9 +6,9 @@
 //! and the aggregator keeps no per-VM statistics in memory while it runs.
 //! A report's way, module by module:
 //!
-//! 1. [`scan`]: the VM files of the data dir, each read (without trusting
-//!    it) for the rows in the [`Window`] (`--window`, default 14 days,
-//!    before `--as-of`);
+//! 1. [`scan`]: each VM's files (its live file and rotated parts, in one
+//!    data dir or several), read without trusting them, for the rows in
+//!    the [`Window`] (`--window`, default 14 days, before `--as-of`);
 //! 2. [`summary`]: one VM's rows folded into its [`VmSummary`] in bounded
 //!    memory (exact CPU and memory percentiles; nothing one spoofed
 //!    datagram says taken at its word);
@@ -111,19 +111,19 @@ impl Report {
     }
 }
 
-/// Builds the report of every VM file in `data_dir`, over the configured
-/// window before `as_of_ms`. Files that cannot be read are reported on
-/// stderr and left out, so one bad file does not hide the other VMs.
-pub fn build(data_dir: &Path, cfg: &ReportConfig, as_of_ms: u64) -> Result<Report, ReportError> {
+/// Builds the report of every VM in `data_dirs` (merged by address), over
+/// the configured window before `as_of_ms`. Files that cannot be read are
+/// reported on stderr and left out, so one bad file hides nothing else.
+pub fn build(
+    data_dirs: &[PathBuf],
+    cfg: &ReportConfig,
+    as_of_ms: u64,
+) -> Result<Report, ReportError> {
     let window = Window::before(as_of_ms, cfg.window.length());
-    let mut summaries = Vec::new();
-    for (ip, path) in scan::vm_files(data_dir)? {
-        match scan::summarize_file(&path, ip, &window) {
-            Ok(Some(vm)) => summaries.push(vm),
-            Ok(None) => {}
-            Err(e) => crate::log_line(&format!("warning: {e}; file left out of the report")),
-        }
-    }
+    let summaries = scan::vm_files(data_dirs)?
+        .into_iter()
+        .filter_map(|(ip, parts)| scan::summarize_vm(ip, &parts, &window))
+        .collect();
     Ok(Report::new(summaries, &cfg.thresholds, window))
 }
 
@@ -131,7 +131,7 @@ pub fn build(data_dir: &Path, cfg: &ReportConfig, as_of_ms: u64) -> Result<Repor
 pub fn offline(cfg: &OfflineReportConfig) -> Result<(), ReportError> {
     cfg.report.thresholds.validate()?;
     let as_of = cfg.as_of.unwrap_or_else(crate::unix_ms);
-    let report = build(&cfg.data_dir, &cfg.report, as_of)?;
+    let report = build(&cfg.data_dirs, &cfg.report, as_of)?;
     write(&report, cfg.report.format, cfg.report.file.as_deref())
 }
 
@@ -513,6 +513,10 @@ mod tests {
         assert_eq!(render(&empty, ReportFormat::Csv), "");
     }
 
+    fn dirs(dir: &tempfile::TempDir) -> Vec<PathBuf> {
+        vec![dir.path().to_path_buf()]
+    }
+
     fn report_cfg(window: Option<std::time::Duration>) -> ReportConfig {
         ReportConfig {
             window: window.map_or(crate::config::Lookback::All, crate::config::Lookback::Last),
@@ -532,7 +536,7 @@ mod tests {
         text.extend_from_slice(b"1764110400200,17641104");
         std::fs::write(&path, text).unwrap();
         std::fs::write(dir.path().join("README.txt"), "not a VM").unwrap();
-        let r = build(dir.path(), &report_cfg(None), AS_OF).unwrap();
+        let r = build(&dirs(&dir), &report_cfg(None), AS_OF).unwrap();
         assert_eq!(r.vms.len(), 1);
         assert_eq!(r.vms[0].vm.samples, 6);
         assert_eq!(r.vms[0].vm.bad_rows, 1);
@@ -553,13 +557,13 @@ mod tests {
         }
         std::fs::write(dir.path().join("127.1.0.1.csv"), text).unwrap();
         let day = Some(std::time::Duration::from_secs(86_400));
-        let r = build(dir.path(), &report_cfg(day), AS_OF).unwrap();
+        let r = build(&dirs(&dir), &report_cfg(day), AS_OF).unwrap();
         assert_eq!(r.vms[0].vm.samples, 10);
         assert_eq!(r.vms[0].verdict.category, Category::Idle);
-        let r = build(dir.path(), &report_cfg(None), AS_OF).unwrap();
+        let r = build(&dirs(&dir), &report_cfg(None), AS_OF).unwrap();
         assert_eq!(r.vms[0].vm.samples, 20);
         // Nothing after --as-of: a report of the past is repeatable.
-        let r = build(dir.path(), &report_cfg(None), AS_OF - 86_400_000).unwrap();
+        let r = build(&dirs(&dir), &report_cfg(None), AS_OF - 86_400_000).unwrap();
         assert_eq!(r.vms[0].vm.samples, 10);
         assert_eq!(r.vms[0].verdict.category, Category::Silent);
     }
@@ -569,12 +573,95 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("127.1.0.9.csv");
         std::fs::write(&path, "hello\n").unwrap();
-        let err = scan::summarize_file(&path, "127.1.0.9".parse().unwrap(), &window()).unwrap_err();
+        let part = scan::Part { path, gzip: false };
+        let mut acc = Accumulator::default();
+        let err = scan::read_part(&part, &window(), &mut acc).unwrap_err();
         assert!(err.to_string().contains("127.1.0.9.csv"), "{err}");
-        let missing = build(&dir.path().join("nope"), &report_cfg(None), 0).unwrap_err();
+        let nope = [dir.path().join("nope")];
+        let missing = build(&nope, &report_cfg(None), 0).unwrap_err();
         assert!(
             missing.to_string().starts_with("cannot read data dir"),
             "{missing}"
         );
+    }
+
+    /// A VM file holding `rows`, with the header.
+    fn file_text(rows: &[Row]) -> Vec<u8> {
+        let mut text = wire::CSV_HEADER.as_bytes().to_vec();
+        for r in rows {
+            wire::push_row(&mut text, r.recv_ms, &r.stat);
+        }
+        text
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn rotated_parts_and_gzip_are_one_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = steady(30, 310, 5000, 410, 0);
+        let d = dir.path();
+        std::fs::write(d.join("127.1.0.1.csv.2.gz"), gzip(&file_text(&rows[..10]))).unwrap();
+        std::fs::write(d.join("127.1.0.1.csv-20261125"), file_text(&rows[10..20])).unwrap();
+        std::fs::write(d.join("127.1.0.1.csv"), file_text(&rows[20..])).unwrap();
+        let r = build(&dirs(&dir), &report_cfg(None), AS_OF).unwrap();
+        assert_eq!(r.vms.len(), 1);
+        let vm = &r.vms[0].vm;
+        assert_eq!((vm.samples, vm.lost, vm.duplicates), (30, 0, 0));
+    }
+
+    #[test]
+    fn a_part_last_written_before_the_window_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("127.1.0.1.csv.1");
+        // Junk that would fail the header check, were it read.
+        std::fs::write(&old, "not a vmstats file\n").unwrap();
+        let long_ago =
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(AS_OF - 3 * 86_400_000);
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        std::fs::write(
+            dir.path().join("127.1.0.1.csv"),
+            file_text(&steady(6, 310, 5000, 410, 0)),
+        )
+        .unwrap();
+        let part = scan::Part {
+            path: old,
+            gzip: false,
+        };
+        let day = Window::before(AS_OF, Some(std::time::Duration::from_secs(86_400)));
+        assert!(scan::read_part(&part, &day, &mut Accumulator::default()).is_ok());
+        assert!(scan::read_part(&part, &window(), &mut Accumulator::default()).is_err());
+    }
+
+    #[test]
+    fn two_data_dirs_count_each_datagram_once() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let rows = steady(20, 310, 5000, 410, 0);
+        // Each aggregator missed a different datagram; A also got one twice.
+        let mut in_a: Vec<Row> = rows.iter().filter(|r| r.stat.seq != 5).copied().collect();
+        in_a.push(rows[7]);
+        let in_b: Vec<Row> = rows.iter().filter(|r| r.stat.seq != 12).copied().collect();
+        std::fs::write(a.path().join("127.1.0.1.csv"), file_text(&in_a)).unwrap();
+        std::fs::write(b.path().join("127.1.0.1.csv"), file_text(&in_b)).unwrap();
+        let both = [a.path().to_path_buf(), b.path().to_path_buf()];
+        let r = build(&both, &report_cfg(None), AS_OF).unwrap();
+        assert_eq!(r.vms.len(), 1);
+        let vm = &r.vms[0].vm;
+        assert_eq!(vm.samples, 20, "every datagram once");
+        assert_eq!(vm.lost, 0, "what one missed, the other has");
+        assert_eq!(vm.duplicates, 1, "only the repeat within A");
+        assert_eq!(vm.out_of_order, 0, "a repeat is a duplicate, not also late");
+        let only_a = build(&dirs(&a), &report_cfg(None), AS_OF).unwrap();
+        assert_eq!((only_a.vms[0].vm.samples, only_a.vms[0].vm.lost), (19, 1));
     }
 }

@@ -1,16 +1,23 @@
-//! Reading a data dir: which files are VM files, and each file's rows in
-//! the report's window, read without trusting the file.
+//! Reading data dirs: which files hold which VM's history, and their rows
+//! in the report's window, read without trusting the files.
 //!
-//! Files are opened through the store's check ([`store::open_regular`]:
+//! A VM's history is its live file plus the parts logrotate moved aside
+//! (`<ip>.csv.1`, `<ip>.csv.2.gz`, `<ip>.csv-20261126.gz`), in one data dir
+//! or several (`--data-dir` repeated: two aggregators fed by the same
+//! agents, or shards). A part last written before the window began holds
+//! no row of it and is not read. Files are opened through the store's check ([`store::open_regular`]:
 //! no symlink followed, no FIFO waited on, regular files only) and read a
 //! bounded line at a time, so a planted FIFO cannot hang the report and an
 //! endless line cannot grow its memory.
 
+use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::{self, BufRead, BufReader};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
+
+use flate2::read::MultiGzDecoder;
 
 use crate::store::{self, OpenError};
 use crate::wire;
@@ -91,63 +98,116 @@ fn next_line(reader: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<Line> 
     }
 }
 
-/// The VM files of a data dir, with their VMs' addresses.
-pub fn vm_files(data_dir: &Path) -> Result<Vec<(IpAddr, PathBuf)>, ReportError> {
-    let dir_err = |error| ReportError::DataDir {
-        path: data_dir.to_path_buf(),
-        error,
-    };
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(data_dir).map_err(dir_err)? {
-        let entry = entry.map_err(dir_err)?;
-        let name = entry.file_name();
-        if let Some(ip) = name.to_str().and_then(wire::ip_from_file_name) {
-            files.push((ip, entry.path()));
-        }
-    }
-    Ok(files)
+/// One file of a VM's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    pub path: PathBuf,
+    pub gzip: bool,
 }
 
-/// Reads one VM file's rows in `window` into its summary: header checked,
-/// torn last line skipped (the contract allows one after a crash), bad
-/// lines counted. `Ok(None)` for a file with no rows in the window, or one
-/// that is not a regular file (a symlink, FIFO or device planted in the
-/// data dir is never read).
-pub fn summarize_file(
-    path: &Path,
-    ip: IpAddr,
-    window: &Window,
-) -> Result<Option<VmSummary>, ReportError> {
+/// Every VM's files in `dirs`, by address (each VM's in a stable order).
+pub fn vm_files(dirs: &[PathBuf]) -> Result<BTreeMap<IpAddr, Vec<Part>>, ReportError> {
+    let mut vms: BTreeMap<IpAddr, Vec<Part>> = BTreeMap::new();
+    for dir in dirs {
+        let dir_err = |error| ReportError::DataDir {
+            path: dir.clone(),
+            error,
+        };
+        for entry in std::fs::read_dir(dir).map_err(dir_err)? {
+            let entry = entry.map_err(dir_err)?;
+            let name = entry.file_name();
+            if let Some(part) = name.to_str().and_then(wire::file_part) {
+                vms.entry(part.ip).or_default().push(Part {
+                    path: entry.path(),
+                    gzip: part.gzip,
+                });
+            }
+        }
+    }
+    for parts in vms.values_mut() {
+        parts.sort_by(|a, b| a.path.cmp(&b.path));
+    }
+    Ok(vms)
+}
+
+/// One VM's summary over `window` from all its parts, or `None` when no
+/// row of it lies in the window. A part that cannot be read is named on
+/// stderr and left out; the VM's other parts still count.
+pub fn summarize_vm(ip: IpAddr, parts: &[Part], window: &Window) -> Option<VmSummary> {
+    let mut acc = Accumulator::default();
+    for part in parts {
+        if let Err(e) = read_part(part, window, &mut acc) {
+            crate::log_line(&format!("warning: {e}; file left out of the report"));
+        }
+    }
+    acc.finish(ip)
+}
+
+/// Adds a part's rows in `window` to `acc`: header checked, torn last line
+/// skipped (the contract allows one after a crash), bad lines counted. A
+/// part that is not a regular file (a symlink, FIFO or device planted in
+/// the data dir) is never read.
+pub fn read_part(part: &Part, window: &Window, acc: &mut Accumulator) -> Result<(), ReportError> {
+    let path = &part.path;
     let err = |error| ReportError::File {
         path: path.to_path_buf(),
         error,
     };
-    let file = match store::open_regular(path, OpenOptions::new().read(true)) {
-        Ok((file, _)) => file,
+    let (file, meta) = match store::open_regular(path, OpenOptions::new().read(true)) {
+        Ok(opened) => opened,
         Err(OpenError::NotRegular(kind)) => {
             crate::log_line(&format!(
                 "warning: {}: {kind}, not a regular file; left out of the report",
                 path.display()
             ));
-            return Ok(None);
+            return Ok(());
         }
         Err(OpenError::Io(e)) => return Err(err(e)),
     };
-    let mut reader = BufReader::new(file);
-    let mut acc = Accumulator::default();
+    // Rows are received before they are written: a file last written
+    // before the window began has none in it.
+    let written_ms = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64);
+    if let (Some(from), Some(written)) = (window.from_ms, written_ms)
+        && written <= from
+    {
+        return Ok(());
+    }
+    acc.start_file();
+    let bad_before = acc.bad_rows();
+    if part.gzip {
+        read_rows(BufReader::new(MultiGzDecoder::new(file)), window, acc)
+    } else {
+        read_rows(BufReader::new(file), window, acc)
+    }
+    .map_err(err)?;
+    let bad = acc.bad_rows() - bad_before;
+    if bad > 0 {
+        crate::log_line(&format!(
+            "warning: {}: {bad} malformed lines skipped",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+fn read_rows(mut reader: impl BufRead, window: &Window, acc: &mut Accumulator) -> io::Result<()> {
     let mut line = Vec::with_capacity(MAX_LINE);
     let header = wire::CSV_HEADER.trim_end().as_bytes();
     let mut first = true;
     loop {
-        match next_line(&mut reader, &mut line).map_err(err)? {
-            Line::Eof | Line::Torn => break,
+        match next_line(&mut reader, &mut line)? {
+            Line::Eof | Line::Torn => return Ok(()),
             Line::TooLong => acc.add_bad_row(),
             Line::Whole if std::mem::take(&mut first) => {
                 if line != header {
-                    return Err(err(io::Error::new(
+                    return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         "first line is not the vmstats header",
-                    )));
+                    ));
                 }
             }
             Line::Whole => match std::str::from_utf8(&line).map(wire::parse_row) {
@@ -157,14 +217,6 @@ pub fn summarize_file(
             },
         }
     }
-    if acc.bad_rows() > 0 {
-        crate::log_line(&format!(
-            "warning: {}: {} malformed lines skipped",
-            path.display(),
-            acc.bad_rows()
-        ));
-    }
-    Ok(acc.finish(ip))
 }
 
 #[cfg(test)]
@@ -211,8 +263,10 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         std::os::unix::fs::symlink("/dev/zero", dir.path().join("127.6.0.2.csv")).unwrap();
         let all = Window::before(u64::MAX, None);
-        for (ip, path) in vm_files(dir.path()).unwrap() {
-            assert_eq!(summarize_file(&path, ip, &all).unwrap(), None);
+        let vms = vm_files(&[dir.path().to_path_buf()]).unwrap();
+        assert_eq!(vms.len(), 2);
+        for (ip, parts) in vms {
+            assert_eq!(summarize_vm(ip, &parts, &all), None);
         }
     }
 
@@ -225,7 +279,8 @@ mod tests {
         text.push('\n');
         std::fs::write(&path, text).unwrap();
         let all = Window::before(u64::MAX, None);
-        let vm = summarize_file(&path, "127.6.0.3".parse().unwrap(), &all).unwrap();
+        let part = Part { path, gzip: false };
+        let vm = summarize_vm("127.6.0.3".parse().unwrap(), &[part], &all);
         assert!(vm.is_none_or(|v| v.bad_rows == 1));
     }
 }

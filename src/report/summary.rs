@@ -123,7 +123,8 @@ fn record(h: &mut Histogram<u64>, v: u64) {
 const MAX_RANGES: usize = 1 << 16;
 
 /// One boot's seq numbers: sorted, disjoint, non-touching inclusive ranges
-/// (one range while nothing is lost), and the highest seq so far.
+/// (one range while nothing is lost), the rows taken and, within a file,
+/// the highest seq so far.
 #[derive(Debug, Default)]
 struct Boot {
     ranges: Vec<(u64, u64)>,
@@ -195,14 +196,23 @@ fn most_frequent<K: Copy + Ord>(map: &HashMap<K, u64>) -> Option<K> {
     map.iter().max_by_key(|(k, n)| (**n, **k)).map(|(k, _)| *k)
 }
 
-/// Folds a VM's rows, in receive order, into its summary.
+/// Folds a VM's rows into its summary, file by file: its live file and
+/// rotated parts, from one data dir or several (two aggregators fed by the
+/// same agents, or shards). Within a file rows are in receive order, so a
+/// repeated (boot_id, seq) there is a duplicate and a lower seq is out of
+/// order; across files a (boot_id, seq) already taken is the same datagram
+/// held twice, counted once and not called a duplicate.
 pub struct Accumulator {
     cpu: PctCounts,
     mem: PctCounts,
     net: Histogram<u64>,
     disk: Histogram<u64>,
+    /// Every file's seqs together: what counts once.
     boots: HashMap<u32, Boot>,
     ranges: usize,
+    /// This file's seqs: what is a duplicate or out of order.
+    file_boots: HashMap<u32, Boot>,
+    file_ranges: usize,
     duplicates: u64,
     out_of_order: u64,
     intervals: HashMap<u16, u64>,
@@ -224,6 +234,8 @@ impl Default for Accumulator {
             disk: rate_histogram(),
             boots: HashMap::new(),
             ranges: 0,
+            file_boots: HashMap::new(),
+            file_ranges: 0,
             duplicates: 0,
             out_of_order: 0,
             intervals: HashMap::new(),
@@ -239,26 +251,39 @@ impl Default for Accumulator {
 }
 
 impl Accumulator {
+    /// The rows that follow come from another file.
+    pub fn start_file(&mut self) {
+        self.file_boots.clear();
+        self.file_ranges = 0;
+        self.size = None;
+    }
+
     pub fn add(&mut self, row: &Row) {
         let s = &row.stat;
-        let boot = self.boots.entry(s.boot_id).or_default();
-        let before = boot.ranges.len();
-        match boot.insert(s.seq, MAX_RANGES.saturating_sub(self.ranges)) {
-            Seen::Duplicate => {
-                self.duplicates = self.duplicates.saturating_add(1);
-                return;
-            }
-            Seen::New | Seen::Untracked => {}
+        let in_file = self.file_boots.entry(s.boot_id).or_default();
+        let before = in_file.ranges.len();
+        let left = MAX_RANGES.saturating_sub(self.file_ranges);
+        if in_file.insert(s.seq, left) == Seen::Duplicate {
+            self.duplicates = self.duplicates.saturating_add(1);
+            return;
         }
-        self.ranges = self.ranges + boot.ranges.len() - before;
-        if boot.rows > 0 && s.seq < boot.max {
+        self.file_ranges = self.file_ranges + in_file.ranges.len() - before;
+        if in_file.rows > 0 && s.seq < in_file.max {
             self.out_of_order = self.out_of_order.saturating_add(1);
         }
-        boot.max = if boot.rows == 0 {
+        in_file.max = if in_file.rows == 0 {
             s.seq
         } else {
-            boot.max.max(s.seq)
+            in_file.max.max(s.seq)
         };
+        in_file.rows += 1;
+
+        let boot = self.boots.entry(s.boot_id).or_default();
+        let before = boot.ranges.len();
+        if boot.insert(s.seq, MAX_RANGES.saturating_sub(self.ranges)) == Seen::Duplicate {
+            return;
+        }
+        self.ranges = self.ranges + boot.ranges.len() - before;
         boot.rows += 1;
 
         self.cpu.add(s.cpu_pct_x100);
@@ -276,8 +301,13 @@ impl Accumulator {
             self.last_size_change_ms = Some(row.recv_ms);
         }
         self.size = Some(size);
-        self.first_seen_ms.get_or_insert(row.recv_ms);
-        self.last = Some(*row);
+        self.first_seen_ms = Some(
+            self.first_seen_ms
+                .map_or(row.recv_ms, |f| f.min(row.recv_ms)),
+        );
+        if self.last.is_none_or(|last| row.recv_ms >= last.recv_ms) {
+            self.last = Some(*row);
+        }
     }
 
     pub fn add_bad_row(&mut self) {
