@@ -220,6 +220,13 @@ pub struct ReportConfig {
     pub window: Lookback,
     #[command(flatten)]
     pub thresholds: Thresholds,
+    /// Monthly price of one vCPU: with it (or --price-gib-month), each VM
+    /// gets an estimated monthly saving and the fleet a total.
+    #[arg(long, value_name = "PRICE")]
+    pub price_vcpu_month: Option<f64>,
+    /// Monthly price of one GiB of memory.
+    #[arg(long, value_name = "PRICE")]
+    pub price_gib_month: Option<f64>,
     /// Report format.
     #[arg(long = "report-format", value_enum, default_value_t = ReportFormat::Table)]
     pub format: ReportFormat,
@@ -231,6 +238,38 @@ pub struct ReportConfig {
 impl Default for ReportConfig {
     fn default() -> Self {
         defaults()
+    }
+}
+
+/// What a vCPU and a GiB of memory cost a month.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prices {
+    pub vcpu_month: f64,
+    pub gib_month: f64,
+}
+
+impl ReportConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.thresholds.validate()?;
+        for (flag, v) in [
+            ("--price-vcpu-month", self.price_vcpu_month),
+            ("--price-gib-month", self.price_gib_month),
+        ] {
+            if let Some(v) = v
+                && !(v >= 0.0 && v.is_finite())
+            {
+                return Err(invalid(flag, format!("{v} is not a price >= 0")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The prices, when either was given (the other is then 0).
+    pub fn prices(&self) -> Option<Prices> {
+        (self.price_vcpu_month.is_some() || self.price_gib_month.is_some()).then(|| Prices {
+            vcpu_month: self.price_vcpu_month.unwrap_or(0.0),
+            gib_month: self.price_gib_month.unwrap_or(0.0),
+        })
     }
 }
 
@@ -391,7 +430,7 @@ impl AggregatorConfig {
                 ),
             ));
         }
-        self.report.thresholds.validate()
+        self.report.validate()
     }
 
     /// The longest a row may wait in memory: `--max-flush-delay`, or the
@@ -624,6 +663,23 @@ mod tests {
             ReportConfig::default().window.length(),
             Some(Duration::from_secs(14 * 86_400))
         );
+    }
+
+    #[test]
+    fn prices_are_optional_and_checked() {
+        let cfg = ReportConfig::default();
+        assert_eq!(cfg.prices(), None);
+        let cfg = ReportConfig {
+            price_gib_month: Some(3.5),
+            ..ReportConfig::default()
+        };
+        let p = cfg.prices().unwrap();
+        assert_eq!((p.vcpu_month, p.gib_month), (0.0, 3.5));
+        let bad = ReportConfig {
+            price_vcpu_month: Some(-1.0),
+            ..ReportConfig::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().flag, "--price-vcpu-month");
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub mod summary;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::config::{OfflineReportConfig, ReportConfig, ReportFormat, Thresholds};
+use crate::config::{OfflineReportConfig, Prices, ReportConfig, ReportFormat, Thresholds};
 
 pub use policy::{Category, Reason, Verdict};
 pub use scan::Window;
@@ -48,6 +48,8 @@ pub enum ReportError {
 pub struct VmReport {
     pub vm: VmSummary,
     pub verdict: Verdict,
+    /// Estimated monthly saving, when prices were given.
+    pub savings: Option<f64>,
 }
 
 /// The whole report.
@@ -55,13 +57,15 @@ pub struct VmReport {
 pub struct Report {
     /// The rows it covers; SILENT is judged against its end.
     pub window: Window,
+    /// Whether savings were estimated (prices given).
+    pub priced: bool,
     /// Ordered by category (reclaimable first), then address.
     pub vms: Vec<VmReport>,
 }
 
 /// Fleet totals. Every sum saturates: a spoofed figure of 2^64-1 must not
 /// wrap a total around to something that looks plausible.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Totals {
     pub lost: u64,
     pub duplicates: u64,
@@ -71,19 +75,35 @@ pub struct Totals {
     /// What the IDLE VMs hold.
     pub reclaimable_vcpus: u64,
     pub reclaimable_mem_mib: u64,
+    /// Estimated monthly savings of the fleet (0 without prices).
+    pub savings: f64,
 }
 
 impl Report {
-    pub fn new(summaries: Vec<VmSummary>, t: &Thresholds, window: Window) -> Report {
+    pub fn new(
+        summaries: Vec<VmSummary>,
+        t: &Thresholds,
+        prices: Option<Prices>,
+        window: Window,
+    ) -> Report {
         let mut vms: Vec<VmReport> = summaries
             .into_iter()
-            .map(|vm| VmReport {
-                verdict: policy::judge(&vm, t, window.as_of_ms),
-                vm,
+            .map(|vm| {
+                let verdict = policy::judge(&vm, t, window.as_of_ms);
+                let savings = prices.map(|p| policy::monthly_savings(&vm, verdict.category, p));
+                VmReport {
+                    vm,
+                    verdict,
+                    savings,
+                }
             })
             .collect();
         vms.sort_by_key(|v| (v.verdict.category, v.vm.ip));
-        Report { window, vms }
+        Report {
+            window,
+            priced: prices.is_some(),
+            vms,
+        }
     }
 
     pub fn count(&self, c: Category) -> usize {
@@ -106,6 +126,7 @@ impl Report {
                 reclaimable_mem_mib: t
                     .reclaimable_mem_mib
                     .saturating_add(held(u64::from(v.vm.mem_mib))),
+                savings: t.savings + v.savings.unwrap_or(0.0),
             }
         })
     }
@@ -124,12 +145,17 @@ pub fn build(
         .into_iter()
         .filter_map(|(ip, parts)| scan::summarize_vm(ip, &parts, &window))
         .collect();
-    Ok(Report::new(summaries, &cfg.thresholds, window))
+    Ok(Report::new(
+        summaries,
+        &cfg.thresholds,
+        cfg.prices(),
+        window,
+    ))
 }
 
 /// `udp-aggregator report`: the report of a data dir, from its files alone.
 pub fn offline(cfg: &OfflineReportConfig) -> Result<(), ReportError> {
-    cfg.report.thresholds.validate()?;
+    cfg.report.validate()?;
     let as_of = cfg.as_of.unwrap_or_else(crate::unix_ms);
     let report = build(&cfg.data_dirs, &cfg.report, as_of)?;
     write(&report, cfg.report.format, cfg.report.file.as_deref())
@@ -421,7 +447,7 @@ mod tests {
         let mut b = a.clone();
         b.ip = "127.1.0.2".parse().unwrap();
         b.lost = 5;
-        let r = Report::new(vec![a, b], &Thresholds::default(), window());
+        let r = Report::new(vec![a, b], &Thresholds::default(), None, window());
         let t = r.totals();
         assert_eq!(t.lost, u64::MAX);
         assert_eq!(t.reclaimable_vcpus, 2 * u64::from(u16::MAX));
@@ -433,7 +459,7 @@ mod tests {
         busy.ip = "fd00::5".parse().unwrap();
         let mut ok = summary_of(&steady(20, 5000, 6000, 50_000, 0));
         ok.ip = "127.1.0.0".parse().unwrap();
-        Report::new(vec![ok, busy, idle], &Thresholds::default(), window())
+        Report::new(vec![ok, busy, idle], &Thresholds::default(), None, window())
     }
 
     #[test]
@@ -509,7 +535,7 @@ mod tests {
             "{}",
             lines[1]
         );
-        let empty = Report::new(vec![], &Thresholds::default(), window());
+        let empty = Report::new(vec![], &Thresholds::default(), None, window());
         assert_eq!(render(&empty, ReportFormat::Csv), "");
     }
 
@@ -663,5 +689,45 @@ mod tests {
         assert_eq!(vm.out_of_order, 0, "a repeat is a duplicate, not also late");
         let only_a = build(&dirs(&a), &report_cfg(None), AS_OF).unwrap();
         assert_eq!((only_a.vms[0].vm.samples, only_a.vms[0].vm.lost), (19, 1));
+    }
+
+    #[test]
+    fn savings_are_all_of_an_idle_vm_and_half_of_an_oversized_one() {
+        let idle = summary_of(&steady(20, 310, 6000, 410, 0));
+        let mut over = summary_of(&steady(20, 2200, 3100, 50_000, 0));
+        over.ip = "127.1.0.2".parse().unwrap();
+        let mut ok = summary_of(&steady(20, 5000, 6000, 50_000, 0));
+        ok.ip = "127.1.0.3".parse().unwrap();
+        // 8 vCPUs at 20 and 16 GiB at 2.5 a month: 200 a VM.
+        let prices = Prices {
+            vcpu_month: 20.0,
+            gib_month: 2.5,
+        };
+        let r = Report::new(
+            vec![idle, over, ok],
+            &Thresholds::default(),
+            Some(prices),
+            window(),
+        );
+        let saved: Vec<Option<f64>> = r.vms.iter().map(|v| v.savings).collect();
+        assert_eq!(saved, [Some(200.0), Some(100.0), Some(0.0)]);
+        assert_eq!(r.totals().savings, 300.0);
+        assert!(
+            summary_line(&r).ends_with("; estimated savings 300.00 a month"),
+            "{}",
+            summary_line(&r)
+        );
+        let table = render(&r, ReportFormat::Table);
+        assert!(table.lines().next().unwrap().contains("SAVE/MONTH"));
+        let json: serde_json::Value =
+            serde_json::from_str(&render(&r, ReportFormat::Json)).unwrap();
+        assert_eq!(json["vms"][0]["estimated_monthly_savings"], 200.0);
+        assert_eq!(json["summary"]["estimated_monthly_savings"], 300.0);
+        // Without prices, no money anywhere.
+        let plain = sample_report();
+        assert!(!render(&plain, ReportFormat::Table).contains("SAVE"));
+        let json: serde_json::Value =
+            serde_json::from_str(&render(&plain, ReportFormat::Json)).unwrap();
+        assert!(json["vms"][0]["estimated_monthly_savings"].is_null());
     }
 }

@@ -5,7 +5,7 @@
 //! Categories, first match wins (thresholds are flags, see [`Thresholds`]):
 //! INSUFFICIENT_DATA, SILENT, IDLE, OVERSIZED, UNDERSIZED, OK.
 
-use crate::config::Thresholds;
+use crate::config::{Prices, Thresholds};
 
 use super::summary::VmSummary;
 
@@ -199,4 +199,18 @@ pub fn judge(vm: &VmSummary, t: &Thresholds, as_of_ms: u64) -> Verdict {
         mem_max: vm.mem_max,
     };
     verdict(Category::Ok, vec![r])
+}
+
+/// What a verdict would save a month at `prices`: all of an IDLE VM (it can
+/// go), half of an OVERSIZED one (the advice is to halve it), nothing
+/// otherwise.
+pub fn monthly_savings(vm: &VmSummary, category: Category, prices: Prices) -> f64 {
+    let share = match category {
+        Category::Idle => 1.0,
+        Category::Oversized => 0.5,
+        _ => return 0.0,
+    };
+    let cost =
+        f64::from(vm.vcpus) * prices.vcpu_month + f64::from(vm.mem_mib) / 1024.0 * prices.gib_month;
+    cost * share
 }

@@ -31,6 +31,7 @@ struct Summary {
     out_of_order: u64,
     seq_jumps: u64,
     restarts: u64,
+    estimated_monthly_savings: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -43,6 +44,7 @@ struct Vm {
     size: Size,
     utilization: Utilization,
     datagrams: Datagrams,
+    estimated_monthly_savings: Option<f64>,
     last_seen_ms: u64,
     stopped: bool,
 }
@@ -134,6 +136,7 @@ fn vm(r: &VmReport) -> Vm {
             seq_jumps: v.seq_jumps,
             bad_rows: v.bad_rows,
         },
+        estimated_monthly_savings: r.savings,
         last_seen_ms: v.last_seen_ms,
         stopped: v.stopped,
     }
@@ -160,6 +163,7 @@ pub fn render(r: &Report) -> String {
             out_of_order: t.out_of_order,
             seq_jumps: t.seq_jumps,
             restarts: t.restarts,
+            estimated_monthly_savings: r.priced.then_some(t.savings),
         },
         vms: r.vms.iter().map(vm).collect(),
     };

@@ -142,6 +142,9 @@ pub fn summary_line(r: &Report) -> String {
             t.reclaimable_mem_mib as f64 / 1024.0
         );
     }
+    if r.priced {
+        let _ = write!(out, "; estimated savings {:.2} a month", t.savings);
+    }
     out
 }
 

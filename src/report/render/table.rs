@@ -20,10 +20,14 @@ const HEAD: [&str; 12] = [
     "ADVICE: REASON",
 ];
 
-/// Columns aligned to the right (numbers).
-const RIGHT: std::ops::RangeInclusive<usize> = 2..=4;
+/// The money column, after DISK p95, when prices were given.
+const SAVINGS: &str = "SAVE/MONTH";
+const SAVINGS_AT: usize = 9;
 
-fn cells(r: &VmReport, as_of_ms: u64) -> [String; 12] {
+/// Columns aligned to the right (numbers).
+const RIGHT: [&str; 4] = ["SAMPLES", "VCPU", "MEM_MIB", SAVINGS];
+
+fn cells(r: &VmReport, as_of_ms: u64) -> Vec<String> {
     let v = &r.vm;
     let mut advice_text = format!(
         "{}: {}",
@@ -43,7 +47,7 @@ fn cells(r: &VmReport, as_of_ms: u64) -> [String; 12] {
     if v.seq_jumps > 0 {
         let _ = write!(advice_text, " ({} seq jumps)", v.seq_jumps);
     }
-    [
+    let mut cells = vec![
         v.ip.to_string(),
         r.verdict.category.name().to_string(),
         v.samples.to_string(),
@@ -62,12 +66,20 @@ fn cells(r: &VmReport, as_of_ms: u64) -> [String; 12] {
         ),
         fmt_age(as_of_ms.saturating_sub(v.last_seen_ms)),
         advice_text,
-    ]
+    ];
+    if let Some(saved) = r.savings {
+        cells.insert(SAVINGS_AT, format!("{saved:.2}"));
+    }
+    cells
 }
 
 pub fn render(r: &Report) -> String {
-    let rows: Vec<[String; 12]> = r.vms.iter().map(|v| cells(v, r.window.as_of_ms)).collect();
-    let mut widths = HEAD.map(str::len);
+    let mut head = HEAD.to_vec();
+    if r.priced {
+        head.insert(SAVINGS_AT, SAVINGS);
+    }
+    let rows: Vec<Vec<String>> = r.vms.iter().map(|v| cells(v, r.window.as_of_ms)).collect();
+    let mut widths: Vec<usize> = head.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());
@@ -79,7 +91,7 @@ pub fn render(r: &Report) -> String {
         for (i, cell) in cells.iter().enumerate() {
             if i + 1 == cells.len() {
                 l.push_str(cell);
-            } else if RIGHT.contains(&i) {
+            } else if RIGHT.contains(&head[i]) {
                 let _ = write!(l, "{cell:>w$}  ", w = widths[i]);
             } else {
                 let _ = write!(l, "{cell:<w$}  ", w = widths[i]);
@@ -88,7 +100,7 @@ pub fn render(r: &Report) -> String {
         out.push_str(l.trim_end());
         out.push('\n');
     };
-    line(&HEAD);
+    line(&head);
     for row in &rows {
         let cells: Vec<&str> = row.iter().map(String::as_str).collect();
         line(&cells);
