@@ -28,7 +28,7 @@ use crate::config::{OfflineReportConfig, Prices, ReportConfig, ReportFormat, Thr
 
 pub use policy::{Category, Reason, Verdict};
 pub use scan::Window;
-pub use summary::VmSummary;
+pub use summary::{DaySummary, VmSummary};
 
 /// A report that could not be built or written, with the path at fault.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +48,10 @@ pub enum ReportError {
 pub struct VmReport {
     pub vm: VmSummary,
     pub verdict: Verdict,
+    /// Whether it looked idle, for each of `vm.days`.
+    pub day_idle: Vec<bool>,
+    /// Days (of those with data) on which it looked idle.
+    pub idle_days: u64,
     /// Estimated monthly saving, when prices were given.
     pub savings: Option<f64>,
 }
@@ -91,9 +95,13 @@ impl Report {
             .map(|vm| {
                 let verdict = policy::judge(&vm, t, window.as_of_ms);
                 let savings = prices.map(|p| policy::monthly_savings(&vm, verdict.category, p));
+                let day_idle: Vec<bool> = vm.days.iter().map(|d| policy::idle_day(d, t)).collect();
+                let idle_days = day_idle.iter().filter(|idle| **idle).count() as u64;
                 VmReport {
                     vm,
                     verdict,
+                    day_idle,
+                    idle_days,
                     savings,
                 }
             })
@@ -530,7 +538,7 @@ mod tests {
         );
         assert!(
             lines[1].starts_with(
-                "127.1.0.1,IDLE,reclaim,\"p95 cpu 3.1% < 10%, net 410 B/s, disk 0 B/s\",20,8,16384,"
+                "127.1.0.1,IDLE,reclaim,\"p95 cpu 3.1% < 10%, net 410 B/s, disk 0 B/s\",20,1,1,8,16384,"
             ),
             "{}",
             lines[1]
@@ -729,5 +737,54 @@ mod tests {
         let json: serde_json::Value =
             serde_json::from_str(&render(&plain, ReportFormat::Json)).unwrap();
         assert!(json["vms"][0]["estimated_monthly_savings"].is_null());
+    }
+
+    #[test]
+    fn each_utc_day_has_its_figures_and_idle_days_are_counted() {
+        // Three days of a VM: busy, idle, idle (10 rows a day).
+        let day0 = (AS_OF / summary::DAY_MS - 3) * summary::DAY_MS;
+        let mut rows = Vec::new();
+        for (d, cpu) in [(0u64, 9000u16), (1, 300), (2, 310)] {
+            for i in 0..10 {
+                let mut r = row(d * 10 + i, cpu, 2000 + i as u16, 100, 0);
+                r.recv_ms = day0 + d * summary::DAY_MS + i * 60_000;
+                rows.push(r);
+            }
+        }
+        let vm = summary_of(&rows);
+        assert_eq!(vm.days.len(), 3);
+        assert_eq!(vm.days[0].day, day0 / summary::DAY_MS);
+        assert_eq!(
+            (vm.days[0].samples, vm.days[0].cpu_p95, vm.days[0].cpu_max),
+            (10, 90.0, 90.0)
+        );
+        assert_eq!(vm.days[1].cpu_avg, 3.0);
+        assert_eq!(vm.days[2].mem_max, 20.09);
+        // 100 B/s for 10 minutes a day: 60,000 bytes, still 100 B/s.
+        assert_eq!(
+            (vm.days[1].net_bytes, vm.days[1].net_bps()),
+            (60_000, 100.0)
+        );
+        let r = Report::new(vec![vm], &Thresholds::default(), None, window());
+        assert_eq!(r.vms[0].idle_days, 2);
+        let table = render(&r, ReportFormat::Table);
+        assert!(table.lines().nth(1).unwrap().contains(" 2/3 "), "{table}");
+        let json: serde_json::Value =
+            serde_json::from_str(&render(&r, ReportFormat::Json)).unwrap();
+        assert_eq!(json["vms"][0]["idle_days"], 2);
+        assert_eq!(json["vms"][0]["days_with_data"], 3);
+        assert_eq!(json["vms"][0]["days"][1]["idle"], true);
+        assert_eq!(json["vms"][0]["days"][0]["cpu_p95"], 90.0);
+        assert_eq!(
+            json["vms"][0]["days"][0]["date"],
+            render::date_of_day(day0 / summary::DAY_MS)
+        );
+    }
+
+    #[test]
+    fn day_numbers_become_dates() {
+        assert_eq!(render::date_of_day(0), "1970-01-01");
+        assert_eq!(render::date_of_day(20_418), "2025-11-26");
+        assert_eq!(render::date_of_day(11_016), "2000-02-29");
     }
 }

@@ -7,7 +7,7 @@
 
 use crate::config::{Prices, Thresholds};
 
-use super::summary::VmSummary;
+use super::summary::{DaySummary, VmSummary};
 
 /// The verdict's category.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -213,4 +213,12 @@ pub fn monthly_savings(vm: &VmSummary, category: Category, prices: Prices) -> f6
     let cost =
         f64::from(vm.vcpus) * prices.vcpu_month + f64::from(vm.mem_mib) / 1024.0 * prices.gib_month;
     cost * share
+}
+
+/// Whether a day looks idle by the IDLE thresholds: its CPU p95 and its
+/// average network and disk rates under them.
+pub fn idle_day(day: &DaySummary, t: &Thresholds) -> bool {
+    day.cpu_p95 < t.idle_cpu_pct
+        && day.net_bps() < t.idle_net_bps
+        && day.disk_bps() < t.idle_disk_bps
 }

@@ -11,7 +11,7 @@
 //! hold is a `seq_jump` rather than millions of losses, a final flag counts
 //! only from the VM's own boot, and every total saturates.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use hdrhistogram::Histogram;
@@ -58,6 +58,92 @@ pub struct VmSummary {
     pub stopped: bool,
     /// Lines of the files that are not rows (torn last line excluded).
     pub bad_rows: u64,
+    /// Per UTC day with data, oldest first.
+    pub days: Vec<DaySummary>,
+}
+
+/// Milliseconds in a day: days are UTC days of the receive time.
+pub const DAY_MS: u64 = 86_400_000;
+
+/// One UTC day of a VM.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaySummary {
+    /// Days since the Unix epoch.
+    pub day: u64,
+    pub samples: u64,
+    pub cpu_avg: f64,
+    /// Within 0.1 point (counts per 0.1 % step).
+    pub cpu_p95: f64,
+    pub cpu_max: f64,
+    pub mem_max: f64,
+    pub net_bytes: u64,
+    pub disk_bytes: u64,
+    /// Seconds the day's samples cover (samples x their intervals), which
+    /// turns its byte counts into rates.
+    pub covered_s: u64,
+}
+
+impl DaySummary {
+    pub fn net_bps(&self) -> f64 {
+        self.net_bytes as f64 / self.covered_s.max(1) as f64
+    }
+
+    pub fn disk_bps(&self) -> f64 {
+        self.disk_bytes as f64 / self.covered_s.max(1) as f64
+    }
+}
+
+/// Buckets of a day's CPU counts: 0.1 % steps keep a day at 4 KB.
+const DAY_CPU_BUCKETS: usize = 1001;
+
+struct DayAcc {
+    samples: u64,
+    cpu: Box<[u32]>,
+    cpu_sum: u64,
+    cpu_max: u16,
+    mem_max: u16,
+    net_bytes: u64,
+    disk_bytes: u64,
+    covered_s: u64,
+}
+
+impl DayAcc {
+    fn new() -> DayAcc {
+        DayAcc {
+            samples: 0,
+            cpu: vec![0; DAY_CPU_BUCKETS].into_boxed_slice(),
+            cpu_sum: 0,
+            cpu_max: 0,
+            mem_max: 0,
+            net_bytes: 0,
+            disk_bytes: 0,
+            covered_s: 0,
+        }
+    }
+
+    fn finish(&self, day: u64) -> DaySummary {
+        let rank = (0.95 * self.samples as f64).ceil().max(1.0) as u64;
+        let mut seen = 0u64;
+        let p95 = self
+            .cpu
+            .iter()
+            .position(|c| {
+                seen += u64::from(*c);
+                seen >= rank
+            })
+            .unwrap_or(0);
+        DaySummary {
+            day,
+            samples: self.samples,
+            cpu_avg: self.cpu_sum as f64 / self.samples.max(1) as f64 / 100.0,
+            cpu_p95: p95 as f64 / 10.0,
+            cpu_max: f64::from(self.cpu_max) / 100.0,
+            mem_max: f64::from(self.mem_max) / 100.0,
+            net_bytes: self.net_bytes,
+            disk_bytes: self.disk_bytes,
+            covered_s: self.covered_s,
+        }
+    }
 }
 
 /// Exact counts of a percentage in 0.01 % steps.
@@ -223,6 +309,7 @@ pub struct Accumulator {
     first_seen_ms: Option<u64>,
     last: Option<Row>,
     bad_rows: u64,
+    days: BTreeMap<u64, DayAcc>,
 }
 
 impl Default for Accumulator {
@@ -246,6 +333,7 @@ impl Default for Accumulator {
             first_seen_ms: None,
             last: None,
             bad_rows: 0,
+            days: BTreeMap::new(),
         }
     }
 }
@@ -293,6 +381,22 @@ impl Accumulator {
         let disk = s.disk_read_bytes.saturating_add(s.disk_write_bytes) / secs;
         record(&mut self.net, net);
         record(&mut self.disk, disk);
+        let day = self
+            .days
+            .entry(row.recv_ms / DAY_MS)
+            .or_insert_with(DayAcc::new);
+        day.samples += 1;
+        day.cpu[usize::from(s.cpu_pct_x100.min(MAX_PCT_X100) / 10)] += 1;
+        day.cpu_sum += u64::from(s.cpu_pct_x100);
+        day.cpu_max = day.cpu_max.max(s.cpu_pct_x100);
+        day.mem_max = day.mem_max.max(s.mem_pct_x100);
+        day.net_bytes = day
+            .net_bytes
+            .saturating_add(s.net_rx_bytes.saturating_add(s.net_tx_bytes));
+        day.disk_bytes = day
+            .disk_bytes
+            .saturating_add(s.disk_read_bytes.saturating_add(s.disk_write_bytes));
+        day.covered_s = day.covered_s.saturating_add(secs);
         count_value(&mut self.intervals, s.interval_s);
         let size = (s.vcpus, s.mem_mib);
         count_value(&mut self.sizes, size);
@@ -366,6 +470,11 @@ impl Accumulator {
             last_seen_ms: last.recv_ms,
             stopped: last.stat.is_final() && own_boot,
             bad_rows: self.bad_rows,
+            days: self
+                .days
+                .iter()
+                .map(|(day, acc)| acc.finish(*day))
+                .collect(),
         })
     }
 }

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{advice, reason_figures, reason_text, reasons_text};
+use super::{advice, date_of_day, reason_figures, reason_text, reasons_text};
 use crate::report::{Category, Report, VmReport};
 
 #[derive(Serialize)]
@@ -44,9 +44,25 @@ struct Vm {
     size: Size,
     utilization: Utilization,
     datagrams: Datagrams,
+    idle_days: u64,
+    days_with_data: usize,
+    days: Vec<Day>,
     estimated_monthly_savings: Option<f64>,
     last_seen_ms: u64,
     stopped: bool,
+}
+
+#[derive(Serialize)]
+struct Day {
+    date: String,
+    samples: u64,
+    cpu_avg: f64,
+    cpu_p95: f64,
+    cpu_max: f64,
+    mem_max: f64,
+    net_bytes: u64,
+    disk_bytes: u64,
+    idle: bool,
 }
 
 #[derive(Serialize)]
@@ -136,6 +152,24 @@ fn vm(r: &VmReport) -> Vm {
             seq_jumps: v.seq_jumps,
             bad_rows: v.bad_rows,
         },
+        idle_days: r.idle_days,
+        days_with_data: v.days.len(),
+        days: v
+            .days
+            .iter()
+            .zip(&r.day_idle)
+            .map(|(d, idle)| Day {
+                date: date_of_day(d.day),
+                samples: d.samples,
+                cpu_avg: (d.cpu_avg * 100.0).round() / 100.0,
+                cpu_p95: d.cpu_p95,
+                cpu_max: d.cpu_max,
+                mem_max: d.mem_max,
+                net_bytes: d.net_bytes,
+                disk_bytes: d.disk_bytes,
+                idle: *idle,
+            })
+            .collect(),
         estimated_monthly_savings: r.savings,
         last_seen_ms: v.last_seen_ms,
         stopped: v.stopped,

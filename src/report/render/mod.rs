@@ -69,6 +69,21 @@ fn fmt_age(ms: u64) -> String {
     }
 }
 
+/// A UTC day number (days since 1970-01-01) as `YYYY-MM-DD`, by the
+/// proleptic Gregorian calendar (Hinnant's days-to-civil algorithm).
+pub fn date_of_day(day: u64) -> String {
+    let z = day as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 /// One reason in words.
 pub fn reason_text(r: &Reason) -> String {
     match *r {

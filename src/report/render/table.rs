@@ -5,10 +5,11 @@ use std::fmt::Write as _;
 use super::{advice, fmt_age, fmt_rate, reasons_text, seq_line, summary_line};
 use crate::report::{Report, VmReport};
 
-const HEAD: [&str; 12] = [
+const HEAD: [&str; 13] = [
     "VM",
     "CATEGORY",
     "SAMPLES",
+    "IDLE_DAYS",
     "VCPU",
     "MEM_MIB",
     "CPU% p50/p95/p99/max",
@@ -22,10 +23,10 @@ const HEAD: [&str; 12] = [
 
 /// The money column, after DISK p95, when prices were given.
 const SAVINGS: &str = "SAVE/MONTH";
-const SAVINGS_AT: usize = 9;
+const SAVINGS_AT: usize = 10;
 
 /// Columns aligned to the right (numbers).
-const RIGHT: [&str; 4] = ["SAMPLES", "VCPU", "MEM_MIB", SAVINGS];
+const RIGHT: [&str; 5] = ["SAMPLES", "IDLE_DAYS", "VCPU", "MEM_MIB", SAVINGS];
 
 fn cells(r: &VmReport, as_of_ms: u64) -> Vec<String> {
     let v = &r.vm;
@@ -51,6 +52,7 @@ fn cells(r: &VmReport, as_of_ms: u64) -> Vec<String> {
         v.ip.to_string(),
         r.verdict.category.name().to_string(),
         v.samples.to_string(),
+        format!("{}/{}", r.idle_days, v.days.len()),
         v.vcpus.to_string(),
         v.mem_mib.to_string(),
         format!(
