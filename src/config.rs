@@ -143,6 +143,22 @@ pub enum ReportFormat {
     Csv,
 }
 
+/// Whose rules judge the VMs (`docs/policies.md` quotes each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Policy {
+    /// vmstats' own categories, every threshold a flag.
+    #[default]
+    Vmstats,
+    /// AWS Trusted Advisor's low-utilization check.
+    Aws,
+    /// Azure Advisor's shutdown and resize rules.
+    Azure,
+    /// Google Cloud's idle VM recommender.
+    Gcp,
+    /// vmstats' verdict, plus one column per vendor.
+    All,
+}
+
 /// Thresholds of the reclamation categories (see `report`).
 #[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct Thresholds {
@@ -218,6 +234,10 @@ pub struct ReportConfig {
     /// 14d), or `all`.
     #[arg(long, default_value = "14d", value_parser = parse_window, value_name = "DUR|all")]
     pub window: Lookback,
+    /// Whose rules decide the verdict; `all` shows every vendor's beside
+    /// vmstats'.
+    #[arg(long, value_enum, default_value_t = Policy::Vmstats)]
+    pub policy: Policy,
     #[command(flatten)]
     pub thresholds: Thresholds,
     /// Monthly price of one vCPU: with it (or --price-gib-month), each VM

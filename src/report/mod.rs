@@ -24,9 +24,9 @@ pub mod summary;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::config::{OfflineReportConfig, Prices, ReportConfig, ReportFormat, Thresholds};
+use crate::config::{OfflineReportConfig, Policy, Prices, ReportConfig, ReportFormat, Thresholds};
 
-pub use policy::{Category, Reason, Verdict};
+pub use policy::{Category, Reason, Rule, Verdict};
 pub use scan::Window;
 pub use summary::{DaySummary, VmSummary};
 
@@ -47,7 +47,10 @@ pub enum ReportError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct VmReport {
     pub vm: VmSummary,
+    /// The deciding policy's verdict.
     pub verdict: Verdict,
+    /// With `--policy all`: each vendor's verdict beside it.
+    pub others: Vec<(Rule, Verdict)>,
     /// Whether it looked idle, for each of `vm.days`.
     pub day_idle: Vec<bool>,
     /// Days (of those with data) on which it looked idle.
@@ -61,6 +64,8 @@ pub struct VmReport {
 pub struct Report {
     /// The rows it covers; SILENT is judged against its end.
     pub window: Window,
+    /// The rules applied; the first decides each VM's category.
+    pub rules: &'static [Rule],
     /// Whether savings were estimated (prices given).
     pub priced: bool,
     /// Ordered by category (reclaimable first), then address.
@@ -87,19 +92,26 @@ impl Report {
     pub fn new(
         summaries: Vec<VmSummary>,
         t: &Thresholds,
+        policy: Policy,
         prices: Option<Prices>,
         window: Window,
     ) -> Report {
+        let rules = Rule::of(policy);
         let mut vms: Vec<VmReport> = summaries
             .into_iter()
             .map(|vm| {
-                let verdict = policy::judge(&vm, t, window.as_of_ms);
+                let verdict = policy::judge_by(rules[0], &vm, t, window.as_of_ms);
+                let others = rules[1..]
+                    .iter()
+                    .map(|r| (*r, policy::judge_by(*r, &vm, t, window.as_of_ms)))
+                    .collect();
                 let savings = prices.map(|p| policy::monthly_savings(&vm, verdict.category, p));
                 let day_idle: Vec<bool> = vm.days.iter().map(|d| policy::idle_day(d, t)).collect();
                 let idle_days = day_idle.iter().filter(|idle| **idle).count() as u64;
                 VmReport {
                     vm,
                     verdict,
+                    others,
                     day_idle,
                     idle_days,
                     savings,
@@ -109,6 +121,7 @@ impl Report {
         vms.sort_by_key(|v| (v.verdict.category, v.vm.ip));
         Report {
             window,
+            rules,
             priced: prices.is_some(),
             vms,
         }
@@ -156,6 +169,7 @@ pub fn build(
     Ok(Report::new(
         summaries,
         &cfg.thresholds,
+        cfg.policy,
         cfg.prices(),
         window,
     ))
@@ -455,7 +469,13 @@ mod tests {
         let mut b = a.clone();
         b.ip = "127.1.0.2".parse().unwrap();
         b.lost = 5;
-        let r = Report::new(vec![a, b], &Thresholds::default(), None, window());
+        let r = Report::new(
+            vec![a, b],
+            &Thresholds::default(),
+            Policy::Vmstats,
+            None,
+            window(),
+        );
         let t = r.totals();
         assert_eq!(t.lost, u64::MAX);
         assert_eq!(t.reclaimable_vcpus, 2 * u64::from(u16::MAX));
@@ -467,7 +487,13 @@ mod tests {
         busy.ip = "fd00::5".parse().unwrap();
         let mut ok = summary_of(&steady(20, 5000, 6000, 50_000, 0));
         ok.ip = "127.1.0.0".parse().unwrap();
-        Report::new(vec![ok, busy, idle], &Thresholds::default(), None, window())
+        Report::new(
+            vec![ok, busy, idle],
+            &Thresholds::default(),
+            Policy::Vmstats,
+            None,
+            window(),
+        )
     }
 
     #[test]
@@ -543,7 +569,13 @@ mod tests {
             "{}",
             lines[1]
         );
-        let empty = Report::new(vec![], &Thresholds::default(), None, window());
+        let empty = Report::new(
+            vec![],
+            &Thresholds::default(),
+            Policy::Vmstats,
+            None,
+            window(),
+        );
         assert_eq!(render(&empty, ReportFormat::Csv), "");
     }
 
@@ -714,6 +746,7 @@ mod tests {
         let r = Report::new(
             vec![idle, over, ok],
             &Thresholds::default(),
+            Policy::Vmstats,
             Some(prices),
             window(),
         );
@@ -765,7 +798,13 @@ mod tests {
             (vm.days[1].net_bytes, vm.days[1].net_bps()),
             (60_000, 100.0)
         );
-        let r = Report::new(vec![vm], &Thresholds::default(), None, window());
+        let r = Report::new(
+            vec![vm],
+            &Thresholds::default(),
+            Policy::Vmstats,
+            None,
+            window(),
+        );
         assert_eq!(r.vms[0].idle_days, 2);
         let table = render(&r, ReportFormat::Table);
         assert!(table.lines().nth(1).unwrap().contains(" 2/3 "), "{table}");
@@ -786,5 +825,152 @@ mod tests {
         assert_eq!(render::date_of_day(0), "1970-01-01");
         assert_eq!(render::date_of_day(20_418), "2025-11-26");
         assert_eq!(render::date_of_day(11_016), "2000-02-29");
+    }
+
+    /// The end of [`fortnight`]'s last day, the moment it is judged at.
+    const FORTNIGHT_END: u64 = 34 * summary::DAY_MS - 1;
+
+    /// 14 days of a 4-vCPU VM, 24 rows a day (hourly), ending at
+    /// FORTNIGHT_END; `day_shape(day)` gives that day's cpu x100 and per-row
+    /// rx and tx bytes.
+    fn fortnight(day_shape: impl Fn(u64) -> (u16, u64, u64)) -> VmSummary {
+        let first_day = FORTNIGHT_END / summary::DAY_MS - 13;
+        let mut rows = Vec::new();
+        for d in 0..14u64 {
+            let (cpu, rx, tx) = day_shape(d);
+            for h in 0..24u64 {
+                let recv_ms = (first_day + d) * summary::DAY_MS + h * 3_600_000;
+                let mut r = row(d * 24 + h, cpu, 2000, 0, 0);
+                r.recv_ms = recv_ms;
+                r.stat.interval_s = 3600;
+                r.stat.vcpus = 4;
+                r.stat.net_rx_bytes = rx;
+                r.stat.net_tx_bytes = tx;
+                rows.push(r);
+            }
+        }
+        summary_of(&rows)
+    }
+
+    fn finding(rule: Rule, vm: &VmSummary) -> (Category, Vec<Reason>) {
+        let v = policy::judge_by(rule, vm, &Thresholds::default(), FORTNIGHT_END);
+        (v.category, v.reasons)
+    }
+
+    #[test]
+    fn aws_wants_four_low_days_of_average_cpu_and_network() {
+        // Four quiet days (5 % CPU, 100 kB a day), ten busy ones.
+        let quiet = |d: u64| {
+            if d < 4 {
+                (500, 2_000, 2_000)
+            } else {
+                (6000, 1_000_000, 1_000_000)
+            }
+        };
+        let (c, reasons) = finding(Rule::Aws, &fortnight(quiet));
+        assert_eq!(c, Category::Idle);
+        assert_eq!(
+            reasons,
+            [Reason::AwsLowDays {
+                days: 4,
+                of_days: 14,
+                min_days: 4
+            }]
+        );
+        let three = |d: u64| {
+            if d < 3 {
+                (500, 2_000, 2_000)
+            } else {
+                (6000, 1_000_000, 1_000_000)
+            }
+        };
+        assert_eq!(finding(Rule::Aws, &fortnight(three)).0, Category::Ok);
+        // 5 MB a day is the line: 24 rows of 250 kB are 6 MB, not low.
+        let chatty = |_| (500, 125_000, 125_000);
+        assert_eq!(finding(Rule::Aws, &fortnight(chatty)).0, Category::Ok);
+    }
+
+    #[test]
+    fn azure_wants_p95_under_3_and_a_quiet_last_three_days() {
+        let idle = |_| (100, 1_000, 1_000);
+        let (c, reasons) = finding(Rule::Azure, &fortnight(idle));
+        assert_eq!(c, Category::Idle);
+        assert_eq!(reasons.len(), 3);
+        // A 2.5 % day yesterday (7 % of the samples, so the p95): under
+        // the 3 % line, over the 2 % one of the last three days. The load
+        // fits half the VM, so Azure would resize it instead.
+        let busy_yesterday = |d: u64| {
+            if d == 12 {
+                (250, 1_000, 1_000)
+            } else {
+                (100, 1_000, 1_000)
+            }
+        };
+        let (c, reasons) = finding(Rule::Azure, &fortnight(busy_yesterday));
+        assert_eq!(c, Category::Oversized);
+        assert_eq!(
+            reasons,
+            [Reason::AzureFitsHalf {
+                cpu_p95: 2.5,
+                mem_p99: 20.0
+            }]
+        );
+        assert_eq!(
+            finding(Rule::Azure, &fortnight(|_| (5000, 1_000, 1_000))).0,
+            Category::Ok
+        );
+    }
+
+    #[test]
+    fn gcp_counts_vcpus_and_each_direction_of_traffic() {
+        // 0.5 % of 4 vCPUs is 0.02 vCPU: idle by Google's line.
+        let (c, _) = finding(Rule::Gcp, &fortnight(|_| (50, 3_600_000, 360_000)));
+        assert_eq!(c, Category::Idle);
+        // 1 % of 4 vCPUs is 0.04 vCPU: not idle for Google, yet idle for
+        // vmstats (p95 1 % < 10 %, 1.1 kB/s): the policies disagree.
+        let vm = fortnight(|_| (100, 3_600_000, 360_000));
+        assert_eq!(finding(Rule::Gcp, &vm).0, Category::Ok);
+        assert_eq!(finding(Rule::Vmstats, &vm).0, Category::Idle);
+        // Sent traffic has its own line: 1,000 B/s.
+        let sending = fortnight(|_| (50, 3_600_000, 7_200_000));
+        assert_eq!(finding(Rule::Gcp, &sending).0, Category::Ok);
+    }
+
+    #[test]
+    fn policy_all_shows_where_they_disagree() {
+        // 1 % of 4 vCPUs, 1.1 kB/s: idle for vmstats and Azure; 95 MB a
+        // day is no low day for AWS; 0.04 vCPU is too busy for Google.
+        let vm = fortnight(|_| (100, 3_600_000, 360_000));
+        let end = Window::before(FORTNIGHT_END, None);
+        let r = Report::new(vec![vm], &Thresholds::default(), Policy::All, None, end);
+        let v = &r.vms[0];
+        assert_eq!(v.verdict.category, Category::Idle, "vmstats decides");
+        let others: Vec<(Rule, Category)> =
+            v.others.iter().map(|(r, v)| (*r, v.category)).collect();
+        assert_eq!(
+            others,
+            [
+                (Rule::Aws, Category::Ok),
+                (Rule::Azure, Category::Idle),
+                (Rule::Gcp, Category::Ok)
+            ]
+        );
+        let table = render(&r, ReportFormat::Table);
+        let head = table.lines().next().unwrap();
+        assert!(
+            head.starts_with("VM         CATEGORY  AWS  AZURE  GCP  SAMPLES"),
+            "{head}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&render(&r, ReportFormat::Json)).unwrap();
+        assert_eq!(json["policy"], "vmstats");
+        assert_eq!(json["vms"][0]["findings_by_policy"]["gcp"], "OK");
+        assert_eq!(json["vms"][0]["findings_by_policy"]["aws"], "OK");
+        let csv = render(&r, ReportFormat::Csv);
+        assert!(csv.lines().next().unwrap().ends_with(",aws,azure,gcp"));
+        assert!(
+            csv.lines().nth(1).unwrap().ends_with(",OK,IDLE,OK"),
+            "{csv}"
+        );
     }
 }

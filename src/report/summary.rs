@@ -36,7 +36,13 @@ pub struct VmSummary {
     pub cpu_p99: f64,
     pub cpu_max: f64,
     pub mem_p95: f64,
+    pub mem_p99: f64,
     pub mem_max: f64,
+    /// Samples under GCP's idle lines: CPU below 0.03 vCPU, received below
+    /// 2,000 B/s, sent below 1,000 B/s (see `policy`).
+    pub gcp_cpu_low: u64,
+    pub gcp_rx_low: u64,
+    pub gcp_tx_low: u64,
     /// p95 of (net rx + tx) / interval, bytes/s.
     pub net_p95_bps: f64,
     /// p95 of (disk read + write) / interval, bytes/s.
@@ -145,6 +151,12 @@ impl DayAcc {
         }
     }
 }
+
+/// GCP's idle lines (its idle VM recommender's defaults): 0.03 vCPU, as
+/// cpu% x vCPUs in hundredths; received and sent bytes per second.
+const GCP_CPU_X100: u64 = 300;
+const GCP_RX_BPS: u64 = 2000;
+const GCP_TX_BPS: u64 = 1000;
 
 /// Exact counts of a percentage in 0.01 % steps.
 struct PctCounts {
@@ -301,6 +313,7 @@ pub struct Accumulator {
     file_ranges: usize,
     duplicates: u64,
     out_of_order: u64,
+    gcp_low: [u64; 3],
     intervals: HashMap<u16, u64>,
     sizes: HashMap<(u16, u32), u64>,
     size: Option<(u16, u32)>,
@@ -325,6 +338,7 @@ impl Default for Accumulator {
             file_ranges: 0,
             duplicates: 0,
             out_of_order: 0,
+            gcp_low: [0; 3],
             intervals: HashMap::new(),
             sizes: HashMap::new(),
             size: None,
@@ -381,6 +395,16 @@ impl Accumulator {
         let disk = s.disk_read_bytes.saturating_add(s.disk_write_bytes) / secs;
         record(&mut self.net, net);
         record(&mut self.disk, disk);
+        // 0.03 vCPU is 3 % of one vCPU: cpu% x vCPUs < 3.
+        let used_x100 = u64::from(s.cpu_pct_x100) * u64::from(s.vcpus);
+        let lows = [
+            used_x100 < GCP_CPU_X100,
+            s.net_rx_bytes / secs < GCP_RX_BPS,
+            s.net_tx_bytes / secs < GCP_TX_BPS,
+        ];
+        for (count, low) in self.gcp_low.iter_mut().zip(lows) {
+            *count += u64::from(low);
+        }
         let day = self
             .days
             .entry(row.recv_ms / DAY_MS)
@@ -458,7 +482,11 @@ impl Accumulator {
             cpu_p99: self.cpu.percentile(99.0),
             cpu_max: self.cpu.max(),
             mem_p95: self.mem.percentile(95.0),
+            mem_p99: self.mem.percentile(99.0),
             mem_max: self.mem.max(),
+            gcp_cpu_low: self.gcp_low[0],
+            gcp_rx_low: self.gcp_low[1],
+            gcp_tx_low: self.gcp_low[2],
             net_p95_bps: p95(&self.net),
             disk_p95_bps: p95(&self.disk),
             lost,

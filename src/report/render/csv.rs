@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::{advice, reasons_text};
-use crate::report::{Report, VmReport};
+use crate::report::{Report, Rule, VmReport};
 
 #[derive(Serialize)]
 struct Row {
@@ -34,10 +34,21 @@ struct Row {
     seq_jumps: u64,
     last_seen_ms: u64,
     stopped: bool,
+    /// Each vendor's finding with `--policy all`, else empty; last, so the
+    /// columns before them do not move with the policy.
+    aws: Option<&'static str>,
+    azure: Option<&'static str>,
+    gcp: Option<&'static str>,
 }
 
 fn row(r: &VmReport) -> Row {
     let v = &r.vm;
+    let by = |rule: Rule| {
+        r.others
+            .iter()
+            .find(|(other, _)| *other == rule)
+            .map(|(_, verdict)| verdict.category.name())
+    };
     Row {
         ip: v.ip.to_string(),
         finding: r.verdict.category.name(),
@@ -66,6 +77,9 @@ fn row(r: &VmReport) -> Row {
         seq_jumps: v.seq_jumps,
         last_seen_ms: v.last_seen_ms,
         stopped: v.stopped,
+        aws: by(Rule::Aws),
+        azure: by(Rule::Azure),
+        gcp: by(Rule::Gcp),
     }
 }
 

@@ -1,13 +1,17 @@
 //! JSON, with the fields named as the cloud advisors name theirs (finding,
 //! reasons, lookback_days, utilization), serialized by serde.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use super::{advice, date_of_day, reason_figures, reason_text, reasons_text};
-use crate::report::{Category, Report, VmReport};
+use crate::report::{Category, Report, Rule, VmReport};
 
 #[derive(Serialize)]
 struct Document {
+    /// The rules whose verdict is each VM's finding.
+    policy: &'static str,
     as_of_ms: u64,
     window_start_ms: Option<u64>,
     lookback_days: Option<f64>,
@@ -39,6 +43,8 @@ struct Vm {
     ip: String,
     finding: &'static str,
     advice: &'static str,
+    /// Every applied policy's finding (one with `--policy` other than all).
+    findings_by_policy: BTreeMap<&'static str, &'static str>,
     reasons: Vec<ReasonOut>,
     reason: String,
     size: Size,
@@ -105,12 +111,16 @@ struct Datagrams {
     bad_rows: u64,
 }
 
-fn vm(r: &VmReport) -> Vm {
+fn vm(r: &VmReport, rule: Rule) -> Vm {
     let v = &r.vm;
     Vm {
         ip: v.ip.to_string(),
         finding: r.verdict.category.name(),
         advice: advice(r.verdict.category),
+        findings_by_policy: std::iter::once((rule, &r.verdict))
+            .chain(r.others.iter().map(|(rule, v)| (*rule, v)))
+            .map(|(rule, v)| (rule.name(), v.category.name()))
+            .collect(),
         reasons: r
             .verdict
             .reasons
@@ -179,6 +189,7 @@ fn vm(r: &VmReport) -> Vm {
 pub fn render(r: &Report) -> String {
     let t = r.totals();
     let doc = Document {
+        policy: r.rules[0].name(),
         as_of_ms: r.window.as_of_ms,
         window_start_ms: r.window.from_ms,
         lookback_days: r.window.lookback_days(),
@@ -199,7 +210,7 @@ pub fn render(r: &Report) -> String {
             restarts: t.restarts,
             estimated_monthly_savings: r.priced.then_some(t.savings),
         },
-        vms: r.vms.iter().map(vm).collect(),
+        vms: r.vms.iter().map(|v| vm(v, r.rules[0])).collect(),
     };
     let mut text = serde_json::to_string_pretty(&doc).expect("the report serializes");
     text.push('\n');

@@ -106,6 +106,29 @@ pub fn reason_text(r: &Reason) -> String {
         Reason::WithinBounds { cpu_p95, mem_max } => {
             format!("p95 cpu {cpu_p95:.1}%, max mem {mem_max:.1}%")
         }
+        Reason::AwsLowDays {
+            days,
+            of_days,
+            min_days,
+        } => format!(
+            "{days} of {of_days} days at <= 10% daily cpu and <= 5 MB network (>= {min_days})"
+        ),
+        Reason::AzureCpuP95Below { p95, limit } => format!("p95 cpu {p95:.1}% < {limit}%"),
+        Reason::AzureRecentCpuMax { max, limit } => {
+            format!("max cpu of the last 3 days {max:.1}% <= {limit}%")
+        }
+        Reason::AzureNetBelow { bps, limit } => {
+            format!("net {} < {}", fmt_rate(bps), fmt_rate(limit))
+        }
+        Reason::AzureFitsHalf { cpu_p95, mem_p99 } => format!(
+            "fits half the size: p95 cpu {cpu_p95:.1}% x 2 <= 40%, p99 mem {mem_p99:.1}% x 2 <= 60%"
+        ),
+        Reason::GcpIdleShares { cpu, rx, tx } => format!(
+            "cpu < 0.03 vCPU {:.1}% of samples (>= 97%), rx < 2000 B/s {:.1}%, tx < 1000 B/s {:.1}% (>= 95%)",
+            cpu * 100.0,
+            rx * 100.0,
+            tx * 100.0
+        ),
     }
 }
 
@@ -138,6 +161,12 @@ fn reason_figures(r: &Reason) -> (f64, Option<f64>) {
             (max, Some(limit))
         }
         Reason::WithinBounds { cpu_p95, .. } => (cpu_p95, None),
+        Reason::AwsLowDays { days, min_days, .. } => (days as f64, Some(min_days as f64)),
+        Reason::AzureCpuP95Below { p95, limit } => (p95, Some(limit)),
+        Reason::AzureRecentCpuMax { max, limit } => (max, Some(limit)),
+        Reason::AzureNetBelow { bps, limit } => (bps, Some(limit)),
+        Reason::AzureFitsHalf { cpu_p95, .. } => (cpu_p95, Some(20.0)),
+        Reason::GcpIdleShares { cpu, .. } => (cpu, Some(0.97)),
     }
 }
 

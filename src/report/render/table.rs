@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{advice, fmt_age, fmt_rate, reasons_text, seq_line, summary_line};
-use crate::report::{Report, VmReport};
+use crate::report::{Report, Rule, VmReport};
 
 const HEAD: [&str; 13] = [
     "VM",
@@ -72,13 +72,32 @@ fn cells(r: &VmReport, as_of_ms: u64) -> Vec<String> {
     if let Some(saved) = r.savings {
         cells.insert(SAVINGS_AT, format!("{saved:.2}"));
     }
+    for (i, (_, other)) in r.others.iter().enumerate() {
+        cells.insert(OTHERS_AT + i, other.category.name().to_string());
+    }
     cells
+}
+
+/// Where `--policy all` puts one column per vendor: after CATEGORY.
+const OTHERS_AT: usize = 2;
+
+/// A vendor column's header: `AWS`, `AZURE`, `GCP`.
+fn rule_header(rule: Rule) -> &'static str {
+    match rule {
+        Rule::Vmstats => "VMSTATS",
+        Rule::Aws => "AWS",
+        Rule::Azure => "AZURE",
+        Rule::Gcp => "GCP",
+    }
 }
 
 pub fn render(r: &Report) -> String {
     let mut head = HEAD.to_vec();
     if r.priced {
         head.insert(SAVINGS_AT, SAVINGS);
+    }
+    for (i, rule) in r.rules[1..].iter().enumerate() {
+        head.insert(OTHERS_AT + i, rule_header(*rule));
     }
     let rows: Vec<Vec<String>> = r.vms.iter().map(|v| cells(v, r.window.as_of_ms)).collect();
     let mut widths: Vec<usize> = head.iter().map(|h| h.len()).collect();
