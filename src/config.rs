@@ -141,6 +141,8 @@ pub enum ReportFormat {
     Table,
     Json,
     Csv,
+    /// One self-contained page: summary, sortable table, daily charts.
+    Html,
 }
 
 /// Whose rules judge the VMs (`docs/policies.md` quotes each).

@@ -973,4 +973,38 @@ mod tests {
             "{csv}"
         );
     }
+
+    #[test]
+    fn html_is_one_page_with_rows_charts_and_no_outside_fetch() {
+        let idle = fortnight(|_| (100, 1_000, 1_000));
+        let mut busy = fortnight(|d| (5000 + d as u16 * 100, 1_000_000, 1_000_000));
+        busy.ip = "127.1.0.2".parse().unwrap();
+        let end = Window::before(
+            FORTNIGHT_END,
+            Some(std::time::Duration::from_secs(14 * 86_400)),
+        );
+        let prices = Some(Prices {
+            vcpu_month: 10.0,
+            gib_month: 1.0,
+        });
+        let r = Report::new(
+            vec![idle, busy],
+            &Thresholds::default(),
+            Policy::All,
+            prices,
+            end,
+        );
+        let page = render(&r, ReportFormat::Html);
+        assert!(page.starts_with("<!DOCTYPE html>"));
+        assert_eq!(page.matches("<tr data-cat=").count(), 2);
+        assert_eq!(page.matches("<svg class=\"chart\"").count(), 2);
+        assert!(page.contains("id=\"savings\""));
+        assert!(page.contains("<th id=\"th-p1\">aws</th>"));
+        // Nothing from outside: no URL to load a script, style or font from.
+        for outside in ["http://", "https://", "src=", "@import", "url("] {
+            assert!(!page.contains(outside), "{outside}");
+        }
+        // Text is escaped.
+        assert!(!page.contains("<= 40"), "a raw < in text");
+    }
 }

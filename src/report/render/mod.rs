@@ -3,6 +3,7 @@
 //! formats live here, so every format says the same thing the same way.
 
 mod csv;
+mod html;
 mod json;
 mod table;
 
@@ -18,6 +19,7 @@ pub fn render(r: &Report, format: ReportFormat) -> String {
         ReportFormat::Table => table::render(r),
         ReportFormat::Json => json::render(r),
         ReportFormat::Csv => csv::render(r),
+        ReportFormat::Html => html::render(r),
     }
 }
 
@@ -82,6 +84,13 @@ pub fn date_of_day(day: u64) -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Unix ms as `YYYY-MM-DD HH:MM` (UTC).
+pub fn fmt_utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (h, m) = ((secs % 86_400) / 3600, (secs % 3600) / 60);
+    format!("{} {h:02}:{m:02}", date_of_day(secs / 86_400))
 }
 
 /// One reason in words.
@@ -211,6 +220,12 @@ mod tests {
         assert_eq!(fmt_rate(410.4), "410 B/s");
         assert_eq!(fmt_rate(12_345.0), "12.3 kB/s");
         assert_eq!(fmt_rate(4_560_000.0), "4.6 MB/s");
+    }
+
+    #[test]
+    fn utc_times() {
+        assert_eq!(fmt_utc(0), "1970-01-01 00:00");
+        assert_eq!(fmt_utc(1_764_110_400_123), "2025-11-25 22:40");
     }
 
     #[test]

@@ -1,0 +1,273 @@
+//! HTML: one self-contained file (styles, script and charts inline, nothing
+//! fetched, so it opens on an air-gapped laptop). The fleet summary on top;
+//! a table that sorts by any column (click its header) and filters by
+//! category; per VM a small chart of its daily CPU p95 and max and memory
+//! max over the window (inline SVG), and the reason in words.
+//!
+//! The page reads two things from its URL's fragment, so a headless
+//! browser can drive it without a remote-control protocol:
+//! `#click=ID` clicks the element with that id once the page has loaded
+//! (a real click event, through the same handler as a person's), and
+//! `#category=IDLE` sets the filter.
+
+use std::fmt::Write as _;
+
+use super::{advice, date_of_day, fmt_rate, reasons_text, seq_line, summary_line};
+use crate::report::{Category, Report, VmReport};
+
+/// Escapes text for HTML content and attribute values.
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const CHART_W: f64 = 140.0;
+const CHART_H: f64 = 36.0;
+
+/// Points of one daily series on the chart (0..100 % bottom to top).
+fn points(values: &[f64]) -> String {
+    let n = values.len();
+    let step = if n > 1 { CHART_W / (n - 1) as f64 } else { 0.0 };
+    let mut out = String::new();
+    for (i, v) in values.iter().enumerate() {
+        let y = CHART_H - v.clamp(0.0, 100.0) / 100.0 * CHART_H;
+        let _ = write!(out, "{:.1},{:.1} ", i as f64 * step, y);
+    }
+    if n == 1 {
+        // One day: a flat line across, so it shows.
+        let y = CHART_H - values[0].clamp(0.0, 100.0) / 100.0 * CHART_H;
+        let _ = write!(out, "{CHART_W:.1},{y:.1}");
+    }
+    out.trim_end().to_string()
+}
+
+/// The VM's daily CPU p95 (solid), CPU max (dotted) and memory max chart.
+fn chart(r: &VmReport) -> String {
+    let days = &r.vm.days;
+    if days.is_empty() {
+        return String::new();
+    }
+    let p95: Vec<f64> = days.iter().map(|d| d.cpu_p95).collect();
+    let max: Vec<f64> = days.iter().map(|d| d.cpu_max).collect();
+    let mem: Vec<f64> = days.iter().map(|d| d.mem_max).collect();
+    let mut title = String::new();
+    for d in days {
+        let _ = writeln!(
+            title,
+            "{}: cpu p95 {:.1}%, max {:.1}%; mem max {:.1}%",
+            date_of_day(d.day),
+            d.cpu_p95,
+            d.cpu_max,
+            d.mem_max
+        );
+    }
+    format!(
+        "<svg class=\"chart\" width=\"{CHART_W}\" height=\"{CHART_H}\" viewBox=\"-1 -1 {} {}\" role=\"img\"><title>{}</title>\
+<polyline class=\"cpumax\" points=\"{}\"/><polyline class=\"mem\" points=\"{}\"/><polyline class=\"cpu\" points=\"{}\"/></svg>",
+        CHART_W + 2.0,
+        CHART_H + 2.0,
+        esc(title.trim_end()),
+        points(&max),
+        points(&mem),
+        points(&p95),
+    )
+}
+
+/// One cell: shown text, and the value the column sorts by.
+fn cell(text: &str, sort: impl std::fmt::Display) -> String {
+    format!(
+        "<td data-v=\"{}\">{}</td>",
+        esc(&sort.to_string()),
+        esc(text)
+    )
+}
+
+const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}\
+h1{font-size:1.3em}\
+.cards{display:flex;flex-wrap:wrap;gap:.6em;margin:.8em 0}\
+.card{border:1px solid #ccc;border-radius:6px;padding:.4em .8em}\
+.card b{display:block;font-size:1.4em}\
+table{border-collapse:collapse;width:100%}\
+th,td{border-bottom:1px solid #e4e4e4;padding:.25em .5em;text-align:left;vertical-align:middle}\
+th{cursor:pointer;background:#f4f4f4;position:sticky;top:0;user-select:none}\
+th[aria-sort=ascending]::after{content:' \\25B2'}th[aria-sort=descending]::after{content:' \\25BC'}\
+td.n{text-align:right}\
+.IDLE{color:#0a6}.OVERSIZED{color:#06a}.UNDERSIZED{color:#c40}.SILENT{color:#a0a}.INSUFFICIENT_DATA{color:#888}\
+svg.chart polyline{fill:none;stroke-width:1.5}\
+svg.chart .cpu{stroke:#1565c0}svg.chart .cpumax{stroke:#90caf9;stroke-dasharray:2 2}svg.chart .mem{stroke:#ef6c00}\
+.legend span{margin-right:1em}";
+
+const SCRIPT: &str = r#"(function () {
+  var table = document.getElementById('vms');
+  var body = table.tBodies[0];
+  function value(row, i) {
+    var v = row.cells[i].getAttribute('data-v');
+    var n = parseFloat(v);
+    return isNaN(n) ? v : n;
+  }
+  Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, i) {
+    th.addEventListener('click', function () {
+      var asc = th.getAttribute('aria-sort') !== 'ascending';
+      Array.prototype.forEach.call(table.tHead.rows[0].cells, function (h) { h.removeAttribute('aria-sort'); });
+      th.setAttribute('aria-sort', asc ? 'ascending' : 'descending');
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) {
+        var x = value(a, i), y = value(b, i);
+        var c = (typeof x === 'number' && typeof y === 'number') ? x - y : String(x).localeCompare(String(y));
+        return asc ? c : -c;
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+  var filter = document.getElementById('category');
+  function apply() {
+    var want = filter.value, shown = 0;
+    Array.prototype.forEach.call(body.rows, function (r) {
+      var on = want === 'all' || r.getAttribute('data-cat') === want;
+      r.style.display = on ? '' : 'none';
+      if (on) shown++;
+    });
+    document.getElementById('shown').textContent = shown;
+  }
+  filter.addEventListener('change', apply);
+  var hash = decodeURIComponent(location.hash.slice(1));
+  hash.split('&').forEach(function (kv) {
+    var p = kv.split('=');
+    if (p[0] === 'category') { filter.value = p[1]; apply(); }
+    if (p[0] === 'click') { var el = document.getElementById(p[1]); if (el) el.click(); }
+  });
+})();"#;
+
+pub fn render(r: &Report) -> String {
+    let t = r.totals();
+    let mut out = String::with_capacity(4096 + r.vms.len() * 1200);
+    out.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
+    out.push_str("<meta name=\"viewport\" content=\"width=device-width\">");
+    out.push_str("<title>vmstats reclamation report</title><style>");
+    out.push_str(STYLE);
+    out.push_str("</style></head><body>\n<h1>vmstats reclamation report</h1>\n<p>");
+    let window = match r.window.lookback_days() {
+        Some(days) => format!("the {days:.0} days before"),
+        None => "everything up to".to_string(),
+    };
+    let _ = write!(
+        out,
+        "Policy <b>{}</b>; rows received in {window} {} UTC.</p>\n<div class=\"cards\">",
+        esc(r.rules[0].name()),
+        esc(&super::fmt_utc(r.window.as_of_ms)),
+    );
+    let _ = write!(
+        out,
+        "<div class=\"card\" id=\"total-vms\"><b>{}</b>VMs</div>",
+        r.vms.len()
+    );
+    for c in Category::ALL {
+        let _ = write!(
+            out,
+            "<div class=\"card {0}\" id=\"card-{0}\"><b>{1}</b>{2}</div>",
+            c.name(),
+            r.count(c),
+            esc(super::summary_word(c))
+        );
+    }
+    let _ = write!(
+        out,
+        "<div class=\"card\" id=\"reclaimable\"><b>{} vCPUs, {:.1} GiB</b>reclaimable now</div>",
+        t.reclaimable_vcpus,
+        t.reclaimable_mem_mib as f64 / 1024.0
+    );
+    if r.priced {
+        let _ = write!(
+            out,
+            "<div class=\"card\" id=\"savings\"><b>{:.2}</b>estimated savings a month</div>",
+            t.savings
+        );
+    }
+    out.push_str("</div>\n<p>");
+    out.push_str(&esc(&summary_line(r)));
+    out.push_str("<br>");
+    out.push_str(&esc(&seq_line(r)));
+    out.push_str(
+        "</p>\n<p><label>Category <select id=\"category\"><option value=\"all\">all</option>",
+    );
+    for c in Category::ALL {
+        let _ = write!(out, "<option value=\"{0}\">{0}</option>", c.name());
+    }
+    let _ = write!(
+        out,
+        "</select></label> <span id=\"shown\">{}</span> shown. <span class=\"legend\">Chart, per day: \
+<span style=\"color:#1565c0\">CPU p95</span><span style=\"color:#90caf9\">CPU max</span>\
+<span style=\"color:#ef6c00\">memory max</span> (0-100 %)</span></p>\n",
+        r.vms.len()
+    );
+    let mut head: Vec<(&str, &str)> = vec![("th-vm", "VM"), ("th-category", "Category")];
+    for (i, rule) in r.rules[1..].iter().enumerate() {
+        head.push((["th-p1", "th-p2", "th-p3"][i.min(2)], rule.name()));
+    }
+    head.extend([
+        ("th-samples", "Samples"),
+        ("th-idle-days", "Idle days"),
+        ("th-vcpus", "vCPUs"),
+        ("th-mem-mib", "MiB"),
+        ("th-cpu-p95", "CPU p95 %"),
+        ("th-cpu-max", "CPU max %"),
+        ("th-mem-max", "Mem max %"),
+        ("th-net", "Net p95"),
+        ("th-disk", "Disk p95"),
+    ]);
+    if r.priced {
+        head.push(("th-savings", "Save/month"));
+    }
+    head.extend([("th-chart", "Daily"), ("th-reason", "Advice: reason")]);
+    out.push_str("<table id=\"vms\"><thead><tr>");
+    for (id, label) in &head {
+        let _ = write!(out, "<th id=\"{id}\">{}</th>", esc(label));
+    }
+    out.push_str("</tr></thead><tbody>\n");
+    for v in &r.vms {
+        let s = &v.vm;
+        let cat = v.verdict.category.name();
+        let _ = write!(out, "<tr data-cat=\"{cat}\">");
+        out.push_str(&cell(&s.ip.to_string(), s.ip));
+        let _ = write!(out, "<td class=\"{cat}\" data-v=\"{cat}\">{cat}</td>");
+        for (_, other) in &v.others {
+            let name = other.category.name();
+            let _ = write!(out, "<td class=\"{name}\" data-v=\"{name}\">{name}</td>");
+        }
+        out.push_str(&cell(&s.samples.to_string(), s.samples));
+        let idle = format!("{}/{}", v.idle_days, s.days.len());
+        out.push_str(&cell(&idle, v.idle_days));
+        out.push_str(&cell(&s.vcpus.to_string(), s.vcpus));
+        out.push_str(&cell(&s.mem_mib.to_string(), s.mem_mib));
+        out.push_str(&cell(&format!("{:.1}", s.cpu_p95), s.cpu_p95));
+        out.push_str(&cell(&format!("{:.1}", s.cpu_max), s.cpu_max));
+        out.push_str(&cell(&format!("{:.1}", s.mem_max), s.mem_max));
+        out.push_str(&cell(&fmt_rate(s.net_p95_bps), s.net_p95_bps));
+        out.push_str(&cell(&fmt_rate(s.disk_p95_bps), s.disk_p95_bps));
+        if let Some(saved) = v.savings {
+            out.push_str(&cell(&format!("{saved:.2}"), saved));
+        }
+        let _ = write!(out, "<td data-v=\"{}\">{}</td>", s.cpu_p95, chart(v));
+        let reason = format!(
+            "{}: {}",
+            advice(v.verdict.category),
+            reasons_text(&v.verdict.reasons)
+        );
+        out.push_str(&cell(&reason, &reason));
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</tbody></table>\n<script>");
+    out.push_str(SCRIPT);
+    out.push_str("</script>\n</body></html>\n");
+    out
+}
