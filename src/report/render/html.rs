@@ -203,11 +203,11 @@ pub fn render(r: &Report) -> String {
     for c in Category::ALL {
         let _ = write!(out, "<option value=\"{0}\">{0}</option>", c.name());
     }
-    let _ = write!(
+    let _ = writeln!(
         out,
         "</select></label> <span id=\"shown\">{}</span> shown. <span class=\"legend\">Chart, per day: \
 <span style=\"color:#1565c0\">CPU p95</span><span style=\"color:#90caf9\">CPU max</span>\
-<span style=\"color:#ef6c00\">memory max</span> (0-100 %)</span></p>\n",
+<span style=\"color:#ef6c00\">memory max</span> (0-100 %)</span></p>",
         r.vms.len()
     );
     let mut head: Vec<(&str, &str)> = vec![("th-vm", "VM"), ("th-category", "Category")];
