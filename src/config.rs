@@ -527,6 +527,13 @@ pub struct SimConfig {
     /// (UDP_SEGMENT): a sender that is not the bottleneck.
     #[arg(long, default_value_t = 1, value_name = "K")]
     pub gso: usize,
+    /// Send nothing: write the files an aggregator would have written for
+    /// these VMs over the last --days, into this directory.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["rate", "total", "duration", "gso", "no_final"])]
+    pub write_dir: Option<PathBuf>,
+    /// With --write-dir: how many days of history (fractions allowed).
+    #[arg(long, default_value_t = 14.0, value_name = "DAYS")]
+    pub days: f64,
 }
 
 impl Default for SimConfig {
@@ -564,6 +571,12 @@ impl SimConfig {
         }
         if self.total == Some(0) {
             return Err(invalid("--total", "must be at least 1"));
+        }
+        if !(self.days > 0.0 && self.days <= 3650.0) {
+            return Err(invalid(
+                "--days",
+                format!("{} is not in (0, 3650]", self.days),
+            ));
         }
         Ok(())
     }

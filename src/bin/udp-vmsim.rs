@@ -19,6 +19,11 @@ struct Cli {
 }
 
 fn run(cfg: SimConfig) -> anyhow::Result<()> {
+    if let Some(dir) = &cfg.write_dir {
+        let report = vmstats::sim::history::write(&cfg, dir, vmstats::unix_ms())?;
+        println!("{}", vmstats::sim::history::summary_line(&report));
+        return Ok(());
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))

@@ -22,7 +22,9 @@ pub mod scan;
 pub mod summary;
 
 use std::io;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::config::{OfflineReportConfig, Policy, Prices, ReportConfig, ReportFormat, Thresholds};
 
@@ -162,10 +164,8 @@ pub fn build(
     as_of_ms: u64,
 ) -> Result<Report, ReportError> {
     let window = Window::before(as_of_ms, cfg.window.length());
-    let summaries = scan::vm_files(data_dirs)?
-        .into_iter()
-        .filter_map(|(ip, parts)| scan::summarize_vm(ip, &parts, &window))
-        .collect();
+    let vms: Vec<_> = scan::vm_files(data_dirs)?.into_iter().collect();
+    let summaries = summarize_all(&vms, &window);
     Ok(Report::new(
         summaries,
         &cfg.thresholds,
@@ -173,6 +173,33 @@ pub fn build(
         cfg.prices(),
         window,
     ))
+}
+
+/// Every VM's summary, on all cores: each thread takes the next VM off a
+/// shared counter, so a few long histories do not leave a core idle, and
+/// memory stays one VM's summary per thread.
+fn summarize_all(vms: &[(IpAddr, Vec<scan::Part>)], window: &Window) -> Vec<VmSummary> {
+    let next = AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(vms.len().max(1));
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    while let Some((ip, parts)) = vms.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        done.extend(scan::summarize_vm(*ip, parts, window));
+                    }
+                    done
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a report thread panicked"))
+            .collect()
+    })
 }
 
 /// `udp-aggregator report`: the report of a data dir, from its files alone.

@@ -17,6 +17,8 @@
 //!
 //! [`sys`]: crate::sys
 
+pub mod history;
+
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -221,6 +223,11 @@ pub fn summary_line(r: &SimReport) -> String {
 pub enum SimError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("cannot write history to {path} (--write-dir): {error}")]
+    History {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
     #[error("cannot open the sending socket: {0}")]
     Socket(io::Error),
 }
