@@ -1034,4 +1034,40 @@ mod tests {
         // Text is escaped.
         assert!(!page.contains("<= 40"), "a raw < in text");
     }
+
+    #[test]
+    fn a_one_day_window_reads_about_a_fourteenth_of_fourteen_days() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 40 * summary::DAY_MS;
+        let cfg = crate::config::SimConfig {
+            count: 1,
+            interval: std::time::Duration::from_secs(60),
+            days: 14.0,
+            ..crate::config::SimConfig::default()
+        };
+        crate::sim::history::write(&cfg, dir.path(), now).unwrap();
+        let path = dir.path().join("127.1.0.1.csv");
+        let len = std::fs::metadata(&path).unwrap().len();
+        let day = Window::before(now, Some(std::time::Duration::from_secs(86_400)));
+        let plain = scan::Part {
+            path: path.clone(),
+            gzip: false,
+        };
+        let mut seeking = Accumulator::default();
+        let read = scan::read_part(&plain, &day, &mut seeking).unwrap();
+        assert!(read < len / 14 + 2 * scan::SEEK_SPAN, "read {read} of {len}");
+        // The same rows as a full read (gzip cannot seek).
+        let gz_path = dir.path().join("127.1.0.1.csv.1.gz");
+        std::fs::write(&gz_path, gzip(&std::fs::read(&path).unwrap())).unwrap();
+        let packed = scan::Part {
+            path: gz_path,
+            gzip: true,
+        };
+        let mut full = Accumulator::default();
+        assert!(scan::read_part(&packed, &day, &mut full).unwrap() >= len);
+        let ip = "127.1.0.1".parse().unwrap();
+        let (a, b) = (seeking.finish(ip).unwrap(), full.finish(ip).unwrap());
+        assert_eq!(a.samples, 24 * 60);
+        assert_eq!(a, b);
+    }
 }

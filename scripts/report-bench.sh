@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The report at scale, against DuckDB on the same files and cores: writes
+# VMS x ROWS rows of contract files over 14 days (udp-vmsim --write-dir),
+# then times `udp-aggregator report` (14-day and 1-day windows) and DuckDB
+# computing the same per-VM figures (2 threads). Prints key=value lines.
+#
+#   scripts/report-bench.sh                 # 10,000 VMs x 1,440 rows
+#   VMS=1000 ROWS=1440 scripts/report-bench.sh
+#
+# DuckDB comes from PyPI (pip install duckdb) when missing; without it the
+# comparison is skipped with a message. The data stays in $WORK (removed at
+# the end unless KEEP=1).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+VMS=${VMS:-10000}
+ROWS=${ROWS:-1440}
+DATA=$WORK/data
+build_release
+cleanup() { [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"; }
+trap cleanup EXIT
+
+interval=$((14 * 86400 / ROWS))
+"$SIM" --write-dir "$DATA" --count "$VMS" --interval "${interval}s" --days 14
+echo "data_bytes=$(du -sb "$DATA" | cut -f1) vms=$VMS rows_per_vm=$ROWS"
+
+# timed NAME CMD...: wall time and peak RSS of one run, as key=value.
+timed() {
+    local name=$1
+    shift
+    /usr/bin/time -f "run=$name wall_s=%e cpu_s=%U+%S max_rss_kib=%M" "$@" >/dev/null
+}
+
+# The first read warms the page cache for everyone.
+cat "$DATA"/*.csv >/dev/null
+timed vmstats-14d "$AGG" report --data-dir "$DATA" --window 14d --report-file "$WORK/r14.txt"
+timed vmstats-1d "$AGG" report --data-dir "$DATA" --window 1d --report-file "$WORK/r1.txt"
+
+if ! python3 -c 'import duckdb' 2>/dev/null; then
+    pip install -q duckdb 2>/dev/null || { echo "duckdb=skipped (pip install duckdb failed)"; exit 0; }
+fi
+cat >"$WORK/duck.py" <<PY
+import duckdb
+con = duckdb.connect()
+con.execute("SET threads = 2")
+rows = con.execute("""
+  SELECT filename, count(*),
+         quantile_disc(cpu_pct, 0.5), quantile_disc(cpu_pct, 0.95),
+         quantile_disc(cpu_pct, 0.99), max(cpu_pct),
+         quantile_disc(mem_pct, 0.95), max(mem_pct),
+         quantile_disc((net_rx_bytes + net_tx_bytes) / interval_s, 0.95),
+         quantile_disc((disk_read_bytes + disk_write_bytes) / interval_s, 0.95)
+  FROM read_csv('$DATA/*.csv', filename = true)
+  GROUP BY filename""").fetchall()
+print(len(rows))
+PY
+timed duckdb-14d python3 "$WORK/duck.py"
