@@ -91,19 +91,19 @@ fn the_html_report_renders_sorts_and_filters_in_chromium() {
     }
     assert!(agg.stop().success);
     let page = dir.path().join("report.html");
-    let out = Command::new(AGGREGATOR)
-        .args(["report", "--report-format", "html", "--policy", "all"])
-        .args(["--price-vcpu-month", "20", "--data-dir"])
-        .arg(dir.path())
-        .arg("--report-file")
-        .arg(&page)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    report_with(&[
+        os("--report-format"),
+        os("html"),
+        os("--policy"),
+        os("all"),
+        os("--price-vcpu-month"),
+        os("20"),
+        os("--data-dir"),
+        dir.path().as_os_str(),
+        os("--report-file"),
+        page.as_os_str(),
+    ]);
 
     // As written: idle first (the report's order).
     let dom = dump_dom(&browser, &page, "");

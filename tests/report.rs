@@ -206,20 +206,18 @@ fn two_aggregators_fed_the_same_datagrams_report_each_once() {
         }
     }
     assert!(agg_a.stop().success && agg_b.stop().success);
-    let out = Command::new(AGGREGATOR)
-        .args(["report", "--report-format", "json", "--window", "all"])
-        .arg("--data-dir")
-        .arg(a.path())
-        .arg("--data-dir")
-        .arg(b.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    let stdout = report_with(&[
+        os("--report-format"),
+        os("json"),
+        os("--window"),
+        os("all"),
+        os("--data-dir"),
+        a.path().as_os_str(),
+        os("--data-dir"),
+        b.path().as_os_str(),
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
     assert_eq!(json["summary"]["vms"], 1);
     let d = &json["vms"][0]["datagrams"];
     assert_eq!(

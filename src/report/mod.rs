@@ -1055,7 +1055,10 @@ mod tests {
         };
         let mut seeking = Accumulator::default();
         let read = scan::read_part(&plain, &day, &mut seeking).unwrap();
-        assert!(read < len / 14 + 2 * scan::SEEK_SPAN, "read {read} of {len}");
+        assert!(
+            read < len / 14 + 2 * scan::SEEK_SPAN,
+            "read {read} of {len}"
+        );
         // The same rows as a full read (gzip cannot seek).
         let gz_path = dir.path().join("127.1.0.1.csv.1.gz");
         std::fs::write(&gz_path, gzip(&std::fs::read(&path).unwrap())).unwrap();

@@ -319,3 +319,19 @@ pub fn agent_fixture(case: &str, n: u32) -> (PathBuf, PathBuf) {
     };
     (dir.join(format!("{n}/proc")), sys)
 }
+
+/// Runs `udp-aggregator report` with `args`, insists it succeeded (showing
+/// its stderr if not) and returns its stdout.
+pub fn report_with(args: &[&std::ffi::OsStr]) -> Vec<u8> {
+    let out = Command::new(AGGREGATOR)
+        .arg("report")
+        .args(args)
+        .output()
+        .expect("run udp-aggregator report");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
