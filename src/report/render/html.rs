@@ -120,13 +120,18 @@ const SCRIPT: &str = r#"(function () {
       var asc = th.getAttribute('aria-sort') !== 'ascending';
       Array.prototype.forEach.call(table.tHead.rows[0].cells, function (h) { h.removeAttribute('aria-sort'); });
       th.setAttribute('aria-sort', asc ? 'ascending' : 'descending');
-      var rows = Array.prototype.slice.call(body.rows);
-      rows.sort(function (a, b) {
-        var x = value(a, i), y = value(b, i);
-        var c = (typeof x === 'number' && typeof y === 'number') ? x - y : String(x).localeCompare(String(y));
+      // Each row's key once, then one move of all rows: at 10,000 rows
+      // reading attributes in the comparator and a reflow per row cost
+      // seconds.
+      var keyed = Array.prototype.map.call(body.rows, function (r) { return [value(r, i), r]; });
+      keyed.sort(function (a, b) {
+        var x = a[0], y = b[0];
+        var c = (typeof x === 'number' && typeof y === 'number') ? x - y : (x < y ? -1 : x > y ? 1 : 0);
         return asc ? c : -c;
       });
-      rows.forEach(function (r) { body.appendChild(r); });
+      var moved = document.createDocumentFragment();
+      keyed.forEach(function (k) { moved.appendChild(k[1]); });
+      body.appendChild(moved);
     });
   });
   var filter = document.getElementById('category');
