@@ -181,11 +181,11 @@ pub fn read_part(part: &Part, window: &Window, acc: &mut Accumulator) -> Result<
     acc.start_file();
     let bad_before = acc.bad_rows();
     let read = if part.gzip {
-        let mut reader = BufReader::new(MultiGzDecoder::new(file));
+        let mut reader = BufReader::with_capacity(READ_BUF, MultiGzDecoder::new(file));
         let header_end = check_header(&mut reader).map_err(err)?;
         read_rows(reader, window, acc).map(|n| n + header_end)
     } else {
-        let mut reader = BufReader::new(file);
+        let mut reader = BufReader::with_capacity(READ_BUF, file);
         let header_end = check_header(&mut reader).map_err(err)?;
         if let Some(from) = window.from_ms {
             let start =
@@ -219,6 +219,10 @@ fn check_header(reader: &mut impl BufRead) -> io::Result<u64> {
         )),
     }
 }
+
+/// Bytes asked of the kernel per read: larger reads than the default 8 KiB
+/// help a cold scan, while a window's seek still skips most of a file.
+const READ_BUF: usize = 32 << 10;
 
 /// Probes closer together than this end the search: the rest is read. A
 /// page: each probe is one small `pread`, so a few more of them cost less
