@@ -55,10 +55,15 @@ pub struct VmReport {
     pub others: Vec<(Rule, Verdict)>,
     /// Whether it looked idle, for each of `vm.days`.
     pub day_idle: Vec<bool>,
-    /// Days (of those with data) on which it looked idle.
-    pub idle_days: u64,
     /// Estimated monthly saving, when prices were given.
     pub savings: Option<f64>,
+}
+
+impl VmReport {
+    /// Days (of those with data) on which it looked idle.
+    pub fn idle_days(&self) -> u64 {
+        self.day_idle.iter().filter(|idle| **idle).count() as u64
+    }
 }
 
 /// The whole report.
@@ -108,14 +113,12 @@ impl Report {
                     .map(|r| (*r, policy::judge_by(*r, &vm, t, window.as_of_ms)))
                     .collect();
                 let savings = prices.map(|p| policy::monthly_savings(&vm, verdict.category, p));
-                let day_idle: Vec<bool> = vm.days.iter().map(|d| policy::idle_day(d, t)).collect();
-                let idle_days = day_idle.iter().filter(|idle| **idle).count() as u64;
+                let day_idle = vm.days.iter().map(|d| policy::idle_day(d, t)).collect();
                 VmReport {
                     vm,
                     verdict,
                     others,
                     day_idle,
-                    idle_days,
                     savings,
                 }
             })
@@ -836,7 +839,7 @@ mod tests {
             None,
             window(),
         );
-        assert_eq!(r.vms[0].idle_days, 2);
+        assert_eq!(r.vms[0].idle_days(), 2);
         let table = render(&r, ReportFormat::Table);
         assert!(table.lines().nth(1).unwrap().contains(" 2/3 "), "{table}");
         let json: serde_json::Value =

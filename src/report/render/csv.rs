@@ -55,7 +55,7 @@ fn row(r: &VmReport) -> Row {
         advice: advice(r.verdict.category),
         reason: reasons_text(&r.verdict.reasons),
         samples: v.samples,
-        idle_days: r.idle_days,
+        idle_days: r.idle_days(),
         days_with_data: v.days.len(),
         vcpus: v.vcpus,
         mem_mib: v.mem_mib,

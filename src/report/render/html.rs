@@ -250,8 +250,8 @@ pub fn render(r: &Report) -> String {
             let _ = write!(out, "<td class=\"{name}\" data-v=\"{name}\">{name}</td>");
         }
         out.push_str(&cell(&s.samples.to_string(), s.samples));
-        let idle = format!("{}/{}", v.idle_days, s.days.len());
-        out.push_str(&cell(&idle, v.idle_days));
+        let idle = format!("{}/{}", v.idle_days(), s.days.len());
+        out.push_str(&cell(&idle, v.idle_days()));
         out.push_str(&cell(&s.vcpus.to_string(), s.vcpus));
         out.push_str(&cell(&s.mem_mib.to_string(), s.mem_mib));
         out.push_str(&cell(&format!("{:.1}", s.cpu_p95), s.cpu_p95));

@@ -162,7 +162,7 @@ fn vm(r: &VmReport, rule: Rule) -> Vm {
             seq_jumps: v.seq_jumps,
             bad_rows: v.bad_rows,
         },
-        idle_days: r.idle_days,
+        idle_days: r.idle_days(),
         days_with_data: v.days.len(),
         days: v
             .days

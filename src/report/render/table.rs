@@ -52,7 +52,7 @@ fn cells(r: &VmReport, as_of_ms: u64) -> Vec<String> {
         v.ip.to_string(),
         r.verdict.category.name().to_string(),
         v.samples.to_string(),
-        format!("{}/{}", r.idle_days, v.days.len()),
+        format!("{}/{}", r.idle_days(), v.days.len()),
         v.vcpus.to_string(),
         v.mem_mib.to_string(),
         format!(
