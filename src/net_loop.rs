@@ -9,10 +9,12 @@
 //! not on a full worker queue (counted drop), not on a SIGHUP (a
 //! [`ReopenSignal`] the workers read).
 //!
-//! At a stop the socket is first frozen (connected to a peer that never
-//! sends, so the kernel queues nothing new for it and refuses later
-//! datagrams as it would at a closed port); then everything the kernel
-//! already queued is taken and written, for up to [`SHUTDOWN_DRAIN`]. What
+//! At a stop the loop keeps receiving until the socket has been quiet for
+//! 100 ms (what was sent before the stop may still be in the kernel's
+//! queues), then freezes it (connected to a peer that never sends, so the
+//! kernel queues nothing new for it and refuses later datagrams as it
+//! would at a closed port); then everything the kernel already queued is
+//! taken and written, all within [`SHUTDOWN_DRAIN`]. What
 //! that leaves is read and counted as kernel drops, so the books close:
 //! sent = accepted + rejected + vm_limit + dropped + kernel drops.
 
@@ -45,6 +47,11 @@ const BATCHES_PER_WAKE: usize = 256;
 /// 256 MiB buffer (about 350,000 datagrams) takes well under a second here.
 /// Past it, what is left is counted unread, not written.
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
+
+/// How long the socket must stay quiet at a stop before it is frozen: on
+/// loopback, and on a busy host, what was sent before the stop can still
+/// be in the kernel's queues for a few milliseconds.
+const SETTLE: Duration = Duration::from_millis(100);
 
 /// Longest the unread rest is counted for after [`SHUTDOWN_DRAIN`]: reading
 /// without looking runs at millions of datagrams a second.
@@ -200,14 +207,18 @@ impl NetLoop {
         self.shut_down();
     }
 
-    /// Freezes the socket, takes what it holds for up to [`SHUTDOWN_DRAIN`],
-    /// counts the rest unread, and hands over the last batches.
+    /// Takes what is still arriving until the socket has been quiet for
+    /// [`SETTLE`] (datagrams sent before the stop may still be on their way
+    /// through the kernel), then freezes it and takes what it holds; all of
+    /// it within [`SHUTDOWN_DRAIN`], after which the rest is counted unread.
+    /// Then hands over the last batches.
     fn shut_down(&mut self) {
+        let until = Instant::now() + SHUTDOWN_DRAIN;
+        self.dispatcher.wait_for_room_until(until);
+        self.settle(until);
         if let Err(e) = self.freeze() {
             self.log_error("freeze", &e);
         }
-        let until = Instant::now() + SHUTDOWN_DRAIN;
-        self.dispatcher.wait_for_room_until(until);
         while self.drain(BATCHES_PER_WAKE) {
             self.dispatcher.tick(Instant::now());
             self.publish();
@@ -223,6 +234,29 @@ impl NetLoop {
         }
         self.dispatcher.flush();
         self.publish();
+    }
+
+    /// Receives until nothing has come for [`SETTLE`] or `until` passes.
+    fn settle(&mut self, until: Instant) {
+        let mut events = Events::with_capacity(8);
+        let mut last_arrival = Instant::now();
+        while last_arrival.elapsed() < SETTLE && Instant::now() < until {
+            let before = self.local.received;
+            let more = self.drain(BATCHES_PER_WAKE);
+            if self.local.received != before {
+                last_arrival = Instant::now();
+            }
+            self.dispatcher.tick(Instant::now());
+            self.publish();
+            if !more {
+                let wait = SETTLE.saturating_sub(last_arrival.elapsed());
+                if let Err(e) = self.poll.poll(&mut events, Some(wait))
+                    && e.kind() != io::ErrorKind::Interrupted
+                {
+                    self.log_error("poll", &e);
+                }
+            }
+        }
     }
 
     /// Connects the socket to its own port on loopback, a peer that never
