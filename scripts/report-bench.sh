@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The report at scale, against DuckDB on the same files and cores: writes
 # VMS x ROWS rows of contract files over 14 days (udp-vmsim --write-dir),
-# then times `udp-aggregator report` (14-day and 1-day windows) and DuckDB
-# computing the same per-VM figures (2 threads). Prints key=value lines.
+# then times `udp-aggregator report` (14-day and 1-day windows, each
+# without and then with its summary cache) and DuckDB computing the same
+# per-VM figures (2 threads). Prints key=value lines.
 #
 #   scripts/report-bench.sh                 # 10,000 VMs x 1,440 rows
 #   VMS=1000 ROWS=1440 scripts/report-bench.sh
@@ -33,8 +34,19 @@ timed() {
 
 # The first read warms the page cache for everyone.
 cat "$DATA"/*.csv >/dev/null
-timed vmstats-14d "$AGG" report --data-dir "$DATA" --window 14d --report-file "$WORK/r14.txt"
-timed vmstats-1d "$AGG" report --data-dir "$DATA" --window 1d --report-file "$WORK/r1.txt"
+# Each window first without the summary cache (which that run writes),
+# then twice over the unchanged files, with it; one --as-of for all, so
+# the reports can be compared byte for byte.
+AS_OF=$(date +%s%3N)
+for window in 14d 1d; do
+    rm -rf "$DATA/.vmstats"
+    timed "vmstats-$window-first" "$AGG" report --data-dir "$DATA" --window $window --as-of "$AS_OF" --report-file "$WORK/r1.txt"
+    for run in cached cached-again; do
+        timed "vmstats-$window-$run" "$AGG" report --data-dir "$DATA" --window $window --as-of "$AS_OF" --report-file "$WORK/r2.txt"
+    done
+    cmp -s "$WORK/r1.txt" "$WORK/r2.txt" && same=yes || same=no
+    echo "window=$window cache_bytes=$(du -sb "$DATA/.vmstats" | cut -f1) cached_report_identical=$same"
+done
 
 if ! python3 -c 'import duckdb' 2>/dev/null; then
     pip install -q duckdb 2>/dev/null || { echo "duckdb=skipped (pip install duckdb failed)"; exit 0; }

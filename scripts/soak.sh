@@ -68,8 +68,13 @@ if [ -n "$DUR2" ]; then
     phase "$DUR2" "$RATE2"
 fi
 RSS_END=$(rss_kib "$AGG_PID")
+# From SIGTERM to exit: drain, flush, sync and the exit report (which reads
+# the summary cache, kept current by the aggregator, and the rows since).
+EXIT_T0=$(date +%s%N)
 stop_pid "$AGG_PID"
+EXIT_MS=$((($(date +%s%N) - EXIT_T0) / 1000000))
 grep '^summary:' "$WORK/agg.log"
+echo "exit: sigterm_to_exit_ms=$EXIT_MS report_vms=$(grep -cE '^127\.' "$WORK/agg.log.out" || true)"
 
 LOSS=$((PHASE_SENT - PHASE_ROWS))
 # Flat: the end within 10 % (and 16 MiB) of the first sample under load.

@@ -159,6 +159,7 @@ pub struct Started {
     pub local: SocketAddr,
     pub net_loop: NetLoop,
     workers: Vec<JoinHandle<WorkerOutcome>>,
+    refresher: Option<report::Refresher>,
     stats: Arc<Stats>,
     started: Instant,
 }
@@ -174,12 +175,16 @@ pub fn run(cfg: &AggregatorConfig, ctl: &net_loop::Control) -> Result<RunSummary
         local,
         net_loop,
         workers,
+        refresher,
         stats,
         started,
     } = started;
     // Returns after the last batch is handed over; dropping the loop
     // closes the socket and the channels, which is the workers' signal.
     net_loop.run(ctl, deadline, cfg.stats_interval);
+    if let Some(r) = refresher {
+        r.stop();
+    }
     finish(cfg, local, workers, &stats, started)
 }
 
@@ -249,10 +254,18 @@ pub fn start(cfg: &AggregatorConfig) -> Result<Started, AggregatorError> {
         cfg.discard,
     )
     .map_err(AggregatorError::Start)?;
+    let refresher = match cfg.cache_refresh {
+        every if cfg.discard || every.is_zero() => None,
+        every => Some(
+            report::Refresher::start(cfg.data_dir.clone(), cfg.report.window.length(), every)
+                .map_err(AggregatorError::Start)?,
+        ),
+    };
     Ok(Started {
         local: bound.local,
         net_loop,
         workers: handles,
+        refresher,
         stats,
         started,
     })

@@ -342,6 +342,11 @@ pub struct AggregatorConfig {
     /// Period of the status line on stderr.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DUR")]
     pub stats_interval: Duration,
+    /// Bring the report's summary cache (<data-dir>/.vmstats) up to date
+    /// this often while running, at low priority, so the exit report reads
+    /// only the rows since; 0 = never.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DUR")]
+    pub cache_refresh: Duration,
     /// Stop by itself after this long (default: run until SIGINT/SIGTERM).
     #[arg(long, value_parser = parse_duration, value_name = "DUR")]
     pub duration: Option<Duration>,

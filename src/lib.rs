@@ -17,7 +17,8 @@
 //! [`aggregator`] wires these together for one run, [`stats`] counts what
 //! happened, [`config`] holds the validated settings and [`sim`] is the VM
 //! simulator and load generator. [`agent`] is the other end: what runs on
-//! a real VM and sends its real figures.
+//! a real VM and sends its real figures; [`stop`] ends its sleeps (and the
+//! report cache refresh's) at once.
 
 pub mod admission;
 pub mod agent;
@@ -28,6 +29,7 @@ pub mod net_loop;
 pub mod report;
 pub mod sim;
 pub mod stats;
+pub mod stop;
 pub mod store;
 pub mod sys;
 pub mod wire;

@@ -1,6 +1,7 @@
 //! Platform syscalls behind one `cfg`: batched receive (`recvmmsg`), batched
 //! send with a per-datagram source address (`sendmmsg` + `IP_PKTINFO`), the
-//! forced receive buffer, `syncfs` and the open-file limit.
+//! forced receive buffer, `syncfs`, the open-file limit and a background
+//! thread's priority.
 //!
 //! Linux gets the batched calls, which is where the collector's speed comes
 //! from (one syscall per up to [`BATCH`] datagrams). Every other platform gets
@@ -150,6 +151,21 @@ pub fn raise_nofile_limit() -> Option<u64> {
 pub fn raise_nofile_limit() -> Option<u64> {
     None
 }
+
+/// Lowers the calling thread's CPU priority to nice 10, for background
+/// work that must not take the receive path's time (the summary cache's
+/// refresh). Best effort: nothing happens where it fails.
+#[cfg(target_os = "linux")]
+pub fn lower_thread_priority() {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    // SAFETY: setpriority with a thread id only changes that thread's nice
+    // value (Linux keeps nice per thread); a failure is harmless.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10) };
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn lower_thread_priority() {}
 
 /// USER_HZ: the unit of `/proc/stat`'s CPU times (100 on every Linux
 /// build in practice, but the kernel says so here).

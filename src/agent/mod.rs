@@ -19,12 +19,10 @@ pub mod send;
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use crate::config::{AgentConfig, ConfigError};
+use crate::stop::Stop;
 use crate::wire::{self, Stat};
 use sampler::{Roots, Sample, SampleError, Sampler};
 use send::Servers;
@@ -52,47 +50,6 @@ pub fn summary_line(r: &AgentReport) -> String {
         "udp-vmagent: samples={} send_errors={} sample_errors={}",
         r.samples, r.send_errors, r.sample_errors
     )
-}
-
-/// How the agent is told to stop, and how it sleeps until then: a flag and
-/// an unpark, so a sleep is one futex wait and a stop ends it at once. (A
-/// channel receive with a deadline spins before it sleeps: at a 10 ms
-/// interval that was a tenth of the agent's CPU.)
-#[derive(Debug, Clone)]
-pub struct Stop {
-    flag: Arc<AtomicBool>,
-    sleeper: Thread,
-}
-
-impl Stop {
-    /// A stop for the calling thread, the one that will run the agent.
-    pub fn for_current_thread() -> Stop {
-        Stop {
-            flag: Arc::new(AtomicBool::new(false)),
-            sleeper: std::thread::current(),
-        }
-    }
-
-    /// Asks the agent to send its last datagram and return (from a signal
-    /// thread, or a test).
-    pub fn request(&self) {
-        self.flag.store(true, Ordering::SeqCst);
-        self.sleeper.unpark();
-    }
-
-    /// Sleeps until `until`; true when a stop came first.
-    fn sleep_until(&self, until: Instant) -> bool {
-        loop {
-            if self.flag.load(Ordering::SeqCst) {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= until {
-                return false;
-            }
-            std::thread::park_timeout(until - now);
-        }
-    }
 }
 
 /// At most one line a minute about failed readings.
@@ -222,21 +179,6 @@ pub fn print_line(out: &mut String, s: &Stat) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_stop_wakes_the_sleeper_at_once() {
-        let stop = Stop::for_current_thread();
-        let other = stop.clone();
-        let started = Instant::now();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(50));
-            other.request();
-        });
-        assert!(stop.sleep_until(started + Duration::from_secs(30)));
-        assert!(started.elapsed() < Duration::from_secs(10));
-        let idle = Stop::for_current_thread();
-        assert!(!idle.sleep_until(Instant::now() + Duration::from_millis(20)));
-    }
 
     #[test]
     fn the_print_line_is_key_value_with_two_decimals() {

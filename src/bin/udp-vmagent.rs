@@ -7,8 +7,8 @@ use anyhow::Context;
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use vmstats::agent::Stop;
 use vmstats::config::AgentConfig;
+use vmstats::stop::Stop;
 
 /// Runs on a VM (or container, or host) and sends its real CPU, memory,
 /// network and disk figures to udp-aggregator once per interval.

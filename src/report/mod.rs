@@ -9,16 +9,26 @@
 //! 1. [`scan`]: each VM's files (its live file and rotated parts, in one
 //!    data dir or several), read without trusting them, for the rows in
 //!    the [`Window`] (`--window`, default 14 days, before `--as-of`);
-//! 2. [`summary`]: one VM's rows folded into its [`VmSummary`] in bounded
-//!    memory (exact CPU and memory percentiles; nothing one spoofed
-//!    datagram says taken at its word);
-//! 3. [`policy`]: the [`Verdict`] on each VM, a category and typed
+//! 2. [`summary`]: rows folded into a [`VmSummary`] in bounded memory
+//!    (exact CPU and memory percentiles; nothing one spoofed datagram says
+//!    taken at its word);
+//! 3. `segment`: each file's rows summarized per UTC day, so a report
+//!    merges the days its window covers and reads again only the days it
+//!    cuts; `cache` keeps those segments under `<data-dir>/.vmstats/`
+//!    between reports (derived data: deleting it costs only time), and
+//!    [`Refresher`] keeps them current while the aggregator runs;
+//! 4. [`policy`]: the [`Verdict`] on each VM, a category and typed
 //!    [`Reason`]s with their numbers;
-//! 4. [`render`]: the table, JSON and CSV forms of the same [`Report`].
+//! 5. [`render`]: the table, JSON, CSV and HTML forms of the same
+//!    [`Report`].
 
+mod cache;
+mod codec;
 pub mod policy;
+mod refresh;
 pub mod render;
 pub mod scan;
+mod segment;
 pub mod summary;
 
 use std::io;
@@ -29,6 +39,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::config::{OfflineReportConfig, Policy, Prices, ReportConfig, ReportFormat, Thresholds};
 
 pub use policy::{Category, Reason, Rule, Verdict};
+pub use refresh::Refresher;
 pub use scan::Window;
 pub use summary::{DaySummary, VmSummary};
 
@@ -168,7 +179,11 @@ pub fn build(
 ) -> Result<Report, ReportError> {
     let window = Window::before(as_of_ms, cfg.window.length());
     let vms: Vec<_> = scan::vm_files(data_dirs)?.into_iter().collect();
-    let summaries = summarize_all(&vms, &window);
+    let caches = cache::CacheDirs::open(data_dirs);
+    let summaries = cache::with_writer(&caches, |writes| {
+        summarize_all(&vms, &window, &caches, writes)
+    });
+    caches.prune(&vms.iter().flat_map(|(_, parts)| parts).collect::<Vec<_>>());
     Ok(Report::new(
         summaries,
         &cfg.thresholds,
@@ -186,7 +201,12 @@ const READERS_PER_CORE: usize = 2;
 /// Every VM's summary, on all cores: each thread takes the next VM off a
 /// shared counter, so a few long histories do not leave a core idle, and
 /// memory stays one VM's summary per thread.
-fn summarize_all(vms: &[(IpAddr, Vec<scan::Part>)], window: &Window) -> Vec<VmSummary> {
+fn summarize_all(
+    vms: &[(IpAddr, Vec<scan::Part>)],
+    window: &Window,
+    caches: &cache::CacheDirs,
+    writes: crossbeam_channel::Sender<cache::Write>,
+) -> Vec<VmSummary> {
     let next = AtomicUsize::new(0);
     let threads = (std::thread::available_parallelism().map_or(1, |n| n.get()) * READERS_PER_CORE)
         .min(vms.len().max(1));
@@ -195,8 +215,15 @@ fn summarize_all(vms: &[(IpAddr, Vec<scan::Part>)], window: &Window) -> Vec<VmSu
             .map(|_| {
                 scope.spawn(|| {
                     let mut done = Vec::new();
+                    let mut scratch = segment::Scratch::new(writes.clone());
                     while let Some((ip, parts)) = vms.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        done.extend(scan::summarize_vm(*ip, parts, window));
+                        done.extend(segment::summarize_vm(
+                            *ip,
+                            parts,
+                            window,
+                            caches,
+                            &mut scratch,
+                        ));
                     }
                     done
                 })
@@ -1074,7 +1101,8 @@ mod tests {
             gzip: true,
         };
         let mut full = Accumulator::default();
-        assert!(scan::read_part(&packed, &day, &mut full).unwrap() >= len);
+        let header = wire::CSV_HEADER.len() as u64;
+        assert!(scan::read_part(&packed, &day, &mut full).unwrap() >= len - header);
         let ip = "127.1.0.1".parse().unwrap();
         let (a, b) = (seeking.finish(ip).unwrap(), full.finish(ip).unwrap());
         assert_eq!(a.samples, 24 * 60);

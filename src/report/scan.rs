@@ -71,15 +71,18 @@ enum Line {
     Eof,
 }
 
-/// Reads the next line into `line`, holding at most [`MAX_LINE`] bytes.
-fn next_line(reader: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<Line> {
+/// Reads the next line into `line`, holding at most [`MAX_LINE`] bytes;
+/// returns what it found and the bytes it consumed.
+fn next_line(reader: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<(Line, u64)> {
     line.clear();
     let mut too_long = false;
+    let mut consumed = 0u64;
     loop {
         let buf = reader.fill_buf()?;
         if buf.is_empty() {
             let started = too_long || !line.is_empty();
-            return Ok(if started { Line::Torn } else { Line::Eof });
+            let kind = if started { Line::Torn } else { Line::Eof };
+            return Ok((kind, consumed));
         }
         let (chunk, end) = match buf.iter().position(|b| *b == b'\n') {
             Some(i) => (&buf[..i], Some(i + 1)),
@@ -93,8 +96,10 @@ fn next_line(reader: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<Line> 
         }
         let used = end.unwrap_or(buf.len());
         reader.consume(used);
+        consumed += used as u64;
         if end.is_some() {
-            return Ok(if too_long { Line::TooLong } else { Line::Whole });
+            let kind = if too_long { Line::TooLong } else { Line::Whole };
+            return Ok((kind, consumed));
         }
     }
 }
@@ -148,7 +153,7 @@ pub fn summarize_vm(ip: IpAddr, parts: &[Part], window: &Window) -> Option<VmSum
 /// skipped (the contract allows one after a crash), bad lines counted. A
 /// part that is not a regular file (a symlink, FIFO or device planted in
 /// the data dir) is never read. In a plain file the read starts where the
-/// window does ([`window_start`]). Returns the bytes read.
+/// window does ([`window_start`]). Returns the bytes of rows read.
 pub fn read_part(part: &Part, window: &Window, acc: &mut Accumulator) -> Result<u64, ReportError> {
     let path = &part.path;
     let err = |error| ReportError::File {
@@ -166,36 +171,17 @@ pub fn read_part(part: &Part, window: &Window, acc: &mut Accumulator) -> Result<
         }
         Err(OpenError::Io(e)) => return Err(err(e)),
     };
-    // Rows are received before they are written: a file last written
-    // before the window began has none in it.
-    let written_ms = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as u64);
-    if let (Some(from), Some(written)) = (window.from_ms, written_ms)
-        && written <= from
-    {
+    if written_before(&meta, window) {
         return Ok(0);
     }
     acc.start_file();
     let bad_before = acc.bad_rows();
-    let read = if part.gzip {
-        let mut reader = BufReader::with_capacity(READ_BUF, MultiGzDecoder::new(file));
-        let header_end = check_header(&mut reader).map_err(err)?;
-        read_rows(reader, window, acc).map(|n| n + header_end)
-    } else {
-        let mut reader = BufReader::with_capacity(READ_BUF, file);
-        let header_end = check_header(&mut reader).map_err(err)?;
-        if let Some(from) = window.from_ms {
-            let start =
-                window_start(reader.get_ref(), header_end, meta.len(), from).map_err(err)?;
-            if start > header_end {
-                reader.seek(SeekFrom::Start(start)).map_err(err)?;
-            }
-        }
-        read_rows(reader, window, acc).map(|n| n + header_end)
-    }
+    let (reader, _, start) = rows_from(file, part.gzip, meta.len(), window).map_err(err)?;
+    let end = each_line(reader, start, u64::MAX, |row, _, _| match row {
+        Some(row) if window.contains(row.recv_ms) => acc.add(&row),
+        Some(_) => {}
+        None => acc.add_bad_row(),
+    })
     .map_err(err)?;
     let bad = acc.bad_rows() - bad_before;
     if bad > 0 {
@@ -204,14 +190,52 @@ pub fn read_part(part: &Part, window: &Window, acc: &mut Accumulator) -> Result<
             path.display()
         ));
     }
-    Ok(read)
+    Ok(end - start)
+}
+
+/// Whether a file was last written before `window` began: rows are
+/// received before they are written, so it holds none of the window's.
+pub fn written_before(meta: &std::fs::Metadata, window: &Window) -> bool {
+    let written_ms = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64);
+    matches!((window.from_ms, written_ms), (Some(from), Some(written)) if written <= from)
+}
+
+/// A reader of a file's rows, its header checked, standing where the rows
+/// of `window` begin: in a plain file found by [`window_start`], in a
+/// gzip one (which cannot seek) right after the header. Returns the
+/// reader, the header's end and the offset it stands at.
+pub fn rows_from(
+    file: File,
+    gzip: bool,
+    len: u64,
+    window: &Window,
+) -> io::Result<(Box<dyn BufRead>, u64, u64)> {
+    if gzip {
+        let mut reader = BufReader::with_capacity(READ_BUF, MultiGzDecoder::new(file));
+        let header_end = check_header(&mut reader)?;
+        return Ok((Box::new(reader), header_end, header_end));
+    }
+    let mut reader = BufReader::with_capacity(READ_BUF, file);
+    let header_end = check_header(&mut reader)?;
+    let start = match window.from_ms {
+        Some(from) => window_start(reader.get_ref(), header_end, len, from)?,
+        None => header_end,
+    };
+    if start > header_end {
+        reader.seek(SeekFrom::Start(start))?;
+    }
+    Ok((Box::new(reader), header_end, start))
 }
 
 /// Reads the first line and insists it is the header; returns its length.
 fn check_header(reader: &mut impl BufRead) -> io::Result<u64> {
     let mut line = Vec::with_capacity(MAX_LINE);
     let header = wire::CSV_HEADER.trim_end().as_bytes();
-    match next_line(reader, &mut line)? {
+    match next_line(reader, &mut line)?.0 {
         Line::Whole if line == header => Ok(wire::CSV_HEADER.len() as u64),
         _ => Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -234,7 +258,7 @@ pub const SEEK_SPAN: u64 = 4 << 10;
 /// time of the first whole row at each probe, ending one probe span before
 /// it, so rows that a stepped clock left a little out of order are still
 /// read (the window filter drops those outside). Always a row's start.
-fn window_start(file: &File, lo: u64, len: u64, from_ms: u64) -> io::Result<u64> {
+pub fn window_start(file: &File, lo: u64, len: u64, from_ms: u64) -> io::Result<u64> {
     let (mut lo, mut hi) = (lo, len);
     let mut probe = [0u8; 2 * wire::MAX_ROW_LEN];
     while hi - lo > SEEK_SPAN {
@@ -260,29 +284,55 @@ fn window_start(file: &File, lo: u64, len: u64, from_ms: u64) -> io::Result<u64>
     Ok(lo)
 }
 
-/// Adds the rows in `window` from `reader` (after the header) to `acc`;
-/// returns the bytes read (uncompressed; a skipped overlong line counts as
-/// one byte).
-fn read_rows(mut reader: impl BufRead, window: &Window, acc: &mut Accumulator) -> io::Result<u64> {
+/// Calls `f` with each whole line of `reader`, which stands at byte `pos`
+/// of the (uncompressed) file, a line's start, until a line would start at
+/// or past `until`: the row the line holds (`None` when it is not a row)
+/// and where the line starts and ends. Returns where the last whole line
+/// ended: a torn last line is left for a later read.
+pub fn each_line(
+    mut reader: impl BufRead,
+    mut pos: u64,
+    until: u64,
+    mut f: impl FnMut(Option<wire::Row>, u64, u64),
+) -> io::Result<u64> {
     let mut line = Vec::with_capacity(MAX_LINE);
-    let mut read = 0u64;
-    loop {
-        let kind = next_line(&mut reader, &mut line)?;
-        read += line.len() as u64;
-        if matches!(kind, Line::Eof | Line::Torn) {
-            return Ok(read);
+    while pos < until {
+        let (kind, used) = next_line(&mut reader, &mut line)?;
+        let start = pos;
+        match kind {
+            Line::Eof | Line::Torn => break,
+            Line::TooLong => f(None, start, start + used),
+            Line::Whole => {
+                f(wire::parse_row(&line).ok(), start, start + used);
+            }
         }
-        read += 1;
-        if kind == Line::TooLong {
-            acc.add_bad_row();
-            continue;
-        }
-        match std::str::from_utf8(&line).map(wire::parse_row) {
-            Ok(Ok(row)) if window.contains(row.recv_ms) => acc.add(&row),
-            Ok(Ok(_)) => {}
-            _ => acc.add_bad_row(),
-        }
+        pos += used;
     }
+    Ok(pos)
+}
+
+/// A reader of a file's rows from byte `pos` (uncompressed) to `end`
+/// (`None`: its end): a seek in a plain file, reading no further than
+/// `end`; a decompress-and-skip in a gzip one.
+pub fn reader_at(
+    file: &File,
+    gzip: bool,
+    pos: u64,
+    end: Option<u64>,
+) -> io::Result<Box<dyn BufRead + '_>> {
+    if gzip {
+        let mut reader = BufReader::with_capacity(READ_BUF, MultiGzDecoder::new(file));
+        io::copy(&mut io::Read::take(&mut reader, pos), &mut io::sink())?;
+        return Ok(Box::new(reader));
+    }
+    let mut file = file;
+    file.seek(SeekFrom::Start(pos))?;
+    let len = end.map_or(u64::MAX, |end| end.saturating_sub(pos));
+    let capacity = len.min(READ_BUF as u64) as usize;
+    Ok(Box::new(BufReader::with_capacity(
+        capacity,
+        io::Read::take(file, len),
+    )))
 }
 
 #[cfg(test)]
@@ -295,14 +345,18 @@ mod tests {
         let text = format!("a,b\n{long}\nc\ntorn");
         let mut r = io::BufReader::with_capacity(16, text.as_bytes());
         let mut line = Vec::new();
-        assert_eq!(next_line(&mut r, &mut line).unwrap(), Line::Whole);
+        assert_eq!(next_line(&mut r, &mut line).unwrap(), (Line::Whole, 4));
         assert_eq!(line, b"a,b");
-        assert_eq!(next_line(&mut r, &mut line).unwrap(), Line::TooLong);
+        let long_len = MAX_LINE as u64 + 2;
+        assert_eq!(
+            next_line(&mut r, &mut line).unwrap(),
+            (Line::TooLong, long_len)
+        );
         assert!(line.len() <= MAX_LINE);
-        assert_eq!(next_line(&mut r, &mut line).unwrap(), Line::Whole);
+        assert_eq!(next_line(&mut r, &mut line).unwrap(), (Line::Whole, 2));
         assert_eq!(line, b"c");
-        assert_eq!(next_line(&mut r, &mut line).unwrap(), Line::Torn);
-        assert_eq!(next_line(&mut r, &mut line).unwrap(), Line::Eof);
+        assert_eq!(next_line(&mut r, &mut line).unwrap(), (Line::Torn, 4));
+        assert_eq!(next_line(&mut r, &mut line).unwrap(), (Line::Eof, 0));
     }
 
     #[test]

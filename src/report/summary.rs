@@ -16,6 +16,7 @@ use std::net::IpAddr;
 
 use hdrhistogram::Histogram;
 
+use super::codec::{Corrupt, Reader, put, put_opt};
 use crate::wire::{MAX_PCT_X100, Row};
 
 /// What one VM's rows say, before any verdict.
@@ -158,10 +159,13 @@ const GCP_CPU_X100: u64 = 300;
 const GCP_RX_BPS: u64 = 2000;
 const GCP_TX_BPS: u64 = 1000;
 
-/// Exact counts of a percentage in 0.01 % steps.
+/// Exact counts of a percentage in 0.01 % steps, with the range of values
+/// seen so that scans and resets touch only that range.
 struct PctCounts {
     counts: Box<[u64]>,
     n: u64,
+    lo: usize,
+    hi: usize,
 }
 
 impl PctCounts {
@@ -169,32 +173,72 @@ impl PctCounts {
         PctCounts {
             counts: vec![0; usize::from(MAX_PCT_X100) + 1].into_boxed_slice(),
             n: 0,
+            lo: 0,
+            hi: 0,
         }
+    }
+
+    fn add_n(&mut self, x100: u16, count: u64) {
+        let i = usize::from(x100.min(MAX_PCT_X100));
+        if self.n == 0 {
+            (self.lo, self.hi) = (i, i);
+        } else {
+            (self.lo, self.hi) = (self.lo.min(i), self.hi.max(i));
+        }
+        self.counts[i] = self.counts[i].saturating_add(count);
+        self.n = self.n.saturating_add(count);
     }
 
     fn add(&mut self, x100: u16) {
-        self.counts[usize::from(x100.min(MAX_PCT_X100))] += 1;
-        self.n += 1;
+        self.add_n(x100, 1);
     }
 
-    /// Nearest-rank percentile, in percent.
-    fn percentile(&self, p: f64) -> f64 {
-        let rank = ((p / 100.0) * self.n as f64).ceil().max(1.0) as u64;
+    /// The values seen and their counts, lowest first.
+    fn seen(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        let range = if self.n == 0 {
+            0..0
+        } else {
+            self.lo..self.hi + 1
+        };
+        self.counts[range.clone()]
+            .iter()
+            .zip(range)
+            .filter(|(c, _)| **c > 0)
+            .map(|(c, v)| (v, *c))
+    }
+
+    fn reset(&mut self) {
+        if self.n > 0 {
+            self.counts[self.lo..=self.hi].fill(0);
+        }
+        self.n = 0;
+    }
+
+    /// Nearest-rank percentiles, in percent, in one pass (`ps` ascending).
+    fn percentiles<const N: usize>(&self, ps: [f64; N]) -> [f64; N] {
+        let ranks = ps.map(|p| ((p / 100.0) * self.n as f64).ceil().max(1.0) as u64);
+        let mut out = [0.0; N];
+        let mut next = 0;
         let mut seen = 0;
-        for (value, count) in self.counts.iter().enumerate() {
+        for (value, count) in self.seen() {
             seen += count;
-            if seen >= rank {
-                return value as f64 / 100.0;
+            while next < N && seen >= ranks[next] {
+                out[next] = value as f64 / 100.0;
+                next += 1;
+            }
+            if next == N {
+                break;
             }
         }
-        0.0
+        out
     }
 
     fn max(&self) -> f64 {
-        self.counts
-            .iter()
-            .rposition(|c| *c > 0)
-            .map_or(0.0, |v| v as f64 / 100.0)
+        if self.n == 0 {
+            0.0
+        } else {
+            self.hi as f64 / 100.0
+        }
     }
 }
 
@@ -203,10 +247,97 @@ fn rate_histogram() -> Histogram<u64> {
     Histogram::new(3).expect("3 significant digits is valid")
 }
 
-/// The nearest-rank p95 as the low end of its bucket: exact below 2,048,
-/// within 0.1 % above.
-fn p95(h: &Histogram<u64>) -> f64 {
-    h.lowest_equivalent(h.value_at_quantile(0.95)) as f64
+/// Values held before they go into a histogram: up to this many a
+/// segment's few rates are kept as they are (walking a histogram's buckets
+/// to store it costs more than all its rows), past it memory stays bounded.
+const RATES_HELD: usize = 1 << 16;
+
+/// Network or disk rates: the values themselves while few, then an HDR
+/// histogram (see [`RATES_HELD`]).
+struct Rates {
+    values: Vec<u64>,
+    spilled: Histogram<u64>,
+}
+
+impl Rates {
+    fn new() -> Rates {
+        Rates {
+            values: Vec::new(),
+            spilled: rate_histogram(),
+        }
+    }
+
+    fn add_n(&mut self, v: u64, n: u64) {
+        if self.values.len() as u64 + n > RATES_HELD as u64 {
+            if self.spilled.record_n(v, n).is_err() {
+                self.spilled.saturating_record_n(v, n);
+            }
+        } else if n == 1 {
+            self.values.push(v);
+        } else {
+            self.values.extend(std::iter::repeat_n(v, n as usize));
+        }
+    }
+
+    fn reset(&mut self) {
+        self.values.clear();
+        if !self.spilled.is_empty() {
+            self.spilled.reset();
+        }
+    }
+
+    /// All of them in one histogram.
+    fn histogram(&self) -> Histogram<u64> {
+        let mut h = self.spilled.clone();
+        for v in &self.values {
+            record(&mut h, *v);
+        }
+        h
+    }
+
+    /// The nearest-rank p95 as the low end of its bucket: exact below
+    /// 2,048, within 0.1 % above. Values not yet in the histogram are
+    /// ranked directly, as the histogram would (same rank, same bucket).
+    fn p95(&self) -> f64 {
+        if !self.spilled.is_empty() {
+            let h = self.histogram();
+            return h.lowest_equivalent(h.value_at_quantile(0.95)) as f64;
+        }
+        if self.values.is_empty() {
+            return 0.0;
+        }
+        let rank = ((0.95 * self.values.len() as f64).ceil() as usize).max(1);
+        let mut values = self.values.clone();
+        let (_, v, _) = values.select_nth_unstable(rank - 1);
+        self.spilled.lowest_equivalent(*v) as f64
+    }
+
+    /// (bucket, count) pairs, each bucket named by its highest value. The
+    /// values held become their buckets' highest, which ranks them the same.
+    fn encode(&mut self, out: &mut Vec<u8>) {
+        if !self.spilled.is_empty() {
+            let h = self.histogram();
+            let pairs = || {
+                h.iter_recorded()
+                    .map(|b| (b.value_iterated_to(), b.count_at_value()))
+            };
+            return put_counts(out, pairs().count(), pairs());
+        }
+        for v in &mut self.values {
+            *v = self.spilled.highest_equivalent(*v);
+        }
+        self.values.sort_unstable();
+        let runs = || {
+            self.values
+                .chunk_by(|a, b| a == b)
+                .map(|run| (run[0], run.len() as u64))
+        };
+        put_counts(out, runs().count(), runs());
+    }
+
+    fn absorb(&mut self, r: &mut Reader) -> Result<(), Corrupt> {
+        get_counts(r, |v, n| self.add_n(v, n))
+    }
 }
 
 /// Records `v`, growing the histogram's range as needed (its
@@ -277,15 +408,17 @@ pub fn jump_bound(span_ms: u64, interval_s: u16) -> u64 {
 /// spoofer cannot grow the map past this (later values are not counted).
 const MAX_DISTINCT: usize = 4096;
 
-fn count_value<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u64>, key: K) {
+/// Counts `n` more of `key`; false when the map is full and `key` new.
+fn count_value<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u64>, key: K, n: u64) -> bool {
     let len = map.len();
     match map.get_mut(&key) {
-        Some(n) => *n += 1,
+        Some(c) => *c = c.saturating_add(n),
         None if len < MAX_DISTINCT => {
-            map.insert(key, 1);
+            map.insert(key, n);
         }
-        None => {}
+        None => return false,
     }
+    true
 }
 
 /// The most frequent key; ties go to the larger key, so the choice does
@@ -303,8 +436,8 @@ fn most_frequent<K: Copy + Ord>(map: &HashMap<K, u64>) -> Option<K> {
 pub struct Accumulator {
     cpu: PctCounts,
     mem: PctCounts,
-    net: Histogram<u64>,
-    disk: Histogram<u64>,
+    net: Rates,
+    disk: Rates,
     /// Every file's seqs together: what counts once.
     boots: HashMap<u32, Boot>,
     ranges: usize,
@@ -319,10 +452,19 @@ pub struct Accumulator {
     size: Option<(u16, u32)>,
     size_changes: u64,
     last_size_change_ms: Option<u64>,
+    /// The first row's size and receive time (what a segment that follows
+    /// another of the same file compares with the size before it).
+    first: Option<((u16, u32), u64)>,
     first_seen_ms: Option<u64>,
     last: Option<Row>,
     bad_rows: u64,
     days: BTreeMap<u64, DayAcc>,
+    /// A bound was reached (seq ranges, distinct sizes or intervals): the
+    /// figures are still right for these rows, but merging them with
+    /// others' could differ from reading all rows in order.
+    capped: bool,
+    /// The CPU counts of the segment being absorbed, for its day.
+    held: Vec<(u16, u64)>,
 }
 
 impl Default for Accumulator {
@@ -330,8 +472,8 @@ impl Default for Accumulator {
         Accumulator {
             cpu: PctCounts::new(),
             mem: PctCounts::new(),
-            net: rate_histogram(),
-            disk: rate_histogram(),
+            net: Rates::new(),
+            disk: Rates::new(),
             boots: HashMap::new(),
             ranges: 0,
             file_boots: HashMap::new(),
@@ -344,10 +486,13 @@ impl Default for Accumulator {
             size: None,
             size_changes: 0,
             last_size_change_ms: None,
+            first: None,
             first_seen_ms: None,
             last: None,
             bad_rows: 0,
             days: BTreeMap::new(),
+            capped: false,
+            held: Vec::new(),
         }
     }
 }
@@ -365,9 +510,13 @@ impl Accumulator {
         let in_file = self.file_boots.entry(s.boot_id).or_default();
         let before = in_file.ranges.len();
         let left = MAX_RANGES.saturating_sub(self.file_ranges);
-        if in_file.insert(s.seq, left) == Seen::Duplicate {
-            self.duplicates = self.duplicates.saturating_add(1);
-            return;
+        match in_file.insert(s.seq, left) {
+            Seen::Duplicate => {
+                self.duplicates = self.duplicates.saturating_add(1);
+                return;
+            }
+            Seen::Untracked => self.capped = true,
+            Seen::New => {}
         }
         self.file_ranges = self.file_ranges + in_file.ranges.len() - before;
         if in_file.rows > 0 && s.seq < in_file.max {
@@ -382,8 +531,10 @@ impl Accumulator {
 
         let boot = self.boots.entry(s.boot_id).or_default();
         let before = boot.ranges.len();
-        if boot.insert(s.seq, MAX_RANGES.saturating_sub(self.ranges)) == Seen::Duplicate {
-            return;
+        match boot.insert(s.seq, MAX_RANGES.saturating_sub(self.ranges)) {
+            Seen::Duplicate => return,
+            Seen::Untracked => self.capped = true,
+            Seen::New => {}
         }
         self.ranges = self.ranges + boot.ranges.len() - before;
         boot.rows += 1;
@@ -393,8 +544,8 @@ impl Accumulator {
         let secs = u64::from(s.interval_s.max(1));
         let net = s.net_rx_bytes.saturating_add(s.net_tx_bytes) / secs;
         let disk = s.disk_read_bytes.saturating_add(s.disk_write_bytes) / secs;
-        record(&mut self.net, net);
-        record(&mut self.disk, disk);
+        self.net.add_n(net, 1);
+        self.disk.add_n(disk, 1);
         // 0.03 vCPU is 3 % of one vCPU: cpu% x vCPUs < 3.
         let used_x100 = u64::from(s.cpu_pct_x100) * u64::from(s.vcpus);
         let lows = [
@@ -421,9 +572,13 @@ impl Accumulator {
             .disk_bytes
             .saturating_add(s.disk_read_bytes.saturating_add(s.disk_write_bytes));
         day.covered_s = day.covered_s.saturating_add(secs);
-        count_value(&mut self.intervals, s.interval_s);
         let size = (s.vcpus, s.mem_mib);
-        count_value(&mut self.sizes, size);
+        if !count_value(&mut self.intervals, s.interval_s, 1)
+            | !count_value(&mut self.sizes, size, 1)
+        {
+            self.capped = true;
+        }
+        self.first.get_or_insert((size, row.recv_ms));
         if self.size.is_some_and(|was| was != size) {
             self.size_changes = self.size_changes.saturating_add(1);
             self.last_size_change_ms = Some(row.recv_ms);
@@ -447,7 +602,7 @@ impl Accumulator {
     }
 
     /// `None` when no row was added.
-    pub fn finish(self, ip: IpAddr) -> Option<VmSummary> {
+    pub fn finish(&self, ip: IpAddr) -> Option<VmSummary> {
         let last = self.last?;
         let first_seen_ms = self.first_seen_ms.unwrap_or(last.recv_ms);
         let interval_s = most_frequent(&self.intervals).unwrap_or(last.stat.interval_s);
@@ -465,6 +620,8 @@ impl Accumulator {
                 }
             }
         }
+        let [cpu_p50, cpu_p95, cpu_p99] = self.cpu.percentiles([50.0, 95.0, 99.0]);
+        let [mem_p95, mem_p99] = self.mem.percentiles([95.0, 99.0]);
         let own_boot = self
             .boots
             .get(&last.stat.boot_id)
@@ -477,18 +634,18 @@ impl Accumulator {
             interval_s,
             size_changes: self.size_changes,
             last_size_change_ms: self.last_size_change_ms,
-            cpu_p50: self.cpu.percentile(50.0),
-            cpu_p95: self.cpu.percentile(95.0),
-            cpu_p99: self.cpu.percentile(99.0),
+            cpu_p50,
+            cpu_p95,
+            cpu_p99,
             cpu_max: self.cpu.max(),
-            mem_p95: self.mem.percentile(95.0),
-            mem_p99: self.mem.percentile(99.0),
+            mem_p95,
+            mem_p99,
             mem_max: self.mem.max(),
             gcp_cpu_low: self.gcp_low[0],
             gcp_rx_low: self.gcp_low[1],
             gcp_tx_low: self.gcp_low[2],
-            net_p95_bps: p95(&self.net),
-            disk_p95_bps: p95(&self.disk),
+            net_p95_bps: self.net.p95(),
+            disk_p95_bps: self.disk.p95(),
             lost,
             duplicates: self.duplicates,
             out_of_order: self.out_of_order,
@@ -504,5 +661,338 @@ impl Accumulator {
                 .map(|(day, acc)| acc.finish(*day))
                 .collect(),
         })
+    }
+}
+
+/// Why a segment cannot be merged into a summary exactly: its rows share a
+/// (boot_id, seq) with rows already taken, or interleave with the seqs
+/// before them in the same file, or it does not decode. The report then
+/// reads the VM's rows in order instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmergeable {
+    Overlap,
+    Interleaved,
+    Corrupt,
+}
+
+impl From<Corrupt> for Unmergeable {
+    fn from(_: Corrupt) -> Self {
+        Unmergeable::Corrupt
+    }
+}
+
+/// `n` sorted (value, count) pairs as deltas of value and counts.
+fn put_counts(out: &mut Vec<u8>, n: usize, pairs: impl Iterator<Item = (u64, u64)>) {
+    put(out, n as u64);
+    let mut prev = 0;
+    for (v, c) in pairs {
+        put(out, v - prev);
+        put(out, c);
+        prev = v;
+    }
+}
+
+/// Calls `f` with each pair [`put_counts`] wrote.
+fn get_counts(r: &mut Reader, mut f: impl FnMut(u64, u64)) -> Result<(), Corrupt> {
+    let mut v = 0u64;
+    for _ in 0..r.get_len()? {
+        v = v.checked_add(r.get()?).ok_or(Corrupt)?;
+        f(v, r.get()?);
+    }
+    Ok(())
+}
+
+/// Encodes the fields of a row the summary keeps.
+fn put_row(out: &mut Vec<u8>, row: &Row) {
+    let s = &row.stat;
+    for v in [
+        row.recv_ms,
+        u64::from(s.flags),
+        u64::from(s.interval_s),
+        u64::from(s.boot_id),
+        u64::from(s.vcpus),
+        s.seq,
+        s.timestamp_ms,
+        u64::from(s.cpu_pct_x100),
+        u64::from(s.mem_pct_x100),
+        u64::from(s.mem_mib),
+        s.net_rx_bytes,
+        s.net_tx_bytes,
+        s.disk_read_bytes,
+        s.disk_write_bytes,
+    ] {
+        put(out, v);
+    }
+}
+
+fn get_row(r: &mut Reader) -> Result<Row, Corrupt> {
+    Ok(Row {
+        recv_ms: r.get()?,
+        stat: crate::wire::Stat {
+            flags: r.get_as()?,
+            interval_s: r.get_as()?,
+            boot_id: r.get_as()?,
+            vcpus: r.get_as()?,
+            seq: r.get()?,
+            timestamp_ms: r.get()?,
+            cpu_pct_x100: r.get_as()?,
+            mem_pct_x100: r.get_as()?,
+            mem_mib: r.get_as()?,
+            net_rx_bytes: r.get()?,
+            net_tx_bytes: r.get()?,
+            disk_read_bytes: r.get()?,
+            disk_write_bytes: r.get()?,
+        },
+    })
+}
+
+fn put_size(out: &mut Vec<u8>, size: (u16, u32)) {
+    put(out, u64::from(size.0));
+    put(out, u64::from(size.1));
+}
+
+fn get_size(r: &mut Reader) -> Result<(u16, u32), Corrupt> {
+    Ok((r.get_as()?, r.get_as()?))
+}
+
+/// Joins `(a, b)` into sorted, disjoint ranges, merging touching ones; an
+/// overlap with a range already there is refused.
+fn insert_range(ranges: &mut Vec<(u64, u64)>, (a, b): (u64, u64)) -> Result<(), Unmergeable> {
+    let i = ranges.partition_point(|r| r.1 < a);
+    if ranges.get(i).is_some_and(|r| r.0 <= b) {
+        return Err(Unmergeable::Overlap);
+    }
+    let joins_prev = i > 0 && ranges[i - 1].1.checked_add(1) == Some(a);
+    let joins_next = ranges.get(i).is_some_and(|r| b.checked_add(1) == Some(r.0));
+    match (joins_prev, joins_next) {
+        (true, true) => {
+            ranges[i - 1].1 = ranges[i].1;
+            ranges.remove(i);
+        }
+        (true, false) => ranges[i - 1].1 = b,
+        (false, true) => ranges[i].0 = a,
+        (false, false) => ranges.insert(i, (a, b)),
+    }
+    Ok(())
+}
+
+/// Segments: the rows of one file on one UTC day, summarized apart so the
+/// report can keep them (the summary cache) and merge the days a window
+/// covers without reading their rows again. Merging is exact when the
+/// segments share no (boot_id, seq) and, within a file, each segment's
+/// seqs follow the ones before it; anything else is [`Unmergeable`].
+impl Accumulator {
+    /// Empties it for reuse, touching only what was used.
+    pub fn reset(&mut self) {
+        self.cpu.reset();
+        self.mem.reset();
+        self.net.reset();
+        self.disk.reset();
+        self.boots.clear();
+        self.ranges = 0;
+        self.start_file();
+        self.duplicates = 0;
+        self.out_of_order = 0;
+        self.gcp_low = [0; 3];
+        self.intervals.clear();
+        self.sizes.clear();
+        self.size_changes = 0;
+        self.last_size_change_ms = None;
+        self.first = None;
+        self.first_seen_ms = None;
+        self.last = None;
+        self.bad_rows = 0;
+        self.days.clear();
+        self.capped = false;
+    }
+
+    /// Whether a bound was reached: merged figures could then differ from
+    /// reading the rows in order.
+    pub fn capped(&self) -> bool {
+        self.capped
+    }
+
+    /// The state of an accumulator that read one file (one segment of it),
+    /// in the form [`Accumulator::absorb`] takes.
+    pub fn encode(&mut self, out: &mut Vec<u8>) {
+        put(out, u64::from(self.capped));
+        for counts in [&self.cpu, &self.mem] {
+            let pairs = || counts.seen().map(|(v, c)| (v as u64, c));
+            put_counts(out, pairs().count(), pairs());
+        }
+        self.net.encode(out);
+        self.disk.encode(out);
+        put(out, self.boots.len() as u64);
+        for (id, boot) in &self.boots {
+            let max = self.file_boots.get(id).map_or(boot.max, |b| b.max);
+            put(out, u64::from(*id));
+            put(out, max);
+            put(out, boot.rows);
+            put(out, boot.ranges.len() as u64);
+            for (a, b) in &boot.ranges {
+                put(out, *a);
+                put(out, b - a);
+            }
+        }
+        put(out, self.duplicates);
+        put(out, self.out_of_order);
+        self.gcp_low.iter().for_each(|n| put(out, *n));
+        put(out, self.intervals.len() as u64);
+        for (interval, n) in &self.intervals {
+            put(out, u64::from(*interval));
+            put(out, *n);
+        }
+        put(out, self.sizes.len() as u64);
+        for (size, n) in &self.sizes {
+            put_size(out, *size);
+            put(out, *n);
+        }
+        match self.first {
+            Some((size, ms)) => {
+                out.push(1);
+                put_size(out, size);
+                put(out, ms);
+            }
+            None => out.push(0),
+        }
+        match self.size {
+            Some(size) => {
+                out.push(1);
+                put_size(out, size);
+            }
+            None => out.push(0),
+        }
+        put(out, self.size_changes);
+        put_opt(out, self.last_size_change_ms);
+        put_opt(out, self.first_seen_ms);
+        match &self.last {
+            Some(row) => {
+                out.push(1);
+                put_row(out, row);
+            }
+            None => out.push(0),
+        }
+        put(out, self.bad_rows);
+        // A segment is one day: its samples and CPU counts are the ones
+        // above, so only the rest of the day's figures are stored.
+        debug_assert!(self.days.len() <= 1, "a segment holds one day");
+        out.push(u8::from(!self.days.is_empty()));
+        if let Some((day, acc)) = self.days.iter().next() {
+            put(out, *day);
+            for v in [
+                u64::from(acc.cpu_max),
+                u64::from(acc.mem_max),
+                acc.net_bytes,
+                acc.disk_bytes,
+                acc.covered_s,
+            ] {
+                put(out, v);
+            }
+        }
+    }
+
+    /// Adds an encoded segment that follows what was added so far in the
+    /// current file (call [`Accumulator::start_file`] first for a segment
+    /// of another file). On error the accumulator is left part-merged:
+    /// the caller starts the VM over.
+    pub fn absorb(&mut self, segment: &[u8]) -> Result<(), Unmergeable> {
+        let r = &mut Reader::new(segment);
+        self.capped |= r.get()? != 0;
+        self.held.clear();
+        get_counts(r, |v, c| {
+            let v = v.min(u64::from(MAX_PCT_X100)) as u16;
+            self.cpu.add_n(v, c);
+            self.held.push((v, c));
+        })?;
+        get_counts(r, |v, c| {
+            self.mem.add_n(v.min(u64::from(MAX_PCT_X100)) as u16, c)
+        })?;
+        self.net.absorb(r)?;
+        self.disk.absorb(r)?;
+        for _ in 0..r.get_len()? {
+            let id: u32 = r.get_as()?;
+            let (max, rows) = (r.get()?, r.get()?);
+            let in_file = self.file_boots.entry(id).or_default();
+            let global = self.boots.entry(id).or_default();
+            let mut lowest = None;
+            for _ in 0..r.get_len()? {
+                let a = r.get()?;
+                let b = a.checked_add(r.get()?).ok_or(Corrupt)?;
+                lowest = Some(lowest.map_or(a, |l: u64| l.min(a)));
+                let before = global.ranges.len();
+                insert_range(&mut global.ranges, (a, b))?;
+                self.ranges = self.ranges + global.ranges.len() - before;
+                let before = in_file.ranges.len();
+                insert_range(&mut in_file.ranges, (a, b))?;
+                self.file_ranges = self.file_ranges + in_file.ranges.len() - before;
+            }
+            if in_file.rows > 0 && lowest.is_some_and(|l| l < in_file.max) {
+                return Err(Unmergeable::Interleaved);
+            }
+            in_file.max = if in_file.rows == 0 {
+                max
+            } else {
+                in_file.max.max(max)
+            };
+            in_file.rows = in_file.rows.saturating_add(rows);
+            global.rows = global.rows.saturating_add(rows);
+            self.capped |= self.ranges > MAX_RANGES || self.file_ranges > MAX_RANGES;
+        }
+        self.duplicates = self.duplicates.saturating_add(r.get()?);
+        self.out_of_order = self.out_of_order.saturating_add(r.get()?);
+        for n in &mut self.gcp_low {
+            *n = n.saturating_add(r.get()?);
+        }
+        for _ in 0..r.get_len()? {
+            let (interval, n) = (r.get_as()?, r.get()?);
+            self.capped |= !count_value(&mut self.intervals, interval, n);
+        }
+        for _ in 0..r.get_len()? {
+            let (size, n) = (get_size(r)?, r.get()?);
+            self.capped |= !count_value(&mut self.sizes, size, n);
+        }
+        if r.get_opt_flag()? {
+            let (size, ms) = (get_size(r)?, r.get()?);
+            if self.size.is_some_and(|was| was != size) {
+                self.size_changes = self.size_changes.saturating_add(1);
+                self.last_size_change_ms = Some(ms);
+            }
+            self.first.get_or_insert((size, ms));
+        }
+        if r.get_opt_flag()? {
+            self.size = Some(get_size(r)?);
+        }
+        self.size_changes = self.size_changes.saturating_add(r.get()?);
+        if let Some(ms) = r.get_opt()? {
+            self.last_size_change_ms = Some(ms);
+        }
+        if let Some(ms) = r.get_opt()? {
+            self.first_seen_ms = Some(self.first_seen_ms.map_or(ms, |f| f.min(ms)));
+        }
+        if r.get_opt_flag()? {
+            let row = get_row(r)?;
+            if self.last.is_none_or(|last| row.recv_ms >= last.recv_ms) {
+                self.last = Some(row);
+            }
+        }
+        self.bad_rows = self.bad_rows.saturating_add(r.get()?);
+        if r.get_opt_flag()? {
+            let acc = self.days.entry(r.get()?).or_insert_with(DayAcc::new);
+            for (v, c) in &self.held {
+                acc.samples = acc.samples.saturating_add(*c);
+                let bucket = &mut acc.cpu[usize::from(*v / 10)];
+                *bucket = bucket.saturating_add((*c).min(u64::from(u32::MAX)) as u32);
+                acc.cpu_sum = acc.cpu_sum.saturating_add(u64::from(*v).saturating_mul(*c));
+            }
+            acc.cpu_max = acc.cpu_max.max(r.get_as()?);
+            acc.mem_max = acc.mem_max.max(r.get_as()?);
+            acc.net_bytes = acc.net_bytes.saturating_add(r.get()?);
+            acc.disk_bytes = acc.disk_bytes.saturating_add(r.get()?);
+            acc.covered_s = acc.covered_s.saturating_add(r.get()?);
+        }
+        if !r.is_empty() {
+            return Err(Unmergeable::Corrupt);
+        }
+        Ok(())
     }
 }

@@ -1,0 +1,369 @@
+//! Per-day segments: a file's rows of one UTC day summarized apart, so a
+//! report merges the days its window covers instead of reading their rows
+//! again (the [`cache`](super::cache) keeps them between reports).
+//!
+//! A day wholly inside the window is taken whole; a day the window cuts
+//! (its first day, and its last when `--as-of` is in the past) is read
+//! again from its byte range, starting where the window does. Merging is
+//! exact under the conditions [`Accumulator::absorb`] checks; when they do
+//! not hold (a datagram held in two data dirs, a duplicate across
+//! midnight) the VM is read row by row, as a report without segments would.
+
+use std::fs::File;
+use std::net::IpAddr;
+
+use crossbeam_channel::Sender;
+
+use super::cache::{self, CacheDirs};
+use super::scan::{self, Part, Window};
+use super::summary::{Accumulator, DAY_MS, VmSummary};
+
+/// One file's rows of one UTC day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// Days since the Unix epoch.
+    pub day: u64,
+    /// Where its rows lie in the (uncompressed) file: from the first one's
+    /// start to the last one's end.
+    pub first_byte: u64,
+    pub end_byte: u64,
+    /// The earliest and latest receive time among its rows.
+    pub min_ms: u64,
+    pub max_ms: u64,
+    /// The rows' summary ([`Accumulator::encode`]).
+    pub state: Vec<u8>,
+}
+
+/// What a window makes of a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cover {
+    Whole,
+    Cut,
+    Outside,
+}
+
+fn cover(seg: &Segment, w: &Window) -> Cover {
+    let after_start = |ms: u64| w.from_ms.is_none_or(|from| ms > from);
+    if after_start(seg.min_ms) && seg.max_ms <= w.as_of_ms {
+        Cover::Whole
+    } else if !after_start(seg.max_ms) || seg.min_ms > w.as_of_ms {
+        Cover::Outside
+    } else {
+        Cover::Cut
+    }
+}
+
+/// Builds a file's segments from its lines in file order, adding to the
+/// segments it already has (the cached ones, when a live file grew).
+pub struct Builder<'a> {
+    acc: &'a mut Accumulator,
+    segments: Vec<Segment>,
+    /// The day `acc` holds, without its state yet.
+    open: Option<Segment>,
+    /// Bad lines before the first row: they go to its day.
+    pending_bad: u64,
+    /// A cached segment that would not decode: the caller starts over.
+    broken: bool,
+}
+
+impl<'a> Builder<'a> {
+    pub fn new(acc: &'a mut Accumulator, segments: Vec<Segment>) -> Builder<'a> {
+        Builder {
+            acc,
+            segments,
+            open: None,
+            pending_bad: 0,
+            broken: false,
+        }
+    }
+
+    /// Takes the line from `start` to `end`: a row, or `None` for a line
+    /// that is not one.
+    pub fn line(&mut self, row: Option<crate::wire::Row>, start: u64, end: u64) {
+        let Some(row) = row else {
+            match self.open {
+                Some(_) => self.acc.add_bad_row(),
+                None => self.pending_bad += 1,
+            }
+            return;
+        };
+        let day = row.recv_ms / DAY_MS;
+        if self.open.as_ref().is_none_or(|s| s.day != day) {
+            self.close();
+            self.open_day(day, start);
+        }
+        for _ in 0..std::mem::take(&mut self.pending_bad) {
+            self.acc.add_bad_row();
+        }
+        self.acc.add(&row);
+        let seg = self.open.as_mut().expect("a day was opened above");
+        seg.min_ms = seg.min_ms.min(row.recv_ms);
+        seg.max_ms = seg.max_ms.max(row.recv_ms);
+        seg.first_byte = seg.first_byte.min(start);
+        seg.end_byte = seg.end_byte.max(end);
+    }
+
+    fn open_day(&mut self, day: u64, start: u64) {
+        self.acc.reset();
+        let seg = match self.segments.iter().position(|s| s.day == day) {
+            Some(i) => {
+                let seg = self.segments.remove(i);
+                self.broken |= self.acc.absorb(&seg.state).is_err();
+                seg
+            }
+            None => Segment {
+                day,
+                first_byte: start,
+                end_byte: start,
+                min_ms: u64::MAX,
+                max_ms: 0,
+                state: Vec::new(),
+            },
+        };
+        self.open = Some(seg);
+    }
+
+    fn close(&mut self) {
+        if let Some(mut seg) = self.open.take() {
+            seg.state.clear();
+            self.acc.encode(&mut seg.state);
+            let i = self.segments.partition_point(|s| s.day < seg.day);
+            self.segments.insert(i, seg);
+        }
+    }
+
+    /// The segments by day, or `None` when a cached one was broken.
+    pub fn finish(mut self) -> Option<Vec<Segment>> {
+        self.close();
+        (!self.broken).then_some(self.segments)
+    }
+}
+
+/// Per-thread state, reused from VM to VM.
+pub struct Scratch {
+    vm: Accumulator,
+    part: Accumulator,
+    writes: Sender<cache::Write>,
+}
+
+impl Scratch {
+    /// Sending cache entries to be written to `writes`.
+    pub fn new(writes: Sender<cache::Write>) -> Scratch {
+        Scratch {
+            vm: Accumulator::default(),
+            part: Accumulator::default(),
+            writes,
+        }
+    }
+}
+
+/// One VM's summary over `window` from all its parts, or `None` when no
+/// row of it lies in the window: the parts' segments (cached where the
+/// cache is current) merged, the days the window cuts read again. A part
+/// that cannot be read is named on stderr and left out.
+pub fn summarize_vm(
+    ip: IpAddr,
+    parts: &[Part],
+    window: &Window,
+    caches: &CacheDirs,
+    scratch: &mut Scratch,
+) -> Option<VmSummary> {
+    scratch.vm.reset();
+    for part in parts {
+        let read = cache::segments(part, window, caches, &mut scratch.part, &scratch.writes);
+        let (file, segments) = match read {
+            Ok(Some(read)) => read,
+            Ok(None) => continue,
+            Err(e) => {
+                crate::log_line(&format!("warning: {e}; file left out of the report"));
+                continue;
+            }
+        };
+        scratch.vm.start_file();
+        if merge_part(part, &file, &segments, window, scratch).is_err() {
+            // Merging would not be exact: read the VM's rows in order.
+            return scan::summarize_vm(ip, parts, window);
+        }
+    }
+    if scratch.vm.capped() {
+        return scan::summarize_vm(ip, parts, window);
+    }
+    scratch.vm.finish(ip)
+}
+
+/// Adds a part's segments in the window to `scratch.vm`.
+fn merge_part(
+    part: &Part,
+    file: &File,
+    segments: &[Segment],
+    window: &Window,
+    scratch: &mut Scratch,
+) -> Result<(), ()> {
+    for seg in segments {
+        match cover(seg, window) {
+            Cover::Outside => {}
+            Cover::Whole => scratch.vm.absorb(&seg.state).map_err(drop)?,
+            Cover::Cut => read_cut(file, part.gzip, seg, window, &mut scratch.vm).map_err(|e| {
+                crate::log_line(&format!(
+                    "warning: cannot read {}: {e}",
+                    part.path.display()
+                ))
+            })?,
+        }
+    }
+    Ok(())
+}
+
+/// Adds a segment's rows inside the window to `acc`, read from its file:
+/// in a plain file from where the window begins (a binary search within
+/// the segment's bytes). Added as rows, in file order, after the file's
+/// segments before it: exactly what reading the file in order does.
+fn read_cut(
+    file: &File,
+    gzip: bool,
+    seg: &Segment,
+    window: &Window,
+    acc: &mut Accumulator,
+) -> std::io::Result<()> {
+    let start = match window.from_ms {
+        Some(from) if !gzip => scan::window_start(file, seg.first_byte, seg.end_byte, from)?,
+        _ => seg.first_byte,
+    };
+    let reader = scan::reader_at(file, gzip, start, Some(seg.end_byte))?;
+    scan::each_line(reader, start, seg.end_byte, |row, _, _| match row {
+        Some(row) if row.recv_ms / DAY_MS == seg.day && window.contains(row.recv_ms) => {
+            acc.add(&row)
+        }
+        Some(_) => {}
+        None => acc.add_bad_row(),
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{Row, Stat};
+
+    fn seg(min_ms: u64, max_ms: u64) -> Segment {
+        Segment {
+            day: min_ms / DAY_MS,
+            first_byte: 0,
+            end_byte: 0,
+            min_ms,
+            max_ms,
+            state: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_window_takes_whole_days_and_cuts_its_edges() {
+        let w = Window {
+            from_ms: Some(10 * DAY_MS + 500),
+            as_of_ms: 12 * DAY_MS + 100,
+        };
+        assert_eq!(
+            cover(&seg(10 * DAY_MS, 10 * DAY_MS + 400), &w),
+            Cover::Outside
+        );
+        assert_eq!(cover(&seg(10 * DAY_MS, 10 * DAY_MS + 900), &w), Cover::Cut);
+        assert_eq!(
+            cover(&seg(11 * DAY_MS, 11 * DAY_MS + 900), &w),
+            Cover::Whole
+        );
+        assert_eq!(
+            cover(&seg(12 * DAY_MS, 12 * DAY_MS + 100), &w),
+            Cover::Whole
+        );
+        assert_eq!(cover(&seg(12 * DAY_MS, 12 * DAY_MS + 101), &w), Cover::Cut);
+        assert_eq!(
+            cover(&seg(13 * DAY_MS, 13 * DAY_MS + 1), &w),
+            Cover::Outside
+        );
+    }
+
+    fn row(recv_ms: u64, boot_id: u32, seq: u64, cpu: u16, vcpus: u16) -> Row {
+        Row {
+            recv_ms,
+            stat: Stat {
+                interval_s: 600,
+                boot_id,
+                vcpus,
+                seq,
+                cpu_pct_x100: cpu,
+                mem_pct_x100: cpu / 2,
+                mem_mib: 4096,
+                net_rx_bytes: u64::from(cpu) * 977,
+                disk_write_bytes: seq * 13,
+                ..Stat::default()
+            },
+        }
+    }
+
+    /// The merged segments of files must say exactly what reading their
+    /// rows in order says, whatever the days, boots, sizes and losses.
+    #[test]
+    fn merged_days_equal_rows_read_in_order() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        let mut exact = 0;
+        for _ in 0..200 {
+            // Two files (a rotated part and the live one) of one VM.
+            let mut files: Vec<Vec<Row>> = vec![Vec::new(), Vec::new()];
+            let mut ms = 40 * DAY_MS + rng.random_range(0..DAY_MS);
+            let (mut boot, mut seq) = (1u32, 0u64);
+            for file in &mut files {
+                for _ in 0..rng.random_range(1..400) {
+                    ms += rng.random_range(1..3_600_000);
+                    match rng.random_range(0..100) {
+                        0 => (boot, seq) = (boot + 1, 0),
+                        1..=3 => seq += rng.random_range(2..5),
+                        _ => seq += 1,
+                    }
+                    let vcpus = if rng.random_range(0..50) == 0 { 4 } else { 2 };
+                    file.push(row(ms, boot, seq, rng.random_range(0..10_001), vcpus));
+                    // A duplicate and a late datagram within the day.
+                    if rng.random_range(0..150) == 0 {
+                        file.push(row(ms + 1, boot, seq, 5, vcpus));
+                    }
+                    if rng.random_range(0..150) == 0 && seq > 2 {
+                        file.push(row(ms + 1, boot, seq - 2, 5, vcpus));
+                    }
+                }
+            }
+            let from = 40 * DAY_MS + rng.random_range(0..4 * DAY_MS);
+            let window = Window {
+                from_ms: Some(from),
+                as_of_ms: ms - rng.random_range(0..DAY_MS),
+            };
+            let ip: IpAddr = "127.0.0.9".parse().unwrap();
+            let mut in_order = Accumulator::default();
+            let mut merged = Accumulator::default();
+            let mut part = Accumulator::default();
+            let mut mergeable = true;
+            for rows in &files {
+                in_order.start_file();
+                for r in rows.iter().filter(|r| window.contains(r.recv_ms)) {
+                    in_order.add(r);
+                }
+                // Segments of the file's rows in the window.
+                let mut b = Builder::new(&mut part, Vec::new());
+                for (i, r) in rows.iter().enumerate() {
+                    if window.contains(r.recv_ms) {
+                        b.line(Some(*r), i as u64, i as u64 + 1);
+                    }
+                }
+                merged.start_file();
+                for s in b.finish().unwrap() {
+                    mergeable &= merged.absorb(&s.state).is_ok();
+                }
+            }
+            if mergeable {
+                assert_eq!(merged.finish(ip), in_order.finish(ip));
+                exact += 1;
+            }
+        }
+        // Most histories merge; the rest are read in order by the report.
+        assert!(exact > 100, "{exact} of 200 merged");
+    }
+}

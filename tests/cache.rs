@@ -1,0 +1,218 @@
+//! The report's summary cache (`<data-dir>/.vmstats/`): it changes no
+//! figure, it is used, and a file that grew, shrank, was rotated or was
+//! rewritten in place, or a planted entry, never makes it say what the
+//! files do not.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+/// Writes `days` of history for `count` VMs into `dir`, ending now.
+fn history(dir: &Path, count: u32, days: &str) {
+    let out = Command::new(VMSIM)
+        .args([
+            "--count",
+            &count.to_string(),
+            "--interval",
+            "10m",
+            "--days",
+            days,
+        ])
+        .arg("--write-dir")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The JSON report of `dir` over 14 days before `as_of`.
+fn report(dir: &Path, as_of: u64) -> String {
+    let as_of = as_of.to_string();
+    let args: Vec<&OsStr> = vec![
+        OsStr::new("--report-format"),
+        OsStr::new("json"),
+        OsStr::new("--as-of"),
+        OsStr::new(&as_of),
+        OsStr::new("--data-dir"),
+        dir.as_os_str(),
+    ];
+    String::from_utf8(report_with(&args)).unwrap()
+}
+
+/// The report with the cache deleted first: what the files alone say.
+fn fresh_report(dir: &Path, as_of: u64) -> String {
+    let _ = std::fs::remove_dir_all(dir.join(".vmstats"));
+    report(dir, as_of)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Rewrites the first row's CPU field with another value of the same
+/// width, in place: only a report that reads the row again sees it.
+fn change_first_cpu_in_place(path: &Path) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let header = text.find('\n').unwrap() + 1;
+    let row_end = header + text[header..].find('\n').unwrap();
+    let fields: Vec<&str> = text[header..row_end].split(',').collect();
+    let cpu_at = vmstats::wire::CSV_HEADER
+        .trim_end()
+        .split(',')
+        .position(|f| f == "cpu_pct")
+        .unwrap();
+    let old = fields[cpu_at];
+    let new: String = old
+        .chars()
+        .map(|c| {
+            if c.is_ascii_digit() {
+                if c == '9' { '8' } else { '9' }
+            } else {
+                c
+            }
+        })
+        .collect();
+    let mut row: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+    row[cpu_at] = new;
+    let mut out = text[..header].to_string();
+    out.push_str(&row.join(","));
+    out.push_str(&text[row_end..]);
+    assert_eq!(out.len(), text.len());
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn a_cached_report_says_what_the_files_say_and_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    history(dir.path(), 20, "3");
+    let as_of = now_ms();
+    let first = report(dir.path(), as_of);
+    let entries = std::fs::read_dir(dir.path().join(".vmstats"))
+        .unwrap()
+        .count();
+    assert_eq!(entries, 20, "one entry per file");
+    assert_eq!(report(dir.path(), as_of), first);
+    // The cache is what the second report read: a change the file's size
+    // and tail do not show stays unseen until the cache is deleted.
+    let vm = dir.path().join("127.1.0.1.csv");
+    change_first_cpu_in_place(&vm);
+    let window_all = |d: &Path| {
+        String::from_utf8(report_with(&[
+            OsStr::new("--report-format"),
+            OsStr::new("json"),
+            OsStr::new("--window"),
+            OsStr::new("all"),
+            OsStr::new("--as-of"),
+            OsStr::new(&as_of.to_string()),
+            OsStr::new("--data-dir"),
+            d.as_os_str(),
+        ]))
+        .unwrap()
+    };
+    let cached = window_all(dir.path());
+    let cached_again = window_all(dir.path());
+    assert_eq!(cached, cached_again);
+    let _ = std::fs::remove_dir_all(dir.path().join(".vmstats"));
+    assert_ne!(window_all(dir.path()), cached, "the cache was not used");
+}
+
+#[test]
+fn grown_shrunk_rotated_and_rewritten_files_are_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    history(dir.path(), 4, "2");
+    let as_of = now_ms() + 3_600_000;
+    report(dir.path(), as_of);
+    // Grown: rows appended (and a torn line, left for later).
+    let live = dir.path().join("127.1.0.1.csv");
+    let rows = std::fs::read_to_string(&live).unwrap();
+    let last = rows.lines().last().unwrap().to_string();
+    let later: Vec<String> = last.split(',').map(String::from).collect();
+    let mut appended = String::new();
+    for k in 1..=3u64 {
+        let mut row = later.clone();
+        row[0] = (as_of - 3_600_000 + k * 1000).to_string();
+        let seq: u64 = row[3].parse().unwrap();
+        row[3] = (seq + k).to_string();
+        appended.push_str(&row.join(","));
+        appended.push('\n');
+    }
+    appended.push_str("17");
+    let mut text = rows.clone();
+    text.push_str(&appended);
+    std::fs::write(&live, &text).unwrap();
+    assert_eq!(report(dir.path(), as_of), fresh_report(dir.path(), as_of));
+    // Shrunk (copytruncate), then grown past its old length with others.
+    report(dir.path(), as_of);
+    let other = std::fs::read_to_string(dir.path().join("127.1.0.2.csv")).unwrap();
+    std::fs::write(&live, &other[..other.len() / 2]).unwrap();
+    let halved = report(dir.path(), as_of);
+    assert_eq!(halved, fresh_report(dir.path(), as_of));
+    std::fs::write(&live, &other).unwrap();
+    assert_eq!(report(dir.path(), as_of), fresh_report(dir.path(), as_of));
+    // Rotated: moved to .1 (its entry follows the inode), a new live file.
+    report(dir.path(), as_of);
+    let vm3 = dir.path().join("127.1.0.3.csv");
+    std::fs::rename(&vm3, dir.path().join("127.1.0.3.csv.1")).unwrap();
+    std::fs::write(&vm3, vmstats::wire::CSV_HEADER).unwrap();
+    let rotated = report(dir.path(), as_of);
+    assert_eq!(rotated, fresh_report(dir.path(), as_of));
+    // Entries of files gone are removed.
+    std::fs::remove_file(dir.path().join("127.1.0.4.csv")).unwrap();
+    report(dir.path(), as_of);
+    let entries = std::fs::read_dir(dir.path().join(".vmstats"))
+        .unwrap()
+        .count();
+    assert_eq!(entries, 4, "127.1.0.1, .2, .3 and .3's rotated part");
+}
+
+#[test]
+fn planted_and_broken_entries_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    history(dir.path(), 3, "1");
+    let as_of = now_ms();
+    let truth = report(dir.path(), as_of);
+    let cache = dir.path().join(".vmstats");
+    let entries: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    // Every entry cut short, flipped, or turned into a link to elsewhere.
+    let outside = tempfile::NamedTempFile::new().unwrap();
+    for (i, entry) in entries.iter().enumerate() {
+        let bytes = std::fs::read(entry).unwrap();
+        match i % 3 {
+            0 => std::fs::write(entry, &bytes[..bytes.len() / 2]).unwrap(),
+            1 => {
+                let flipped: Vec<u8> = bytes.iter().map(|b| b ^ 0x5a).collect();
+                std::fs::write(entry, flipped).unwrap();
+            }
+            _ => {
+                std::fs::remove_file(entry).unwrap();
+                std::os::unix::fs::symlink(outside.path(), entry).unwrap();
+            }
+        }
+    }
+    assert_eq!(report(dir.path(), as_of), truth);
+    assert_eq!(
+        std::fs::read(outside.path()).unwrap(),
+        b"",
+        "a link was followed"
+    );
+    // `.vmstats` itself a link to elsewhere: not used, nothing written there.
+    std::fs::remove_dir_all(&cache).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), &cache).unwrap();
+    assert_eq!(report(dir.path(), as_of), truth);
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+}
