@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Why a source was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,10 +19,24 @@ pub enum Refusal {
     VmLimit,
 }
 
+type IpSet = HashSet<IpAddr, foldhash::fast::RandomState>;
+
+/// The shared set; a panic while holding it cannot leave it half-changed
+/// (an insert either happened or not), so a poisoned lock is still good.
+fn lock(set: &Mutex<IpSet>) -> MutexGuard<'_, IpSet> {
+    set.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One receive loop's admission. With several receivers (`--receivers`)
+/// the cap is the fleet's, so the VMs admitted are shared; each loop keeps
+/// its own copy of those it has seen, so a known VM costs a lookup and no
+/// lock, and the shared set is taken only on a VM's first datagram at that
+/// loop.
 pub struct Admission {
     allow: Vec<Cidr>,
     max_vms: usize,
-    known: HashSet<IpAddr, foldhash::fast::RandomState>,
+    seen_here: IpSet,
+    admitted: Arc<Mutex<IpSet>>,
 }
 
 impl Admission {
@@ -29,7 +44,18 @@ impl Admission {
         Admission {
             allow,
             max_vms,
-            known: HashSet::default(),
+            seen_here: IpSet::default(),
+            admitted: Arc::default(),
+        }
+    }
+
+    /// Another receive loop's admission, sharing this one's cap.
+    pub fn share(&self) -> Self {
+        Admission {
+            allow: self.allow.clone(),
+            max_vms: self.max_vms,
+            seen_here: IpSet::default(),
+            admitted: Arc::clone(&self.admitted),
         }
     }
 
@@ -39,19 +65,24 @@ impl Admission {
         if !self.allow.is_empty() && !self.allow.iter().any(|c| c.contains(ip)) {
             return Err(Refusal::NotAllowed);
         }
-        if self.known.contains(&ip) {
+        if self.seen_here.contains(&ip) {
             return Ok(());
         }
-        if self.known.len() >= self.max_vms {
-            return Err(Refusal::VmLimit);
+        let mut admitted = lock(&self.admitted);
+        if !admitted.contains(&ip) {
+            if admitted.len() >= self.max_vms {
+                return Err(Refusal::VmLimit);
+            }
+            admitted.insert(ip);
         }
-        self.known.insert(ip);
+        drop(admitted);
+        self.seen_here.insert(ip);
         Ok(())
     }
 
-    /// Distinct VMs admitted so far.
+    /// Distinct VMs admitted so far, by every receive loop.
     pub fn vms(&self) -> usize {
-        self.known.len()
+        lock(&self.admitted).len()
     }
 }
 
@@ -151,6 +182,18 @@ mod tests {
         assert_eq!(a.check(ip("11.0.0.1")), Err(Refusal::NotAllowed));
         assert_eq!(a.check(ip("fe80::1")), Err(Refusal::NotAllowed));
         assert_eq!(a.vms(), 2);
+    }
+
+    #[test]
+    fn receive_loops_share_one_cap() {
+        let mut a = Admission::new(vec![], 2);
+        let mut b = a.share();
+        assert_eq!(a.check(ip("127.0.0.1")), Ok(()));
+        assert_eq!(b.check(ip("127.0.0.2")), Ok(()));
+        assert_eq!(b.check(ip("127.0.0.3")), Err(Refusal::VmLimit));
+        // A VM admitted by one loop is known to the other.
+        assert_eq!(a.check(ip("127.0.0.2")), Ok(()));
+        assert_eq!((a.vms(), b.vms()), (2, 2));
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crossbeam_channel::bounded;
 use crate::admission::Admission;
 use crate::config::{AggregatorConfig, ConfigError};
 use crate::dispatch::{Batch, Dispatcher, ReopenSignal};
+use crate::metrics::{self, MetricsServer};
 use crate::net_loop::{self, NetLoop};
 use crate::report::{self, ReportError};
 use crate::stats::{self, Latency, Snapshot, Stats};
@@ -40,6 +41,8 @@ pub enum AggregatorError {
     Bind { addr: SocketAddr, error: io::Error },
     #[error("data dir {path} (--data-dir) cannot be used: {error}")]
     DataDir { path: PathBuf, error: io::Error },
+    #[error("cannot serve metrics on {addr} (--metrics-listen): {error}")]
+    MetricsBind { addr: SocketAddr, error: io::Error },
     #[error("cannot start: {0}")]
     Start(io::Error),
     #[error("cannot sync data dir {path}: {error}")]
@@ -157,9 +160,11 @@ fn files_per_worker(cfg: &AggregatorConfig) -> usize {
 /// A run between [`start`] and [`finish`].
 pub struct Started {
     pub local: SocketAddr,
-    pub net_loop: NetLoop,
+    /// One per `--receivers`, each on its own socket of the same port.
+    pub net_loops: Vec<NetLoop>,
     workers: Vec<JoinHandle<WorkerOutcome>>,
     refresher: Option<report::Refresher>,
+    pub metrics: Option<MetricsServer>,
     stats: Arc<Stats>,
     started: Instant,
 }
@@ -173,19 +178,61 @@ pub fn run(cfg: &AggregatorConfig, ctl: &net_loop::Control) -> Result<RunSummary
     let deadline = cfg.duration.map(|d| started.started + d);
     let Started {
         local,
-        net_loop,
+        net_loops,
         workers,
         refresher,
+        metrics,
         stats,
         started,
     } = started;
-    // Returns after the last batch is handed over; dropping the loop
-    // closes the socket and the channels, which is the workers' signal.
-    net_loop.run(ctl, deadline, cfg.stats_interval);
+    // Each returns after its last batch is handed over; dropping a loop
+    // closes its socket and channels, and the last one's closing is the
+    // workers' signal.
+    let receivers = run_receivers(net_loops, ctl, deadline, cfg);
     if let Some(r) = refresher {
         r.stop();
     }
-    finish(cfg, local, workers, &stats, started)
+    let summary = receivers.and_then(|()| finish(cfg, local, workers, &stats, started));
+    if let Some(m) = metrics {
+        m.stop();
+    }
+    summary
+}
+
+/// Runs the first receive loop here and the others on threads of their
+/// own, until every one has returned.
+fn run_receivers(
+    net_loops: Vec<NetLoop>,
+    ctl: &net_loop::Control,
+    deadline: Option<Instant>,
+    cfg: &AggregatorConfig,
+) -> Result<(), AggregatorError> {
+    let mut loops = net_loops.into_iter();
+    let first = loops.next().expect("at least one receiver");
+    let mut others = Vec::new();
+    for (i, l) in loops.enumerate() {
+        let ctl_i = ctl.clone();
+        let interval = cfg.stats_interval;
+        let spawned = std::thread::Builder::new()
+            .name(format!("vmstats-recv-{}", i + 1))
+            .spawn(move || l.run(&ctl_i, deadline, interval));
+        match spawned {
+            Ok(handle) => others.push(handle),
+            Err(e) => {
+                // Stop the ones running, so that nothing is left behind.
+                ctl.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                others
+                    .into_iter()
+                    .for_each(|h| h.join().expect("a receiver panicked"));
+                return Err(AggregatorError::Start(e));
+            }
+        }
+    }
+    first.run(ctl, deadline, cfg.stats_interval);
+    for h in others {
+        h.join().expect("a receiver panicked");
+    }
+    Ok(())
 }
 
 /// Checks the data dir, binds, and starts the workers and the network loop
@@ -198,11 +245,24 @@ pub fn start(cfg: &AggregatorConfig) -> Result<Started, AggregatorError> {
         prepare_data_dir(&cfg.data_dir)?;
         files_per_worker(cfg)
     };
-    let bound =
-        net_loop::bind(cfg.listen, cfg.recv_buffer).map_err(|error| AggregatorError::Bind {
+    let shared = cfg.receivers > 1;
+    let bound = net_loop::bind(cfg.listen, cfg.recv_buffer, shared).map_err(|error| {
+        AggregatorError::Bind {
             addr: cfg.listen,
             error,
+        }
+    })?;
+    // The other receivers bind the port the first one got (port 0 picks one).
+    let mut sockets = vec![bound.socket];
+    for _ in 1..cfg.receivers {
+        let next = net_loop::bind(bound.local, cfg.recv_buffer, shared).map_err(|error| {
+            AggregatorError::Bind {
+                addr: bound.local,
+                error,
+            }
         })?;
+        sockets.push(next.socket);
+    }
     crate::log_line(&listening_line(
         cfg,
         bound.local,
@@ -216,9 +276,28 @@ pub fn start(cfg: &AggregatorConfig) -> Result<Started, AggregatorError> {
         ));
     }
     let started = Instant::now();
-    let stats = Arc::new(Stats::default());
-    let reopen = ReopenSignal::default();
     let workers = if cfg.discard { 0 } else { cfg.workers };
+    let stats = Arc::new(Stats::new(workers, cfg.receivers));
+    // The endpoint first: a port already taken stops the start before
+    // anything runs.
+    let published = report::Published::default();
+    let metrics = match cfg.metrics_listen {
+        None => None,
+        Some(addr) => {
+            let source = metrics::Source {
+                stats: Arc::clone(&stats),
+                published: published.clone(),
+            };
+            let server = MetricsServer::start(addr, source)
+                .map_err(|error| AggregatorError::MetricsBind { addr, error })?;
+            crate::log_line(&format!(
+                "udp-aggregator: metrics on http://{}/metrics",
+                server.local
+            ));
+            Some(server)
+        }
+    };
+    let reopen = ReopenSignal::default();
     let (recycle_tx, recycle_rx) = bounded::<Batch>(workers * cfg.queue_batches);
     let mut senders = Vec::with_capacity(workers);
     let mut handles = Vec::with_capacity(workers);
@@ -245,27 +324,40 @@ pub fn start(cfg: &AggregatorConfig) -> Result<Started, AggregatorError> {
             .map_err(AggregatorError::Start)?;
         handles.push(handle);
     }
-    let net_loop = NetLoop::new(
-        bound.socket,
-        Dispatcher::new(senders, recycle_rx),
-        reopen,
-        Admission::new(cfg.allow.clone(), cfg.max_vms),
-        Arc::clone(&stats),
-        cfg.discard,
-    )
-    .map_err(AggregatorError::Start)?;
+    let admission = Admission::new(cfg.allow.clone(), cfg.max_vms);
+    let mut net_loops = Vec::with_capacity(sockets.len());
+    for (i, socket) in sockets.into_iter().enumerate() {
+        let net_loop = NetLoop::new(
+            socket,
+            Dispatcher::new(senders.clone(), recycle_rx.clone()),
+            reopen.clone(),
+            admission.share(),
+            Arc::clone(&stats),
+            cfg.discard,
+            i,
+        )
+        .map_err(AggregatorError::Start)?;
+        net_loops.push(net_loop);
+    }
+    drop(senders);
     let refresher = match cfg.cache_refresh {
         every if cfg.discard || every.is_zero() => None,
         every => Some(
-            report::Refresher::start(cfg.data_dir.clone(), cfg.report.window.length(), every)
-                .map_err(AggregatorError::Start)?,
+            report::Refresher::start(
+                cfg.data_dir.clone(),
+                cfg.report.clone(),
+                every,
+                published.clone(),
+            )
+            .map_err(AggregatorError::Start)?,
         ),
     };
     Ok(Started {
         local: bound.local,
-        net_loop,
+        net_loops,
         workers: handles,
         refresher,
+        metrics,
         stats,
         started,
     })
@@ -284,9 +376,10 @@ fn listening_line(
         )
     } else {
         format!(
-            "udp-aggregator: listening on {local} (data dir {}, {} workers, {files} open files each, receive buffer {rcvbuf} bytes)",
+            "udp-aggregator: listening on {local} (data dir {}, {} workers, {files} open files each, {} receivers, receive buffer {rcvbuf} bytes each)",
             cfg.data_dir.display(),
             cfg.workers,
+            cfg.receivers,
         )
     }
 }

@@ -327,6 +327,11 @@ pub struct AggregatorConfig {
     /// belongs to the same one.
     #[arg(long, default_value_t = default_workers())]
     pub workers: usize,
+    /// Receive threads, each with its own socket on --listen
+    /// (SO_REUSEPORT: the kernel spreads senders over them by address and
+    /// port); all hand each VM to the same worker.
+    #[arg(long, default_value_t = 1)]
+    pub receivers: usize,
     /// Flush a VM's buffer once it holds this many bytes (65536, 64k, 4m).
     #[arg(long, default_value = "32k", value_parser = parse_size, value_name = "SIZE")]
     pub flush_bytes: usize,
@@ -342,6 +347,10 @@ pub struct AggregatorConfig {
     /// Period of the status line on stderr.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DUR")]
     pub stats_interval: Duration,
+    /// Serve Prometheus metrics on this TCP address (`/metrics`, and
+    /// `/healthz`), e.g. 127.0.0.1:9108 (default: off).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Bring the report's summary cache (<data-dir>/.vmstats) up to date
     /// this often while running, at low priority, so the exit report reads
     /// only the rows since; 0 = never.
@@ -399,6 +408,12 @@ impl AggregatorConfig {
             return Err(invalid(
                 "--workers",
                 format!("{} is not in 1..=256", self.workers),
+            ));
+        }
+        if !(1..=64).contains(&self.receivers) {
+            return Err(invalid(
+                "--receivers",
+                format!("{} is not in 1..=64", self.receivers),
             ));
         }
         if !(crate::wire::MAX_ROW_LEN..=64 << 20).contains(&self.flush_bytes) {

@@ -194,8 +194,14 @@ impl Dispatcher {
         stats.dropped_overload.fetch_add(self.dropped, Relaxed);
         self.accepted = 0;
         self.dropped = 0;
-        let depth: usize = self.senders.iter().map(|s| s.len()).sum();
-        stats.queue_depth.store(depth as u64, Relaxed);
+        let mut depth = 0;
+        for (i, sender) in self.senders.iter().enumerate() {
+            if let Some(queue) = stats.worker_queues.get(i) {
+                queue.store(sender.len() as u64, Relaxed);
+            }
+            depth += sender.len() as u64;
+        }
+        stats.queue_depth.store(depth, Relaxed);
     }
 }
 

@@ -15,7 +15,7 @@
 //! 4. [`report`]: the reclamation report is built from those files.
 //!
 //! [`aggregator`] wires these together for one run, [`stats`] counts what
-//! happened, [`config`] holds the validated settings and [`sim`] is the VM
+//! happened ([`metrics`] serves the counts to Prometheus), [`config`] holds the validated settings and [`sim`] is the VM
 //! simulator and load generator. [`agent`] is the other end: what runs on
 //! a real VM and sends its real figures; [`stop`] ends its sleeps (and the
 //! report cache refresh's) at once.
@@ -25,6 +25,7 @@ pub mod agent;
 pub mod aggregator;
 pub mod config;
 pub mod dispatch;
+pub mod metrics;
 pub mod net_loop;
 pub mod report;
 pub mod sim;
@@ -35,11 +36,34 @@ pub mod sys;
 pub mod wire;
 pub mod worker;
 
+thread_local! {
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with [`log_line`] silenced on this thread when `quiet` (a
+/// background pass over the data dir every 30 s would otherwise repeat the
+/// same warnings, which the exit report names anyway). Threads it spawns
+/// pass [`is_quiet`] on.
+pub fn quietly<R>(quiet: bool, f: impl FnOnce() -> R) -> R {
+    let was = QUIET.replace(quiet);
+    let r = f();
+    QUIET.set(was);
+    r
+}
+
+/// Whether this thread's [`log_line`]s are silenced.
+pub fn is_quiet() -> bool {
+    QUIET.get()
+}
+
 /// Writes one line to stderr with a single `write`, so a script polling the
 /// log (for the bound port, for status figures) never reads half a line;
 /// `eprintln!` writes a formatted line in pieces.
 pub fn log_line(line: &str) {
     use std::io::Write;
+    if is_quiet() {
+        return;
+    }
     let mut text = String::with_capacity(line.len() + 1);
     text.push_str(line);
     text.push('\n');

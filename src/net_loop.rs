@@ -11,7 +11,8 @@
 //!
 //! At a stop the loop keeps receiving until the socket has been quiet for
 //! 100 ms (what was sent before the stop may still be in the kernel's
-//! queues), then freezes it (connected to a peer that never sends, so the
+//! queues; at most 500 ms, as a fleet that keeps sending is never quiet),
+//! then freezes it (connected to a peer that never sends, so the
 //! kernel queues nothing new for it and refuses later datagrams as it
 //! would at a closed port); then everything the kernel already queued is
 //! taken and written, all within [`SHUTDOWN_DRAIN`]. What
@@ -53,6 +54,10 @@ pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 /// be in the kernel's queues for a few milliseconds.
 const SETTLE: Duration = Duration::from_millis(100);
 
+/// The longest the settling lasts: a fleet that keeps sending is never
+/// quiet, and what it sends after the stop is not the stop's to take.
+const SETTLE_AT_MOST: Duration = Duration::from_millis(500);
+
 /// Longest the unread rest is counted for after [`SHUTDOWN_DRAIN`]: reading
 /// without looking runs at millions of datagrams a second.
 const COUNT_UNREAD: Duration = Duration::from_secs(1);
@@ -74,8 +79,10 @@ pub struct Bound {
 
 /// Binds the listening socket: dual-stack for an IPv6 address, non-blocking,
 /// with the receive buffer asked as large as `recv_buffer` (forced past
-/// `net.core.rmem_max` where the process may). Returns what it got.
-pub fn bind(listen: SocketAddr, recv_buffer: usize) -> io::Result<Bound> {
+/// `net.core.rmem_max` where the process may), and with `SO_REUSEPORT` when
+/// `shared` (one of several receivers on the same port). Returns what it
+/// got.
+pub fn bind(listen: SocketAddr, recv_buffer: usize, shared: bool) -> io::Result<Bound> {
     let socket = Socket::new(
         Domain::for_address(listen),
         Type::DGRAM,
@@ -86,6 +93,9 @@ pub fn bind(listen: SocketAddr, recv_buffer: usize) -> io::Result<Bound> {
         socket.set_only_v6(false)?;
     }
     socket.set_nonblocking(true)?;
+    if shared {
+        socket.set_reuse_port(true)?;
+    }
     // A refused size is not fatal: the kernel's default still works.
     let _ = socket.set_recv_buffer_size(recv_buffer);
     let mut got = socket.recv_buffer_size().unwrap_or(0);
@@ -121,6 +131,8 @@ pub struct NetLoop {
     stats: Arc<Stats>,
     /// Count and drop: the bare receive loop that benchmarks measure against.
     discard: bool,
+    /// Which of the receive loops this is; the first prints the status.
+    index: usize,
     local: Local,
     /// The socket's kernel drop counter at the last look (it wraps at 2^32).
     kernel_drops: Option<u32>,
@@ -136,6 +148,7 @@ impl NetLoop {
         admission: Admission,
         stats: Arc<Stats>,
         discard: bool,
+        index: usize,
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
         poll.registry()
@@ -150,6 +163,7 @@ impl NetLoop {
             admission,
             stats,
             discard,
+            index,
             local: Local::default(),
             error_logged: None,
         })
@@ -172,7 +186,7 @@ impl NetLoop {
                 crate::log_line("reopening data files (SIGHUP)");
                 self.reopen.raise();
             }
-            if last_status.elapsed() >= stats_interval {
+            if self.index == 0 && last_status.elapsed() >= stats_interval {
                 let now = self.stats.snapshot();
                 let secs = last_status.elapsed().as_secs_f64();
                 crate::log_line(&stats::status_line(&now, &prev, secs));
@@ -236,8 +250,10 @@ impl NetLoop {
         self.publish();
     }
 
-    /// Receives until nothing has come for [`SETTLE`] or `until` passes.
+    /// Receives until nothing has come for [`SETTLE`], [`SETTLE_AT_MOST`]
+    /// has passed, or `until` has.
     fn settle(&mut self, until: Instant) {
+        let until = until.min(Instant::now() + SETTLE_AT_MOST);
         let mut events = Events::with_capacity(8);
         let mut last_arrival = Instant::now();
         while last_arrival.elapsed() < SETTLE && Instant::now() < until {
@@ -334,6 +350,9 @@ impl NetLoop {
     fn publish(&mut self) {
         let local = std::mem::take(&mut self.local);
         self.stats.received.fetch_add(local.received, Relaxed);
+        if let Some(mine) = self.stats.receiver_received.get(self.index) {
+            mine.fetch_add(local.received, Relaxed);
+        }
         for (i, n) in local.rejected.iter().enumerate() {
             if *n > 0 {
                 self.stats.rejected[i].fetch_add(*n, Relaxed);
@@ -367,7 +386,7 @@ mod tests {
 
     #[test]
     fn a_reopen_with_every_queue_full_never_blocks_the_loop() {
-        let bound = bind("127.0.0.1:0".parse().unwrap(), 1 << 16).unwrap();
+        let bound = bind("127.0.0.1:0".parse().unwrap(), 1 << 16, false).unwrap();
         // One queue slot, taken, and no worker to empty it: a stalled disk.
         let (tx, _rx) = bounded(1);
         tx.try_send(Vec::new()).unwrap();
@@ -380,6 +399,7 @@ mod tests {
             Admission::new(Vec::new(), 10),
             Arc::new(Stats::default()),
             false,
+            0,
         )
         .unwrap();
         let ctl = Control::default();

@@ -36,6 +36,69 @@ pub struct Stats {
     pub vms_known: AtomicU64,
     /// Batches waiting in the worker channels, sampled by the receive loop.
     pub queue_depth: AtomicU64,
+    /// The same, per worker (empty when built with `default()`).
+    pub worker_queues: Box<[AtomicU64]>,
+    /// Datagrams received by each receive loop (`--receivers`).
+    pub receiver_received: Box<[AtomicU64]>,
+    /// Receive-to-disk latency of the rows written, as the workers flush.
+    pub latency: LatencyBuckets,
+}
+
+impl Stats {
+    /// Counters for a run with `workers` workers and `receivers` receive
+    /// loops.
+    pub fn new(workers: usize, receivers: usize) -> Stats {
+        let zeros = |n| (0..n).map(|_| AtomicU64::new(0)).collect();
+        Stats {
+            worker_queues: zeros(workers),
+            receiver_received: zeros(receivers),
+            ..Stats::default()
+        }
+    }
+}
+
+/// Upper bounds (ms) of the receive-to-disk buckets: from a flush that
+/// finds rows waiting a few ms to one that a failing disk holds for a
+/// minute.
+pub const LATENCY_BOUNDS_MS: [u64; 12] = [
+    5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 60_000,
+];
+
+/// A cumulative-when-read histogram of receive-to-disk latency: counts per
+/// bucket (the last for everything above the bounds), their sum and count.
+/// A worker adds once per flush, for all the rows it wrote.
+#[derive(Debug, Default)]
+pub struct LatencyBuckets {
+    counts: [AtomicU64; LATENCY_BOUNDS_MS.len() + 1],
+    sum_ms: AtomicU64,
+    count: AtomicU64,
+}
+
+/// A copy of [`LatencyBuckets`]: per-bucket counts (not cumulative), sum
+/// and count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LatencySnapshot {
+    pub counts: [u64; LATENCY_BOUNDS_MS.len() + 1],
+    pub sum_ms: u64,
+    pub count: u64,
+}
+
+impl LatencyBuckets {
+    /// `rows` rows written `ms` after they were received.
+    pub fn observe(&self, ms: u64, rows: u64) {
+        let i = LATENCY_BOUNDS_MS.partition_point(|b| *b < ms);
+        self.counts[i].fetch_add(rows, Relaxed);
+        self.sum_ms.fetch_add(ms.saturating_mul(rows), Relaxed);
+        self.count.fetch_add(rows, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> LatencySnapshot {
+        LatencySnapshot {
+            counts: std::array::from_fn(|i| self.counts[i].load(Relaxed)),
+            sum_ms: self.sum_ms.load(Relaxed),
+            count: self.count.load(Relaxed),
+        }
+    }
 }
 
 /// A plain copy of [`Stats`] at one moment.

@@ -199,6 +199,13 @@ mod linux {
         names: Vec<libc::sockaddr_storage>,
     }
 
+    // SAFETY: the raw pointers inside (`mmsghdr.msg_iov`, `iovec.iov_base`,
+    // `msg_name`) point only into buffers of the same `RecvBatch`, are
+    // rebuilt before every call and never read after it; no other thread
+    // holds them, so a receive loop may move to a thread of its own
+    // (`--receivers`).
+    unsafe impl Send for RawRecv {}
+
     impl RawRecv {
         pub fn new() -> Self {
             // SAFETY: mmsghdr, iovec and sockaddr_storage are plain C structs

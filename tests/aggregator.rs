@@ -66,6 +66,57 @@ fn a_thousand_vms_from_distinct_addresses_lose_no_row() {
 }
 
 #[test]
+fn two_receivers_share_the_port_and_keep_one_file_per_vm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agg = Aggregator::start(
+        dir.path(),
+        &["--receivers", "2", "--metrics-listen", "127.0.0.1:0"],
+    );
+    assert!(
+        agg.first_line().contains("2 receivers"),
+        "{}",
+        agg.first_line()
+    );
+    let metrics = agg.metrics_addr();
+    // 200 VMs, each from its own address and port: the kernel spreads the
+    // 4-tuples over both sockets.
+    let socks: Vec<_> = (1..=200)
+        .map(|i| vm_socket(&format!("127.43.0.{i}")))
+        .collect();
+    for seq in 0..25 {
+        for sock in &socks {
+            send(sock, agg.addr, &stat(seq));
+        }
+    }
+    let text = || http_get(metrics, "/metrics").1;
+    assert!(wait_until(Duration::from_secs(10), || metric(
+        &text(),
+        "vmstats_datagrams_received_total"
+    ) == Some(5000.0)));
+    let per = |r: &str| {
+        metric(
+            &text(),
+            &format!("vmstats_receiver_datagrams_total{{receiver=\"{r}\"}}"),
+        )
+    };
+    let (r0, r1) = (per("0").unwrap(), per("1").unwrap());
+    assert_eq!(r0 + r1, 5000.0);
+    assert!(
+        r0 > 0.0 && r1 > 0.0,
+        "one receiver took everything: {r0} / {r1}"
+    );
+    let done = agg.stop();
+    assert!(done.success, "{}", done.stderr);
+    // One writer per VM whichever socket its datagrams came in on.
+    assert_eq!(count_files_and_rows(dir.path()), (200, 5000));
+    let seqs: Vec<u64> = read_rows(&dir.path().join("127.43.0.77.csv"))
+        .iter()
+        .map(|r| r.stat.seq)
+        .collect();
+    assert_eq!(seqs, (0..25).collect::<Vec<u64>>());
+}
+
+#[test]
 fn sigterm_while_datagrams_flow_keeps_every_accepted_row() {
     let dir = tempfile::tempdir().unwrap();
     let agg = Aggregator::start(dir.path(), &["--flush-interval", "5s"]);

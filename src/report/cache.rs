@@ -309,14 +309,17 @@ pub type Write = (PathBuf, Vec<u8>);
 /// files: readers that each created their own spent more time waiting on
 /// the directory's lock than writing.
 pub fn with_writer<R>(caches: &CacheDirs, f: impl FnOnce(Sender<Write>) -> R) -> R {
+    let quiet = crate::is_quiet();
     std::thread::scope(|scope| {
         let (writes, entries) = crossbeam_channel::bounded::<Write>(WRITES_QUEUED);
         scope.spawn(move || {
-            for (path, bytes) in entries {
-                if let Err(e) = store_entry(&path, &bytes) {
-                    caches.warn_once("write", &path, &e);
+            crate::quietly(quiet, || {
+                for (path, bytes) in entries {
+                    if let Err(e) = store_entry(&path, &bytes) {
+                        caches.warn_once("write", &path, &e);
+                    }
                 }
-            }
+            })
         });
         f(writes)
     })

@@ -37,6 +37,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::config::{OfflineReportConfig, Policy, Prices, ReportConfig, ReportFormat, Thresholds};
+use crate::stop::Stop;
 
 pub use policy::{Category, Reason, Rule, Verdict};
 pub use refresh::Refresher;
@@ -169,6 +170,30 @@ impl Report {
     }
 }
 
+/// What a report says in numbers, for the metrics endpoint.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Figures {
+    /// When the window ended.
+    pub as_of_ms: u64,
+    /// VMs in each of [`Category::ALL`].
+    pub vms: [u64; Category::ALL.len()],
+    pub totals: Totals,
+}
+
+impl Report {
+    pub fn figures(&self) -> Figures {
+        Figures {
+            as_of_ms: self.window.as_of_ms,
+            vms: Category::ALL.map(|c| self.count(c) as u64),
+            totals: self.totals(),
+        }
+    }
+}
+
+/// The figures of the latest report the aggregator made while running
+/// (`None` before the first), shared with the metrics endpoint.
+pub type Published = std::sync::Arc<std::sync::Mutex<Option<Figures>>>;
+
 /// Builds the report of every VM in `data_dirs` (merged by address), over
 /// the configured window before `as_of_ms`. Files that cannot be read are
 /// reported on stderr and left out, so one bad file hides nothing else.
@@ -177,20 +202,37 @@ pub fn build(
     cfg: &ReportConfig,
     as_of_ms: u64,
 ) -> Result<Report, ReportError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) * READERS_PER_CORE;
+    let report = build_with(data_dirs, cfg, as_of_ms, threads, None)?;
+    Ok(report.expect("a report without a stop is never stopped"))
+}
+
+/// [`build`] on `threads` reading threads, given up (`None`) when `stop`
+/// is requested before every VM was read.
+fn build_with(
+    data_dirs: &[PathBuf],
+    cfg: &ReportConfig,
+    as_of_ms: u64,
+    threads: usize,
+    stop: Option<&Stop>,
+) -> Result<Option<Report>, ReportError> {
     let window = Window::before(as_of_ms, cfg.window.length());
     let vms: Vec<_> = scan::vm_files(data_dirs)?.into_iter().collect();
     let caches = cache::CacheDirs::open(data_dirs);
     let summaries = cache::with_writer(&caches, |writes| {
-        summarize_all(&vms, &window, &caches, writes)
+        summarize_all(&vms, &window, &caches, writes, threads, stop)
     });
     caches.prune(&vms.iter().flat_map(|(_, parts)| parts).collect::<Vec<_>>());
-    Ok(Report::new(
+    if stop.is_some_and(Stop::requested) {
+        return Ok(None);
+    }
+    Ok(Some(Report::new(
         summaries,
         &cfg.thresholds,
         cfg.policy,
         cfg.prices(),
         window,
-    ))
+    )))
 }
 
 /// Reading threads per core: with the files cold the scan waits on the
@@ -198,34 +240,43 @@ pub fn build(
 /// cost nothing measurable.
 const READERS_PER_CORE: usize = 2;
 
-/// Every VM's summary, on all cores: each thread takes the next VM off a
+/// Every VM's summary, on `threads` threads: each takes the next VM off a
 /// shared counter, so a few long histories do not leave a core idle, and
-/// memory stays one VM's summary per thread.
+/// memory stays one VM's summary per thread. Stops taking VMs when `stop`
+/// is requested.
 fn summarize_all(
     vms: &[(IpAddr, Vec<scan::Part>)],
     window: &Window,
     caches: &cache::CacheDirs,
     writes: crossbeam_channel::Sender<cache::Write>,
+    threads: usize,
+    stop: Option<&Stop>,
 ) -> Vec<VmSummary> {
     let next = AtomicUsize::new(0);
-    let threads = (std::thread::available_parallelism().map_or(1, |n| n.get()) * READERS_PER_CORE)
-        .min(vms.len().max(1));
+    let threads = threads.clamp(1, vms.len().max(1));
+    let quiet = crate::is_quiet();
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {
-                    let mut done = Vec::new();
-                    let mut scratch = segment::Scratch::new(writes.clone());
-                    while let Some((ip, parts)) = vms.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        done.extend(segment::summarize_vm(
-                            *ip,
-                            parts,
-                            window,
-                            caches,
-                            &mut scratch,
-                        ));
-                    }
-                    done
+                    crate::quietly(quiet, || {
+                        let mut done = Vec::new();
+                        let mut scratch = segment::Scratch::new(writes.clone());
+                        while let Some((ip, parts)) = vms.get(next.fetch_add(1, Ordering::Relaxed))
+                        {
+                            if stop.is_some_and(Stop::requested) {
+                                break;
+                            }
+                            done.extend(segment::summarize_vm(
+                                *ip,
+                                parts,
+                                window,
+                                caches,
+                                &mut scratch,
+                            ));
+                        }
+                        done
+                    })
                 })
             })
             .collect();

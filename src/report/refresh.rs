@@ -1,37 +1,40 @@
 //! Keeping the summary cache current while the aggregator runs, so its exit
-//! report reads only the rows of the last moments.
+//! report reads only the rows of the last moments, and publishing what the
+//! report says meanwhile (VMs per category, losses) for the metrics.
 //!
 //! After ten minutes at 500,000 datagrams/s the files hold 300 M rows
 //! (about 30 GB); an exit report that read them all would take a minute
-//! after SIGTERM. Instead a thread brings every file's cache entry up to
-//! date every `--cache-refresh` (30 s by default): it reads what the
-//! workers appended since its last pass, from the page cache, at nice 10 so
-//! the receive path keeps its CPU. The exit report then finds every entry
-//! current but for the last pass's rows.
+//! after SIGTERM. Instead a thread builds the report every
+//! `--cache-refresh` (30 s by default), which brings every file's cache
+//! entry up to date: it reads what the workers appended since its last
+//! pass, from the page cache, on one thread at nice 10 so the receive path
+//! keeps its CPU, and without a word on stderr (the exit report names any
+//! file it cannot read). The exit report then finds every entry current
+//! but for the last pass's rows.
 
 use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::config::ReportConfig;
 use crate::stop::Stop;
 
-use super::cache::{self, CacheDirs};
-use super::scan::{self, Window};
-use super::summary::Accumulator;
+use super::Published;
 
-/// The refresh thread; [`Refresher::stop`] ends it between two files.
+/// The refresh thread; [`Refresher::stop`] ends it between two VMs.
 pub struct Refresher {
     stop: Stop,
     handle: JoinHandle<()>,
 }
 
 impl Refresher {
-    /// Starts refreshing `data_dir`'s cache every `every` for a report
-    /// over `window` (before the time of each pass).
+    /// Starts building `data_dir`'s report as `cfg` says every `every`,
+    /// publishing its figures to `published`.
     pub fn start(
         data_dir: PathBuf,
-        window: Option<Duration>,
+        cfg: ReportConfig,
         every: Duration,
+        published: Published,
     ) -> std::io::Result<Refresher> {
         let (tx, rx) = std::sync::mpsc::channel::<Stop>();
         let handle = std::thread::Builder::new()
@@ -45,7 +48,12 @@ impl Refresher {
                 let dirs = [data_dir];
                 let mut next = Instant::now() + every;
                 while !stop.sleep_until(next) {
-                    refresh(&dirs, window, &stop);
+                    let built = crate::quietly(true, || {
+                        super::build_with(&dirs, &cfg, crate::unix_ms(), 1, Some(&stop))
+                    });
+                    if let Ok(Some(report)) = built {
+                        *published.lock().expect("no panic holds it") = Some(report.figures());
+                    }
                     next = Instant::now() + every;
                 }
             })?;
@@ -53,34 +61,11 @@ impl Refresher {
         Ok(Refresher { stop, handle })
     }
 
-    /// Ends the pass in progress after its current file and waits for it.
+    /// Ends the pass in progress after its current VM and waits for it.
     pub fn stop(self) {
         self.stop.request();
         let _ = self.handle.join();
     }
-}
-
-/// One pass: every file's entry brought up to date, until `stop`.
-fn refresh(dirs: &[PathBuf], window: Option<Duration>, stop: &Stop) {
-    let window = Window::before(crate::unix_ms(), window);
-    let vms = match scan::vm_files(dirs) {
-        Ok(vms) => vms,
-        Err(e) => {
-            crate::log_line(&format!("warning: summary cache refresh: {e}"));
-            return;
-        }
-    };
-    let caches = CacheDirs::open(dirs);
-    let mut acc = Accumulator::default();
-    cache::with_writer(&caches, |writes| {
-        for part in vms.values().flatten() {
-            if stop.requested() {
-                return;
-            }
-            // A file that cannot be read now is the exit report's to name.
-            let _ = cache::segments(part, &window, &caches, &mut acc, &writes);
-        }
-    });
 }
 
 #[cfg(test)]
@@ -88,24 +73,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_refresh_fills_the_cache_and_stops_at_once() {
+    fn a_refresh_fills_the_cache_publishes_and_stops_at_once() {
         let dir = tempfile::tempdir().unwrap();
-        let now = crate::unix_ms();
-        let cfg = crate::config::SimConfig {
+        let sim = crate::config::SimConfig {
             count: 3,
             days: 1.0,
             ..crate::config::SimConfig::default()
         };
-        crate::sim::history::write(&cfg, dir.path(), now).unwrap();
-        let r =
-            Refresher::start(dir.path().to_path_buf(), None, Duration::from_millis(10)).unwrap();
-        let cache = dir.path().join(cache::DIR_NAME);
-        let filled = || std::fs::read_dir(&cache).map_or(0, |d| d.count()) == 3;
+        crate::sim::history::write(&sim, dir.path(), crate::unix_ms()).unwrap();
+        let published = Published::default();
+        let cfg = crate::config::defaults::<ReportConfig>();
+        let every = Duration::from_millis(10);
+        let r = Refresher::start(dir.path().to_path_buf(), cfg, every, published.clone()).unwrap();
         let started = Instant::now();
-        while !filled() && started.elapsed() < Duration::from_secs(20) {
+        while published.lock().unwrap().is_none() && started.elapsed() < Duration::from_secs(20) {
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert!(filled(), "no cache entries after {:?}", started.elapsed());
+        let figures = published.lock().unwrap().expect("published");
+        assert_eq!(figures.vms.iter().sum::<u64>(), 3);
+        let cache = dir.path().join(super::super::cache::DIR_NAME);
+        assert_eq!(std::fs::read_dir(cache).unwrap().count(), 3);
         let stopping = Instant::now();
         r.stop();
         assert!(stopping.elapsed() < Duration::from_secs(5));

@@ -417,6 +417,7 @@ impl Worker {
         if done.rows > 0 {
             let age = crate::unix_ms().saturating_sub(oldest.0);
             self.latency.saturating_record_n(age, done.rows);
+            self.stats.latency.observe(age, done.rows);
         }
         if vm.rows.is_empty() {
             vm.refused = false;

@@ -25,6 +25,8 @@ pub struct Aggregator {
     pub data_dir: PathBuf,
     /// The first stderr line, already read to learn the address.
     first_line: String,
+    /// Lines taken off `rest` by [`Aggregator::wait_for_line`].
+    seen: Vec<String>,
     rest: mpsc::Receiver<String>,
 }
 
@@ -75,8 +77,35 @@ impl Aggregator {
             addr,
             data_dir: data_dir.to_path_buf(),
             first_line,
+            seen: Vec::new(),
             rest,
         }
+    }
+
+    /// The first stderr line (after the first) containing `needle`, waiting
+    /// up to `limit` for it.
+    pub fn wait_for_line(&mut self, needle: &str, limit: Duration) -> Option<String> {
+        if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
+            return Some(line.clone());
+        }
+        let until = std::time::Instant::now() + limit;
+        while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+            let line = self.rest.recv_timeout(left).ok()?;
+            self.seen.push(line.clone());
+            if line.contains(needle) {
+                return Some(line);
+            }
+        }
+        None
+    }
+
+    /// The metrics endpoint's address, from its stderr line.
+    pub fn metrics_addr(&mut self) -> SocketAddr {
+        let line = self
+            .wait_for_line("metrics on http://", Duration::from_secs(10))
+            .expect("a metrics line");
+        let at = line.find("http://").unwrap() + "http://".len();
+        line[at..].trim_end_matches("/metrics").parse().unwrap()
     }
 
     pub fn first_line(&self) -> &str {
@@ -108,6 +137,10 @@ impl Aggregator {
             .unwrap();
         let status = self.child.wait().unwrap();
         let mut stderr = self.first_line.clone() + "\n";
+        for line in &self.seen {
+            stderr.push_str(line);
+            stderr.push('\n');
+        }
         while let Ok(line) = self.rest.recv_timeout(Duration::from_secs(5)) {
             stderr.push_str(&line);
             stderr.push('\n');
@@ -334,4 +367,30 @@ pub fn report_with(args: &[&std::ffi::OsStr]) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
+}
+
+/// A plain HTTP GET of `path` from `addr`: the status code and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: vmstats\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+/// The value of the sample line `name` (with its labels) in metrics text.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }

@@ -1,0 +1,674 @@
+//! The Prometheus endpoint (`--metrics-listen`): `/metrics` in the text
+//! format and `/healthz`, served by one thread off the receive path.
+//!
+//! A scrape reads the counters the receive loop and the workers already
+//! keep ([`Stats`]) and the figures of the latest report the aggregator
+//! made while running ([`report::Published`]); nothing on the datagram
+//! path changes for it. The text is encoded by `prometheus-client`; names
+//! follow the Prometheus conventions (`_total` counters, base units,
+//! `vmstats_` prefix).
+//!
+//! The HTTP side is a small mio loop, not a crate's server: tiny_http, the
+//! obvious choice, starts a thread for each connection that finds its pool
+//! busy, so a thousand idle connections are a thousand threads. Here one
+//! thread holds at most [`MAX_CONNECTIONS`], each with at most
+//! [`MAX_REQUEST`] bytes of request and [`REQUEST_DEADLINE`] to send it;
+//! when all are taken, a new connection evicts the oldest one still
+//! sending its request. A slow or hostile client costs a slot for a few
+//! seconds, never a thread, never memory beyond those bounds, and never
+//! the collector's time.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::report::{self, Category};
+use crate::stats::{LATENCY_BOUNDS_MS, LatencySnapshot, Stats};
+use crate::wire::Reject;
+
+/// Connections held at once.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Longest request head (request line and headers) read; a longer one gets
+/// 431 and the connection is closed.
+pub const MAX_REQUEST: usize = 8 << 10;
+
+/// Time a client has to send its request and take the answer.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+
+const LISTENER: Token = Token(0);
+const WAKE: Token = Token(1);
+const FIRST_CONN: usize = 2;
+
+/// What the endpoint shows: the live counters, the latest report's
+/// figures, and how many workers there are.
+#[derive(Debug)]
+pub struct Source {
+    pub stats: Arc<Stats>,
+    pub published: report::Published,
+}
+
+impl Collector for Source {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.stats.snapshot();
+        counter(
+            &mut enc,
+            "vmstats_datagrams_received",
+            "Datagrams taken off the socket.",
+            s.received,
+        )?;
+        counter(
+            &mut enc,
+            "vmstats_datagrams_accepted",
+            "Valid datagrams handed to a worker.",
+            s.accepted,
+        )?;
+        let rejected: Vec<(&str, u64)> = Reject::ALL
+            .iter()
+            .map(|r| (r.name(), s.rejected[r.index()]))
+            .collect();
+        counter_family(
+            &mut enc,
+            "vmstats_datagrams_rejected",
+            "Datagrams refused, by reason.",
+            "reason",
+            &rejected,
+        )?;
+        counter_family(
+            &mut enc,
+            "vmstats_datagrams_dropped",
+            "Valid datagrams (or their rows) lost, by cause.",
+            "cause",
+            &[
+                ("queue_full", s.dropped_overload),
+                ("kernel", s.kernel_drops),
+                ("vm_limit", s.vm_limit),
+                ("write_error", s.dropped_write_error),
+            ],
+        )?;
+        counter(
+            &mut enc,
+            "vmstats_rows_written",
+            "Rows written to VM files.",
+            s.rows_written,
+        )?;
+        counter(
+            &mut enc,
+            "vmstats_bytes_written",
+            "Bytes written to VM files.",
+            s.bytes_written,
+        )?;
+        counter(
+            &mut enc,
+            "vmstats_write_errors",
+            "Failed writes (rows kept and retried).",
+            s.write_errors,
+        )?;
+        counter(
+            &mut enc,
+            "vmstats_files_refused",
+            "VM paths refused as not regular files.",
+            s.files_refused,
+        )?;
+        gauge(
+            &mut enc,
+            "vmstats_vms",
+            "VMs (source addresses) seen.",
+            s.vms_known,
+        )?;
+        gauge(
+            &mut enc,
+            "vmstats_files_open",
+            "VM files held open.",
+            s.files_open,
+        )?;
+        counter_family(
+            &mut enc,
+            "vmstats_receiver_datagrams",
+            "Datagrams taken off the socket, per receive loop (--receivers).",
+            "receiver",
+            &by_index(&self.stats.receiver_received),
+        )?;
+        gauge_family(
+            &mut enc,
+            "vmstats_worker_queue_batches",
+            "Batches waiting in each worker's queue.",
+            "worker",
+            &by_index(&self.stats.worker_queues),
+        )?;
+        let latency = LatencyHistogram(self.stats.latency.snapshot());
+        let m = enc.encode_descriptor(
+            "vmstats_receive_to_disk_seconds",
+            "Time from receiving a datagram to writing its row.",
+            None,
+            latency.metric_type(),
+        )?;
+        latency.encode(m)?;
+        if let Some(f) = *self.published.lock().expect("no panic holds it") {
+            report_figures(&mut enc, &f)?;
+        }
+        let info = ConstGauge::new(1i64);
+        let mut m = enc.encode_descriptor(
+            "vmstats_build_info",
+            "The running version, as a label.",
+            None,
+            info.metric_type(),
+        )?;
+        info.encode(m.encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?)
+    }
+}
+
+/// The latest report's figures: VMs per category and the fleet's
+/// sequence totals over its window.
+fn report_figures(enc: &mut DescriptorEncoder, f: &report::Figures) -> Result<(), std::fmt::Error> {
+    let by_category: Vec<(String, u64)> = Category::ALL
+        .iter()
+        .zip(f.vms)
+        .map(|(c, n)| (c.name().to_ascii_lowercase(), n))
+        .collect();
+    gauge_family(
+        enc,
+        "vmstats_report_vms",
+        "VMs per category in the latest report.",
+        "category",
+        &by_category,
+    )?;
+    let t = &f.totals;
+    for (name, help, v) in [
+        (
+            "vmstats_report_datagrams_lost",
+            "Datagrams missing from VMs' sequences in the latest report's window.",
+            t.lost,
+        ),
+        (
+            "vmstats_report_datagrams_duplicated",
+            "Datagrams received twice in the latest report's window.",
+            t.duplicates,
+        ),
+        (
+            "vmstats_report_vm_restarts",
+            "Agent restarts (new boot ids) in the latest report's window.",
+            t.restarts,
+        ),
+        (
+            "vmstats_report_seq_jumps",
+            "Sequence jumps too large to be loss in the latest report's window.",
+            t.seq_jumps,
+        ),
+    ] {
+        gauge(enc, name, help, v)?;
+    }
+    let m = enc.encode_descriptor(
+        "vmstats_report_timestamp_seconds",
+        "When the latest report's window ended.",
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(f.as_of_ms as f64 / 1000.0).encode(m)
+}
+
+fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: u64,
+) -> Result<(), std::fmt::Error> {
+    let c = ConstCounter::new(v);
+    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: u64,
+) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(v as i64);
+    g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+/// Each counter's index (a worker's, a receiver's) as a label value.
+fn by_index(counters: &[AtomicU64]) -> Vec<(String, u64)> {
+    let values = counters.iter().map(|c| c.load(Relaxed));
+    values
+        .enumerate()
+        .map(|(i, v)| (i.to_string(), v))
+        .collect()
+}
+
+fn counter_family<S: AsRef<str>>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &[(S, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (value, v) in values {
+        ConstCounter::new(*v).encode(m.encode_family(&[(label, value.as_ref())])?)?;
+    }
+    Ok(())
+}
+
+fn gauge_family<S: AsRef<str>>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &[(S, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (value, v) in values {
+        ConstGauge::new(*v as i64).encode(m.encode_family(&[(label, value.as_ref())])?)?;
+    }
+    Ok(())
+}
+
+/// The workers' latency buckets as a Prometheus histogram (seconds).
+#[derive(Debug)]
+struct LatencyHistogram(LatencySnapshot);
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        // Per-bucket counts (the encoder sums them up); f64::MAX is how the
+        // crate spells the +Inf bucket.
+        let bounds = LATENCY_BOUNDS_MS.iter().map(|ms| *ms as f64 / 1000.0);
+        let buckets: Vec<(f64, u64)> = bounds.chain([f64::MAX]).zip(self.0.counts).collect();
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            self.0.sum_ms as f64 / 1000.0,
+            self.0.count,
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// The text of `/metrics`, in Prometheus's classic text format.
+pub fn render(registry: &Registry) -> String {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry)
+        .expect("writing to a String cannot fail");
+    classic(&text)
+}
+
+/// OpenMetrics text (what prometheus-client writes) as Prometheus's classic
+/// text format (version 0.0.4), which every Prometheus reads and which
+/// `promtool check metrics` lints: a counter's HELP and TYPE lines name it
+/// by its sample name (`x_total`, not the family `x`), and there is no
+/// `# EOF`. Nothing else differs for the types used here.
+fn classic(open_metrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open_metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open_metrics.len() + 16 * counters.len());
+    for line in open_metrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "].into_iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then_some((p, name, tail))
+        });
+        match meta {
+            Some((p, name, tail)) => {
+                let _ = writeln!(out, "{p}{name}_total {tail}");
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// A running endpoint; [`MetricsServer::stop`] ends it.
+pub struct MetricsServer {
+    pub local: SocketAddr,
+    waker: Arc<Waker>,
+    handle: JoinHandle<()>,
+}
+
+impl MetricsServer {
+    /// Binds `listen` and serves `source` from a thread of its own.
+    pub fn start(listen: SocketAddr, source: Source) -> io::Result<MetricsServer> {
+        let mut listener = TcpListener::bind(listen)?;
+        let local = listener.local_addr()?;
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(source));
+        let handle = std::thread::Builder::new()
+            .name("vmstats-metrics".into())
+            .spawn(move || Server::new(poll, listener, registry).run())?;
+        Ok(MetricsServer {
+            local,
+            waker,
+            handle,
+        })
+    }
+
+    pub fn stop(self) {
+        // A failed wake leaves the thread to the process's exit.
+        if self.waker.wake().is_ok() {
+            let _ = self.handle.join();
+        }
+    }
+}
+
+/// One client connection.
+struct Conn {
+    stream: TcpStream,
+    opened: Instant,
+    request: Vec<u8>,
+    /// The answer, once the request is whole, and how much of it was sent.
+    answer: Option<(Vec<u8>, usize)>,
+}
+
+struct Server {
+    poll: Poll,
+    listener: TcpListener,
+    registry: Registry,
+    conns: HashMap<Token, Conn>,
+    next_token: usize,
+}
+
+impl Server {
+    fn new(poll: Poll, listener: TcpListener, registry: Registry) -> Server {
+        Server {
+            poll,
+            listener,
+            registry,
+            conns: HashMap::with_capacity(MAX_CONNECTIONS),
+            next_token: FIRST_CONN,
+        }
+    }
+
+    fn run(mut self) {
+        let mut events = Events::with_capacity(128);
+        loop {
+            let timeout = self
+                .conns
+                .values()
+                .map(|c| (c.opened + REQUEST_DEADLINE).saturating_duration_since(Instant::now()))
+                .min();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                crate::log_line(&format!("error: metrics endpoint stopped: {e}"));
+                return;
+            }
+            for event in &events {
+                match event.token() {
+                    WAKE => return,
+                    LISTENER => self.accept(),
+                    token => self.serve(token),
+                }
+            }
+            let now = Instant::now();
+            let late: Vec<Token> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| now >= c.opened + REQUEST_DEADLINE)
+                .map(|(t, _)| *t)
+                .collect();
+            for token in late {
+                self.close(token);
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let (mut stream, _) = match self.listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // Out of descriptors, or the client gave up: try later.
+                Err(_) => return,
+            };
+            if self.conns.len() >= MAX_CONNECTIONS {
+                // The oldest still sending its request is likely the slowest.
+                let oldest = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| c.answer.is_none())
+                    .min_by_key(|(_, c)| c.opened)
+                    .map(|(t, _)| *t);
+                match oldest {
+                    Some(token) => self.close(token),
+                    None => continue, // all busy answering: drop this one
+                }
+            }
+            let token = Token(self.next_token);
+            self.next_token = self.next_token.wrapping_add(1).max(FIRST_CONN);
+            if self
+                .poll
+                .registry()
+                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                .is_err()
+            {
+                continue;
+            }
+            self.conns.insert(
+                token,
+                Conn {
+                    stream,
+                    opened: Instant::now(),
+                    request: Vec::new(),
+                    answer: None,
+                },
+            );
+        }
+    }
+
+    fn close(&mut self, token: Token) {
+        if let Some(mut c) = self.conns.remove(&token) {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+        }
+    }
+
+    /// Reads what the client sent, answers once its request is whole,
+    /// and closes when the answer is out or the client went away.
+    fn serve(&mut self, token: Token) {
+        let registry = &self.registry;
+        let Some(c) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let done = match c.answer {
+            None => read_request(c, registry),
+            Some(_) => write_answer(c),
+        };
+        if done {
+            self.close(token);
+        }
+    }
+}
+
+/// Reads into the request; on its end, prepares the answer and starts
+/// sending it. True when the connection is finished.
+fn read_request(c: &mut Conn, registry: &Registry) -> bool {
+    let mut buf = [0u8; 2048];
+    loop {
+        match c.stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(n) => {
+                let room = MAX_REQUEST - c.request.len();
+                c.request.extend_from_slice(&buf[..n.min(room)]);
+                if let Some(answer) = answer_to(&c.request, n > room, registry) {
+                    c.request = Vec::new();
+                    c.answer = Some((answer, 0));
+                    return write_answer(c);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Sends what is left of the answer; true when it is all out (or the
+/// client went away).
+fn write_answer(c: &mut Conn) -> bool {
+    let Some((answer, sent)) = c.answer.as_mut() else {
+        return false;
+    };
+    while *sent < answer.len() {
+        match c.stream.write(&answer[*sent..]) {
+            Ok(0) => return true,
+            Ok(n) => *sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return true,
+        }
+    }
+    true
+}
+
+/// The whole answer to `request` once its head is complete (`None` while
+/// more is to come); `overflow` says it was cut at [`MAX_REQUEST`].
+fn answer_to(request: &[u8], overflow: bool, registry: &Registry) -> Option<Vec<u8>> {
+    let complete =
+        request.windows(4).any(|w| w == b"\r\n\r\n") || request.windows(2).any(|w| w == b"\n\n");
+    if !complete {
+        return (overflow || request.len() >= MAX_REQUEST)
+            .then(|| response(431, "text/plain", "request header too large\n"));
+    }
+    let line = request.split(|b| *b == b'\n').next().unwrap_or_default();
+    let mut parts = line.split(|b| *b == b' ');
+    let (method, target) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    let path = target.split(|b| *b == b'?').next().unwrap_or_default();
+    Some(match (method, path) {
+        (b"GET", b"/metrics") => response(
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            &render(registry),
+        ),
+        (b"GET", b"/healthz") => response(200, "text/plain", "ok\n"),
+        (b"GET", _) => response(404, "text/plain", "not found: try /metrics or /healthz\n"),
+        _ => response(405, "text/plain", "only GET\n"),
+    })
+}
+
+fn response(status: u16, content_type: &str, body: &str) -> Vec<u8> {
+    let reason = match status {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Request Header Fields Too Large",
+    };
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry() -> (Registry, Arc<Stats>) {
+        let stats = Arc::new(Stats::new(2, 1));
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Source {
+            stats: Arc::clone(&stats),
+            published: report::Published::default(),
+        }));
+        (registry, stats)
+    }
+
+    #[test]
+    fn the_text_names_every_counter_with_its_value() {
+        let (registry, stats) = registry();
+        stats.received.store(7, Relaxed);
+        stats.rejected[Reject::BadMagic.index()].store(2, Relaxed);
+        stats.kernel_drops.store(3, Relaxed);
+        stats.worker_queues[1].store(4, Relaxed);
+        stats.latency.observe(7, 10);
+        stats.latency.observe(700, 1);
+        let text = render(&registry);
+        for line in [
+            "vmstats_datagrams_received_total 7",
+            "vmstats_datagrams_rejected_total{reason=\"bad_magic\"} 2",
+            "vmstats_datagrams_dropped_total{cause=\"kernel\"} 3",
+            "vmstats_worker_queue_batches{worker=\"1\"} 4",
+            "vmstats_receive_to_disk_seconds_bucket{le=\"0.01\"} 10",
+            "vmstats_receive_to_disk_seconds_bucket{le=\"1.0\"} 11",
+            "vmstats_receive_to_disk_seconds_bucket{le=\"+Inf\"} 11",
+            "vmstats_receive_to_disk_seconds_count 11",
+            "vmstats_build_info{version=\"",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        assert!(!text.contains("vmstats_report_vms"), "no report yet");
+    }
+
+    #[test]
+    fn counters_are_named_by_their_samples_in_the_classic_format() {
+        let open = "# HELP a_b Help.\n# TYPE a_b counter\na_b_total 1\n# HELP g G.\n# TYPE g gauge\ng 2\n# EOF\n";
+        assert_eq!(
+            classic(open),
+            "# HELP a_b_total Help.\n# TYPE a_b_total counter\na_b_total 1\n# HELP g G.\n# TYPE g gauge\ng 2\n"
+        );
+    }
+
+    #[test]
+    fn requests_are_answered_by_path_and_bounded() {
+        let (r, _) = registry();
+        let ok = |req: &[u8]| answer_to(req, false, &r).map(|a| String::from_utf8(a).unwrap());
+        assert!(
+            ok(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap()
+                .starts_with("HTTP/1.1 200")
+        );
+        assert!(
+            ok(b"GET /healthz HTTP/1.0\n\n")
+                .unwrap()
+                .ends_with("\r\n\r\nok\n")
+        );
+        assert!(
+            ok(b"GET /nope HTTP/1.1\r\n\r\n")
+                .unwrap()
+                .starts_with("HTTP/1.1 404")
+        );
+        assert!(
+            ok(b"POST /metrics HTTP/1.1\r\n\r\n")
+                .unwrap()
+                .starts_with("HTTP/1.1 405")
+        );
+        assert_eq!(
+            ok(b"GET /metrics HTTP/1.1\r\nHost: x\r\n"),
+            None,
+            "not whole yet"
+        );
+        let huge = vec![b'a'; MAX_REQUEST];
+        assert!(ok(&huge).unwrap().starts_with("HTTP/1.1 431"));
+    }
+}
