@@ -12,6 +12,11 @@ WORK=${WORK:-$(mktemp -d -t vmstats-load.XXXXXX)}
 # Extra udp-aggregator flags for the aggregator trials, e.g.
 # AGG_FLAGS="--max-flush-delay 5s".
 read -r -a AGG_EXTRA <<<"${AGG_FLAGS:-}"
+# The `variant` kind is the aggregator with these flags added, measured in
+# the same run (e.g. VARIANT_FLAGS="--receivers 2"). With --metrics-listen
+# among them, /metrics is scraped every SCRAPE_EVERY seconds meanwhile.
+read -r -a VARIANT_EXTRA <<<"${VARIANT_FLAGS:-}"
+SCRAPE_EVERY=${SCRAPE_EVERY:-1}
 
 build_release() {
     (cd "$ROOT" && cargo build --release --quiet --bins)
@@ -132,7 +137,8 @@ wait_settled() {
 }
 
 # trial KIND VMS RATE -> "loss cpu_us rss_kib bytes_per_vm p99_ms achieved"
-# KIND is bare (udp-aggregator --discard), aggregator, or rsyslog. A warm-up
+# KIND is bare (udp-aggregator --discard), aggregator, variant (the
+# aggregator with VARIANT_FLAGS), or rsyslog. A warm-up
 # pass first sends every VM one datagram, so per-VM state and open files
 # exist and the measured pass is steady state. "Zero loss" is rows on disk
 # = datagrams sent, counted from the files (for bare: received = sent).
@@ -147,6 +153,12 @@ trial() {
         rows0=$(rows_in "$data")
         start_aggregator "$log" "$data" --stats-interval 1h "${AGG_EXTRA[@]}"
         pid=$AGG_PID port=$AGG_PORT
+        ;;
+    variant)
+        rows0=$(rows_in "$data")
+        start_aggregator "$log" "$data" --stats-interval 1h "${AGG_EXTRA[@]}" "${VARIANT_EXTRA[@]}"
+        pid=$AGG_PID port=$AGG_PORT
+        start_scraper "$log"
         ;;
     rsyslog)
         rows0=$(rows_in "$data/out" .log)
@@ -168,16 +180,32 @@ trial() {
     t1=$(cpu_ticks "$pid")
     rss1=$(rss_kib "$pid")
     stop_pid "$pid"
+    [ -n "${SCRAPER_PID:-}" ] && kill "$SCRAPER_PID" 2>/dev/null && SCRAPER_PID=
     case $kind in
     bare) got=$(($(summary_value "$log" received) - vms)) ;;
-    aggregator) got=$(($(rows_in "$data") - rows0 - vms)) ;;
+    aggregator | variant) got=$(($(rows_in "$data") - rows0 - vms)) ;;
     rsyslog) got=$(($(rows_in "$data/out" .log) - rows0 - vms)) ;;
     esac
     local p99=-
-    [ "$kind" = aggregator ] && p99=$(summary_value "$log" p99)
+    [ "$kind" = aggregator ] || [ "$kind" = variant ] && p99=$(summary_value "$log" p99)
     awk -v loss="$((sent - got))" -v t="$((t1 - t0))" -v tck="$TCK" -v n="$got" \
         -v rss="$rss1" -v rss0="$rss0" -v vms="$vms" -v p99="$p99" -v ach="$(sim_rate "$out")" \
         'BEGIN { printf "%d %.3f %d %.0f %s %s\n", loss, (n > 0 ? t / tck * 1e6 / n : 0), rss, (rss - rss0) * 1024 / vms, p99, ach }'
+}
+
+# start_scraper LOG: when the aggregator logging to LOG serves metrics,
+# scrapes them every SCRAPE_EVERY seconds in the background (SCRAPER_PID).
+start_scraper() {
+    local url=
+    for _ in $(seq 50); do
+        url=$(grep -oE 'http://[0-9.]+:[0-9]+/metrics' "$1" || true)
+        [ -n "$url" ] && break
+        grep -q -- '--metrics-listen' <<<"${VARIANT_FLAGS:-}" || return 0
+        sleep 0.02
+    done
+    [ -n "$url" ] || return 0
+    while curl -sf -o /dev/null "$url"; do sleep "$SCRAPE_EVERY"; done &
+    SCRAPER_PID=$!
 }
 
 # prepare KIND VMS: one untimed pass creates every VM's file, so searches

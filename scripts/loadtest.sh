@@ -7,6 +7,7 @@
 #   scripts/loadtest.sh 1000 10000
 #   RUNS=3 TRIAL=4 GSO=64 OUT=benches/runs/2026-11-26 scripts/loadtest.sh
 #   GSO=1 AGG_FLAGS="--max-flush-delay 5s" NAME=loadtest-gso1-mfd5s scripts/loadtest.sh
+#   VARIANT_FLAGS="--metrics-listen 127.0.0.1:0" NAME=loadtest-metrics scripts/loadtest.sh 10000
 #
 # Each search tries the sender's ceiling, then bisects the target rate
 # between half the ceiling and the ceiling; RUNS searches are made and the
@@ -28,12 +29,26 @@ trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 
 sender_ceiling
 {
-    echo "# $(date -u +%FT%TZ) $(nproc) cores; sender: udp-vmsim --gso $GSO, ceiling $CEILING datagrams/s; aggregator flags: ${AGG_FLAGS:-none}"
+    echo "# $(date -u +%FT%TZ) $(nproc) cores; sender: udp-vmsim --gso $GSO, ceiling $CEILING datagrams/s; aggregator flags: ${AGG_FLAGS:-none}; variant flags: ${VARIANT_FLAGS:-none}"
     echo "$TABLE_HEAD"
     for vms in "${VMS_LIST[@]}"; do
         bare=$(measure bare "$vms" "$RUNS")
         table_row "$vms" bare "$bare" "$(rate_of "$bare")"
         agg=$(measure aggregator "$vms" "$RUNS")
         table_row "$vms" aggregator "$agg" "$(rate_of "$bare")"
+        if [ -n "${VARIANT_FLAGS:-}" ]; then
+            # The aggregator again after the variant: the disk and page
+            # cache change as a run writes gigabytes, so the variant is
+            # compared with the mean of the runs before and after it.
+            variant=$(measure variant "$vms" "$RUNS")
+            table_row "$vms" variant "$variant" "$(rate_of "$bare")"
+            again=$(measure aggregator "$vms" "$RUNS")
+            table_row "$vms" aggregator "$again" "$(rate_of "$bare")"
+            awk -v v="$variant" -v a="$agg" -v b="$again" -v flags="$VARIANT_FLAGS" 'BEGIN {
+                split(v, V, " "); split(a, A, " "); split(b, B, " ")
+                printf "# variant (%s) over the aggregator (mean of the runs before and after): rate %.3f, CPU per datagram %.3f\n",
+                    flags, V[7] / ((A[7] + B[7]) / 2), V[3] / ((A[3] + B[3]) / 2)
+            }'
+        fi
     done
 } | tee "$OUT/${NAME:-loadtest}.txt"
