@@ -78,4 +78,9 @@ rows = con.execute("""
   GROUP BY filename""").fetchall()
 print(len(rows))
 PY
+cat "$DATA"/*.csv >/dev/null
 timed duckdb-14d python3 "$WORK/duck.py"
+if [ "${COLD:-0}" = 1 ]; then
+    sync && echo 3 >/proc/sys/vm/drop_caches
+    timed duckdb-14d-cold python3 "$WORK/duck.py"
+fi
