@@ -81,18 +81,24 @@ impl Collector for Source {
             .iter()
             .map(|r| (r.name(), s.rejected[r.index()]))
             .collect();
-        counter_family(
+        family(
             &mut enc,
-            "vmstats_datagrams_rejected",
-            "Datagrams refused, by reason.",
-            "reason",
+            MetricType::Counter,
+            (
+                "vmstats_datagrams_rejected",
+                "Datagrams refused, by reason.",
+                "reason",
+            ),
             &rejected,
         )?;
-        counter_family(
+        family(
             &mut enc,
-            "vmstats_datagrams_dropped",
-            "Valid datagrams (or their rows) lost, by cause.",
-            "cause",
+            MetricType::Counter,
+            (
+                "vmstats_datagrams_dropped",
+                "Valid datagrams (or their rows) lost, by cause.",
+                "cause",
+            ),
             &[
                 ("queue_full", s.dropped_overload),
                 ("kernel", s.kernel_drops),
@@ -136,18 +142,24 @@ impl Collector for Source {
             "VM files held open.",
             s.files_open,
         )?;
-        counter_family(
+        family(
             &mut enc,
-            "vmstats_receiver_datagrams",
-            "Datagrams taken off the socket, per receive loop (--receivers).",
-            "receiver",
+            MetricType::Counter,
+            (
+                "vmstats_receiver_datagrams",
+                "Datagrams taken off the socket, per receive loop (--receivers).",
+                "receiver",
+            ),
             &by_index(&self.stats.receiver_received),
         )?;
-        gauge_family(
+        family(
             &mut enc,
-            "vmstats_worker_queue_batches",
-            "Batches waiting in each worker's queue.",
-            "worker",
+            MetricType::Gauge,
+            (
+                "vmstats_worker_queue_batches",
+                "Batches waiting in each worker's queue.",
+                "worker",
+            ),
             &by_index(&self.stats.worker_queues),
         )?;
         let latency = LatencyHistogram(self.stats.latency.snapshot());
@@ -180,11 +192,14 @@ fn report_figures(enc: &mut DescriptorEncoder, f: &report::Figures) -> Result<()
         .zip(f.vms)
         .map(|(c, n)| (c.name().to_ascii_lowercase(), n))
         .collect();
-    gauge_family(
+    family(
         enc,
-        "vmstats_report_vms",
-        "VMs per category in the latest report.",
-        "category",
+        MetricType::Gauge,
+        (
+            "vmstats_report_vms",
+            "VMs per category in the latest report.",
+            "category",
+        ),
         &by_category,
     )?;
     let t = &f.totals;
@@ -250,30 +265,21 @@ fn by_index(counters: &[AtomicU64]) -> Vec<(String, u64)> {
         .collect()
 }
 
-fn counter_family<S: AsRef<str>>(
+/// A counter or gauge family with one label, a sample per value.
+fn family<S: AsRef<str>>(
     enc: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    label: &str,
+    kind: MetricType,
+    (name, help, label): (&str, &str, &str),
     values: &[(S, u64)],
 ) -> Result<(), std::fmt::Error> {
-    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    let mut m = enc.encode_descriptor(name, help, None, kind)?;
     for (value, v) in values {
-        ConstCounter::new(*v).encode(m.encode_family(&[(label, value.as_ref())])?)?;
-    }
-    Ok(())
-}
-
-fn gauge_family<S: AsRef<str>>(
-    enc: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    label: &str,
-    values: &[(S, u64)],
-) -> Result<(), std::fmt::Error> {
-    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (value, v) in values {
-        ConstGauge::new(*v as i64).encode(m.encode_family(&[(label, value.as_ref())])?)?;
+        let labels = [(label, value.as_ref())];
+        let sample = m.encode_family(&labels)?;
+        match kind {
+            MetricType::Counter => ConstCounter::new(*v).encode(sample)?,
+            _ => ConstGauge::new(*v as i64).encode(sample)?,
+        }
     }
     Ok(())
 }

@@ -358,20 +358,9 @@ pub fn segments(
         path: path.to_path_buf(),
         error,
     };
-    let (file, meta) = match store::open_regular(path, OpenOptions::new().read(true)) {
-        Ok(opened) => opened,
-        Err(OpenError::NotRegular(kind)) => {
-            crate::log_line(&format!(
-                "warning: {}: {kind}, not a regular file; left out of the report",
-                path.display()
-            ));
-            return Ok(None);
-        }
-        Err(OpenError::Io(e)) => return Err(err(e)),
-    };
-    if scan::written_before(&meta, window) {
+    let Some((file, meta)) = scan::open_part(part, window)? else {
         return Ok(None);
-    }
+    };
     let entry_path = caches.entry_path(path, &meta);
     let cached = entry_path
         .as_deref()

@@ -11,7 +11,7 @@
 //! endless line cannot grow its memory.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
 use std::net::IpAddr;
 use std::os::unix::fs::FileExt;
@@ -160,20 +160,9 @@ pub fn read_part(part: &Part, window: &Window, acc: &mut Accumulator) -> Result<
         path: path.to_path_buf(),
         error,
     };
-    let (file, meta) = match store::open_regular(path, OpenOptions::new().read(true)) {
-        Ok(opened) => opened,
-        Err(OpenError::NotRegular(kind)) => {
-            crate::log_line(&format!(
-                "warning: {}: {kind}, not a regular file; left out of the report",
-                path.display()
-            ));
-            return Ok(0);
-        }
-        Err(OpenError::Io(e)) => return Err(err(e)),
-    };
-    if written_before(&meta, window) {
+    let Some((file, meta)) = open_part(part, window)? else {
         return Ok(0);
-    }
+    };
     acc.start_file();
     let bad_before = acc.bad_rows();
     let (reader, _, start) = rows_from(file, part.gzip, meta.len(), window).map_err(err)?;
@@ -193,9 +182,30 @@ pub fn read_part(part: &Part, window: &Window, acc: &mut Accumulator) -> Result<
     Ok(end - start)
 }
 
+/// Opens a part for reading through the store's check, or `None` (with a
+/// warning) for something that is not a regular file, and `None` for a
+/// part last written before `window` began.
+pub fn open_part(part: &Part, window: &Window) -> Result<Option<(File, Metadata)>, ReportError> {
+    let (file, meta) = match store::open_regular(&part.path, OpenOptions::new().read(true)) {
+        Ok(opened) => opened,
+        Err(OpenError::NotRegular(kind)) => {
+            crate::log_line(&format!(
+                "warning: {}: {kind}, not a regular file; left out of the report",
+                part.path.display()
+            ));
+            return Ok(None);
+        }
+        Err(OpenError::Io(error)) => {
+            let path = part.path.clone();
+            return Err(ReportError::File { path, error });
+        }
+    };
+    Ok((!written_before(&meta, window)).then_some((file, meta)))
+}
+
 /// Whether a file was last written before `window` began: rows are
 /// received before they are written, so it holds none of the window's.
-pub fn written_before(meta: &std::fs::Metadata, window: &Window) -> bool {
+fn written_before(meta: &Metadata, window: &Window) -> bool {
     let written_ms = meta
         .modified()
         .ok()

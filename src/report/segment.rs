@@ -262,24 +262,22 @@ mod tests {
             from_ms: Some(10 * DAY_MS + 500),
             as_of_ms: 12 * DAY_MS + 100,
         };
-        assert_eq!(
-            cover(&seg(10 * DAY_MS, 10 * DAY_MS + 400), &w),
-            Cover::Outside
-        );
-        assert_eq!(cover(&seg(10 * DAY_MS, 10 * DAY_MS + 900), &w), Cover::Cut);
-        assert_eq!(
-            cover(&seg(11 * DAY_MS, 11 * DAY_MS + 900), &w),
-            Cover::Whole
-        );
-        assert_eq!(
-            cover(&seg(12 * DAY_MS, 12 * DAY_MS + 100), &w),
-            Cover::Whole
-        );
-        assert_eq!(cover(&seg(12 * DAY_MS, 12 * DAY_MS + 101), &w), Cover::Cut);
-        assert_eq!(
-            cover(&seg(13 * DAY_MS, 13 * DAY_MS + 1), &w),
-            Cover::Outside
-        );
+        // (first row, last row) as ms into day 10, and what the window makes of them.
+        for (min, max, expect) in [
+            (0, 400, Cover::Outside),
+            (0, 900, Cover::Cut),
+            (DAY_MS, DAY_MS + 900, Cover::Whole),
+            (2 * DAY_MS, 2 * DAY_MS + 100, Cover::Whole),
+            (2 * DAY_MS, 2 * DAY_MS + 101, Cover::Cut),
+            (3 * DAY_MS, 3 * DAY_MS + 1, Cover::Outside),
+        ] {
+            let day10 = 10 * DAY_MS;
+            assert_eq!(
+                cover(&seg(day10 + min, day10 + max), &w),
+                expect,
+                "{min}..{max}"
+            );
+        }
     }
 
     fn row(recv_ms: u64, boot_id: u32, seq: u64, cpu: u16, vcpus: u16) -> Row {
