@@ -7,31 +7,8 @@ mod common;
 
 use std::ffi::OsStr;
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
-
-/// Writes `days` of history for `count` VMs into `dir`, ending now.
-fn history(dir: &Path, count: u32, days: &str) {
-    let out = Command::new(VMSIM)
-        .args([
-            "--count",
-            &count.to_string(),
-            "--interval",
-            "10m",
-            "--days",
-            days,
-        ])
-        .arg("--write-dir")
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// The JSON report of `dir` over 14 days before `as_of`.
 fn report(dir: &Path, as_of: u64) -> String {
@@ -95,7 +72,7 @@ fn change_first_cpu_in_place(path: &Path) {
 #[test]
 fn a_cached_report_says_what_the_files_say_and_is_used() {
     let dir = tempfile::tempdir().unwrap();
-    history(dir.path(), 20, "3");
+    write_history(dir.path(), 20, "3");
     let as_of = now_ms();
     let first = report(dir.path(), as_of);
     let entries = std::fs::read_dir(dir.path().join(".vmstats"))
@@ -130,7 +107,7 @@ fn a_cached_report_says_what_the_files_say_and_is_used() {
 #[test]
 fn grown_shrunk_rotated_and_rewritten_files_are_read_again() {
     let dir = tempfile::tempdir().unwrap();
-    history(dir.path(), 4, "2");
+    write_history(dir.path(), 4, "2");
     let as_of = now_ms() + 3_600_000;
     report(dir.path(), as_of);
     // Grown: rows appended (and a torn line, left for later).
@@ -179,7 +156,7 @@ fn grown_shrunk_rotated_and_rewritten_files_are_read_again() {
 #[test]
 fn planted_and_broken_entries_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    history(dir.path(), 3, "1");
+    write_history(dir.path(), 3, "1");
     let as_of = now_ms();
     let truth = report(dir.path(), as_of);
     let cache = dir.path().join(".vmstats");

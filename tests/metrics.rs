@@ -6,7 +6,7 @@ mod common;
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -84,29 +84,16 @@ fn a_scrape_counts_what_happened_and_promtool_accepts_it() {
     assert!(text.contains("# TYPE vmstats_receive_to_disk_seconds histogram"));
     assert!(text.contains("vmstats_build_info{version=\""));
     // Prometheus's own checker, where Debian's prometheus package is.
-    match Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Err(_) => eprintln!("skipped: promtool not installed (apt install prometheus)"),
-        Ok(mut child) => {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(text.as_bytes())
-                .unwrap();
-            let out = child.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
-                "promtool check metrics:\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+    let mut promtool = Command::new("promtool");
+    promtool.args(["check", "metrics"]);
+    match run_with_stdin(promtool, text.as_bytes()) {
+        None => eprintln!("skipped: promtool not installed (apt install prometheus)"),
+        Some(out) => assert!(
+            out.status.success(),
+            "promtool check metrics:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
     }
     assert!(agg.stop().success);
 }

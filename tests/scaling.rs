@@ -6,7 +6,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::path::Path;
 use std::process::Command;
 
 use common::*;
@@ -24,25 +23,6 @@ fn documented_query() -> String {
         .join("\n")
 }
 
-fn history(dir: &Path, seed: &str) {
-    let out = Command::new(VMSIM)
-        .args([
-            "--count",
-            "3",
-            "--interval",
-            "10m",
-            "--days",
-            "2",
-            "--seed",
-            seed,
-        ])
-        .arg("--write-dir")
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-}
-
 #[test]
 fn the_documented_duckdb_query_agrees_with_the_report() {
     if !Command::new("python3")
@@ -56,7 +36,7 @@ fn the_documented_duckdb_query_agrees_with_the_report() {
     // Two aggregators' copies of the same three VMs: the second holds the
     // same rows, which must count once.
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    history(a.path(), "3");
+    write_history(a.path(), 3, "2");
     for entry in std::fs::read_dir(a.path()).unwrap() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), b.path().join(entry.file_name())).unwrap();
@@ -70,20 +50,9 @@ fn the_documented_duckdb_query_agrees_with_the_report() {
     let script = "import duckdb, json, sys\n\
         rows = duckdb.sql(sys.stdin.read()).fetchall()\n\
         print(json.dumps([[r[0], r[1], float(r[2]), float(r[3]), float(r[4])] for r in rows]))";
-    let mut child = Command::new("python3")
-        .args(["-c", script])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(sql.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut python = Command::new("python3");
+    python.args(["-c", script]);
+    let out = run_with_stdin(python, sql.as_bytes()).expect("python3 runs");
     assert!(out.status.success(), "duckdb failed on:\n{sql}");
     let duck: Vec<(String, u64, f64, f64, f64)> = serde_json::from_slice(&out.stdout).unwrap();
     let json: serde_json::Value = serde_json::from_slice(&report_with(&[

@@ -43,7 +43,7 @@ use super::summary::Accumulator;
 /// The cache's directory inside a data dir.
 pub const DIR_NAME: &str = ".vmstats";
 
-const MAGIC: &[u8] = b"vmstats summary cache 1\n";
+const MAGIC: &[u8] = b"vmstats summary cache 2\n";
 
 /// Bytes of a plain file's covered end kept to recognize it.
 const TAIL: u64 = 32;
@@ -136,10 +136,9 @@ struct Entry {
     /// A gzip part's length and mtime (ns), which must not change.
     len: u64,
     mtime_ns: u64,
-    /// Rows were read from this offset (the header's end, or where the
-    /// window of the report that built it began)...
-    start: u64,
-    /// ...so they hold every row received after this (`None`: all rows).
+    /// It holds every row received after this: the start of the window
+    /// of the report that built it, when that report began reading past
+    /// the header (`None`: all rows).
     complete_after_ms: Option<u64>,
     /// The end of the last whole line read.
     covered: u64,
@@ -187,7 +186,6 @@ impl Entry {
             u64::from(self.gzip),
             self.len,
             self.mtime_ns,
-            self.start,
         ] {
             codec::put(&mut out, v);
         }
@@ -221,7 +219,7 @@ impl Entry {
             1 => true,
             _ => return Err(Corrupt),
         };
-        let (len, mtime_ns, start) = (r.get()?, r.get()?, r.get()?);
+        let (len, mtime_ns) = (r.get()?, r.get()?);
         let complete_after_ms = r.get_opt()?;
         let covered = r.get()?;
         let n = r.get_len()?;
@@ -244,7 +242,7 @@ impl Entry {
                 state,
             });
         }
-        if !r.is_empty() || covered < start {
+        if !r.is_empty() {
             return Err(Corrupt);
         }
         Ok(Entry {
@@ -253,7 +251,6 @@ impl Entry {
             gzip,
             len,
             mtime_ns,
-            start,
             complete_after_ms,
             covered,
             tail,
@@ -422,7 +419,6 @@ fn build(
         gzip: part.gzip,
         len: meta.len(),
         mtime_ns: mtime_ns(meta),
-        start,
         complete_after_ms: window.from_ms.filter(|_| start > header_end),
         covered,
         tail: Vec::new(),
@@ -442,7 +438,6 @@ mod tests {
             gzip: false,
             len: 300,
             mtime_ns: 4,
-            start: 10,
             complete_after_ms: Some(5),
             covered: 290,
             tail: b"0,0\n".to_vec(),

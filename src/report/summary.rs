@@ -372,27 +372,32 @@ enum Seen {
 
 impl Boot {
     fn insert(&mut self, s: u64, ranges_left: usize) -> Seen {
-        let i = self.ranges.partition_point(|r| r.1 < s);
-        if self.ranges.get(i).is_some_and(|r| r.0 <= s) {
-            return Seen::Duplicate;
-        }
-        let joins_prev = i > 0 && self.ranges[i - 1].1.checked_add(1) == Some(s);
-        let joins_next = self
-            .ranges
-            .get(i)
-            .is_some_and(|r| s.checked_add(1) == Some(r.0));
-        match (joins_prev, joins_next) {
-            (true, true) => {
-                self.ranges[i - 1].1 = self.ranges[i].1;
-                self.ranges.remove(i);
-            }
-            (true, false) => self.ranges[i - 1].1 = s,
-            (false, true) => self.ranges[i].0 = s,
-            (false, false) if ranges_left == 0 => return Seen::Untracked,
-            (false, false) => self.ranges.insert(i, (s, s)),
-        }
-        Seen::New
+        join_range(&mut self.ranges, (s, s), ranges_left > 0)
     }
+}
+
+/// Joins `(a, b)` into sorted, disjoint, non-touching ranges, merging
+/// touching ones. An overlap with a range already there is a duplicate and
+/// changes nothing; a range that would stand alone is added only when
+/// `may_add` (else it is untracked).
+fn join_range(ranges: &mut Vec<(u64, u64)>, (a, b): (u64, u64), may_add: bool) -> Seen {
+    let i = ranges.partition_point(|r| r.1 < a);
+    if ranges.get(i).is_some_and(|r| r.0 <= b) {
+        return Seen::Duplicate;
+    }
+    let joins_prev = i > 0 && ranges[i - 1].1.checked_add(1) == Some(a);
+    let joins_next = ranges.get(i).is_some_and(|r| b.checked_add(1) == Some(r.0));
+    match (joins_prev, joins_next) {
+        (true, true) => {
+            ranges[i - 1].1 = ranges[i].1;
+            ranges.remove(i);
+        }
+        (true, false) => ranges[i - 1].1 = b,
+        (false, true) => ranges[i].0 = a,
+        (false, false) if !may_add => return Seen::Untracked,
+        (false, false) => ranges.insert(i, (a, b)),
+    }
+    Seen::New
 }
 
 /// The largest forward seq gap counted as loss: twice the intervals the
@@ -755,25 +760,13 @@ fn get_size(r: &mut Reader) -> Result<(u16, u32), Corrupt> {
     Ok((r.get_as()?, r.get_as()?))
 }
 
-/// Joins `(a, b)` into sorted, disjoint ranges, merging touching ones; an
-/// overlap with a range already there is refused.
-fn insert_range(ranges: &mut Vec<(u64, u64)>, (a, b): (u64, u64)) -> Result<(), Unmergeable> {
-    let i = ranges.partition_point(|r| r.1 < a);
-    if ranges.get(i).is_some_and(|r| r.0 <= b) {
-        return Err(Unmergeable::Overlap);
+/// Joins a range of a segment into `ranges`; an overlap means the two
+/// hold the same (boot_id, seq), which merging cannot count exactly.
+fn insert_range(ranges: &mut Vec<(u64, u64)>, range: (u64, u64)) -> Result<(), Unmergeable> {
+    match join_range(ranges, range, true) {
+        Seen::Duplicate => Err(Unmergeable::Overlap),
+        Seen::New | Seen::Untracked => Ok(()),
     }
-    let joins_prev = i > 0 && ranges[i - 1].1.checked_add(1) == Some(a);
-    let joins_next = ranges.get(i).is_some_and(|r| b.checked_add(1) == Some(r.0));
-    match (joins_prev, joins_next) {
-        (true, true) => {
-            ranges[i - 1].1 = ranges[i].1;
-            ranges.remove(i);
-        }
-        (true, false) => ranges[i - 1].1 = b,
-        (false, true) => ranges[i].0 = a,
-        (false, false) => ranges.insert(i, (a, b)),
-    }
-    Ok(())
 }
 
 /// Segments: the rows of one file on one UTC day, summarized apart so the

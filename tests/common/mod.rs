@@ -394,3 +394,34 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
+
+/// Writes `days` of history for `count` VMs into `dir`, ending now, with
+/// `udp-vmsim --write-dir` (10-minute interval).
+pub fn write_history(dir: &Path, count: u32, days: &str) {
+    let count = count.to_string();
+    let out = Command::new(VMSIM)
+        .args(["--count", &count, "--interval", "10m", "--days", days])
+        .arg("--write-dir")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `cmd` with `input` on its stdin and its stdout and stderr taken;
+/// `None` when it cannot be started (a tool that is not installed).
+pub fn run_with_stdin(mut cmd: Command, input: &[u8]) -> Option<Output> {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    Some(child.wait_with_output().unwrap())
+}
