@@ -113,7 +113,8 @@ pub struct RunSummary {
     pub elapsed_s: f64,
 }
 
-/// Descriptors kept back from the file cap for sockets, stdio and the like.
+/// Descriptors kept back from the file cap for sockets, stdio, the report
+/// refresh's reads and the like; the metrics endpoint's come on top.
 const RESERVED_FDS: u64 = 64;
 
 /// Permissions of a data dir the aggregator creates: VM statistics are
@@ -153,7 +154,13 @@ fn files_per_worker(cfg: &AggregatorConfig) -> usize {
         return n;
     }
     let limit = sys::raise_nofile_limit().unwrap_or(1024);
-    let usable = limit.saturating_sub(RESERVED_FDS).max(cfg.workers as u64);
+    let endpoint = if cfg.metrics_listen.is_some() {
+        metrics::DESCRIPTORS
+    } else {
+        0
+    };
+    let reserved = RESERVED_FDS + endpoint;
+    let usable = limit.saturating_sub(reserved).max(cfg.workers as u64);
     (usable / cfg.workers as u64) as usize
 }
 

@@ -14,9 +14,19 @@
 //! thread holds at most [`MAX_CONNECTIONS`], each with at most
 //! [`MAX_REQUEST`] bytes of request and [`REQUEST_DEADLINE`] to send it;
 //! when all are taken, a new connection evicts the oldest one still
-//! sending its request. A slow or hostile client costs a slot for a few
-//! seconds, never a thread, never memory beyond those bounds, and never
-//! the collector's time.
+//! sending its request, but only one that was already given a chance to
+//! be read (a scraper accepted in the same burst as a flood of idle
+//! connections is read before anyone is evicted). A slow or hostile
+//! client costs a slot for a few seconds, never a thread, never memory
+//! beyond those bounds, and never the collector's time.
+//!
+//! The listener is edge-triggered: a connection left in the backlog is
+//! never announced again. So `accept` runs until the kernel says
+//! `WouldBlock`, and when it fails for want of descriptors (EMFILE,
+//! ENFILE) the server closes its oldest idle connection or, with none,
+//! tries again after [`ACCEPT_RETRY`]: one bad moment never deafens the
+//! endpoint for good. [`DESCRIPTORS`] is what the aggregator keeps back
+//! for it from the workers' files.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -49,6 +59,14 @@ pub const MAX_REQUEST: usize = 8 << 10;
 
 /// Time a client has to send its request and take the answer.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How soon `accept` is tried again after the process ran out of
+/// descriptors with no idle connection to close.
+pub const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// Descriptors the endpoint may hold: its connections, the listener, the
+/// poll and its waker.
+pub const DESCRIPTORS: u64 = MAX_CONNECTIONS as u64 + 3;
 
 const LISTENER: Token = Token(0);
 const WAKE: Token = Token(1);
@@ -388,6 +406,8 @@ impl MetricsServer {
 struct Conn {
     stream: TcpStream,
     opened: Instant,
+    /// A read was tried: it may be evicted now, it had its chance.
+    read_tried: bool,
     request: Vec<u8>,
     /// The answer, once the request is whole, and how much of it was sent.
     answer: Option<(Vec<u8>, usize)>,
@@ -399,6 +419,8 @@ struct Server {
     registry: Registry,
     conns: HashMap<Token, Conn>,
     next_token: usize,
+    /// When to call `accept` again after running out of descriptors.
+    accept_retry: Option<Instant>,
 }
 
 impl Server {
@@ -409,17 +431,19 @@ impl Server {
             registry,
             conns: HashMap::with_capacity(MAX_CONNECTIONS),
             next_token: FIRST_CONN,
+            accept_retry: None,
         }
     }
 
     fn run(mut self) {
         let mut events = Events::with_capacity(128);
         loop {
-            let timeout = self
-                .conns
-                .values()
-                .map(|c| (c.opened + REQUEST_DEADLINE).saturating_duration_since(Instant::now()))
-                .min();
+            let now = Instant::now();
+            let deadlines = self.conns.values().map(|c| c.opened + REQUEST_DEADLINE);
+            let timeout = deadlines
+                .chain(self.accept_retry)
+                .min()
+                .map(|at| at.saturating_duration_since(now));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -427,12 +451,16 @@ impl Server {
                 crate::log_line(&format!("error: metrics endpoint stopped: {e}"));
                 return;
             }
+            let mut accept = self.accept_retry.is_some_and(|at| Instant::now() >= at);
             for event in &events {
                 match event.token() {
                     WAKE => return,
-                    LISTENER => self.accept(),
+                    LISTENER => accept = true,
                     token => self.serve(token),
                 }
+            }
+            if accept {
+                self.accept();
             }
             let now = Instant::now();
             let late: Vec<Token> = self
@@ -447,26 +475,31 @@ impl Server {
         }
     }
 
+    /// Takes every connection waiting (the listener is edge-triggered).
     fn accept(&mut self) {
+        self.accept_retry = None;
         loop {
-            let (mut stream, _) = match self.listener.accept() {
-                Ok(accepted) => accepted,
+            let mut stream = match self.listener.accept() {
+                Ok((stream, _)) => stream,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                // Out of descriptors, or the client gave up: try later.
-                Err(_) => return,
-            };
-            if self.conns.len() >= MAX_CONNECTIONS {
-                // The oldest still sending its request is likely the slowest.
-                let oldest = self
-                    .conns
-                    .iter()
-                    .filter(|(_, c)| c.answer.is_none())
-                    .min_by_key(|(_, c)| c.opened)
-                    .map(|(t, _)| *t);
-                match oldest {
-                    Some(token) => self.close(token),
-                    None => continue, // all busy answering: drop this one
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    // Free a descriptor by closing the oldest idle client;
+                    // with none, come back shortly.
+                    match self.evictable() {
+                        Some(token) => self.close(token),
+                        None => {
+                            self.accept_retry = Some(Instant::now() + ACCEPT_RETRY);
+                            return;
+                        }
+                    }
+                    continue;
                 }
+                // The client gave up before we took it (ECONNABORTED and the
+                // like): the next one may be fine.
+                Err(_) => continue,
+            };
+            if self.conns.len() >= MAX_CONNECTIONS && !self.make_room() {
+                continue; // every slot is busy answering: drop this one
             }
             let token = Token(self.next_token);
             self.next_token = self.next_token.wrapping_add(1).max(FIRST_CONN);
@@ -483,11 +516,46 @@ impl Server {
                 Conn {
                     stream,
                     opened: Instant::now(),
+                    read_tried: false,
                     request: Vec::new(),
                     answer: None,
                 },
             );
         }
+    }
+
+    /// Frees a slot: first every connection not yet read is read (one
+    /// whose request is already there is answered, not evicted), then the
+    /// oldest still sending its request goes. False when all are answering.
+    fn make_room(&mut self) -> bool {
+        let untried: Vec<Token> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.read_tried)
+            .map(|(t, _)| *t)
+            .collect();
+        for token in untried {
+            self.serve(token);
+        }
+        if self.conns.len() < MAX_CONNECTIONS {
+            return true;
+        }
+        match self.evictable() {
+            Some(token) => {
+                self.close(token);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The oldest connection that was read and is still sending its request.
+    fn evictable(&self) -> Option<Token> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| c.read_tried && c.answer.is_none())
+            .min_by_key(|(_, c)| c.opened)
+            .map(|(t, _)| *t)
     }
 
     fn close(&mut self, token: Token) {
@@ -516,6 +584,7 @@ impl Server {
 /// Reads into the request; on its end, prepares the answer and starts
 /// sending it. True when the connection is finished.
 fn read_request(c: &mut Conn, registry: &Registry) -> bool {
+    c.read_tried = true;
     let mut buf = [0u8; 2048];
     loop {
         match c.stream.read(&mut buf) {
@@ -676,5 +745,40 @@ mod tests {
         );
         let huge = vec![b'a'; MAX_REQUEST];
         assert!(ok(&huge).unwrap().starts_with("HTTP/1.1 431"));
+    }
+
+    /// A scraper accepted in one burst with more idle connections than the
+    /// endpoint holds is answered, not evicted before its request is read.
+    #[test]
+    fn a_burst_of_idle_connections_does_not_evict_a_scraper_among_them() {
+        use std::io::{Read, Write};
+        let (registry, _) = registry();
+        let mut listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let poll = Poll::new().unwrap();
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .unwrap();
+        let mut server = Server::new(poll, listener, registry);
+        // Every slot taken by idle clients, then the scraper and as many
+        // idle ones again, waiting in the kernel's backlog (at most 128)
+        // until the one accept that takes them all.
+        let connect = || std::net::TcpStream::connect(addr).unwrap();
+        let idle_before: Vec<_> = (0..MAX_CONNECTIONS).map(|_| connect()).collect();
+        std::thread::sleep(Duration::from_millis(20));
+        server.accept();
+        let mut scraper = connect();
+        scraper.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
+        let idle_after: Vec<_> = (0..MAX_CONNECTIONS).map(|_| connect()).collect();
+        std::thread::sleep(Duration::from_millis(50));
+        server.accept();
+        scraper
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut text = String::new();
+        let _ = scraper.read_to_string(&mut text);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+        assert!(server.conns.len() <= MAX_CONNECTIONS);
+        drop((idle_before, idle_after));
     }
 }

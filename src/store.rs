@@ -286,7 +286,20 @@ impl FileStore {
                 entry.mark.len += data.len() as u64;
                 Ok(opened)
             }
-            Err((written, error)) => Err(self.fail(ip, written, error)),
+            Err((written, error)) => {
+                // A write cut short (a full disk) leaves part of a row: cut
+                // it now, since a stop while the disk stays full would leave
+                // it there, and the contract allows a torn row only after a
+                // crash. Best effort: the next open cuts it otherwise.
+                let whole = data[..written]
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map_or(0, |p| p + 1);
+                if whole < written {
+                    let _ = entry.file.set_len(entry.mark.len + whole as u64);
+                }
+                Err(self.fail(ip, whole, error))
+            }
         }
     }
 

@@ -1,7 +1,7 @@
 //! Platform syscalls behind one `cfg`: batched receive (`recvmmsg`), batched
 //! send with a per-datagram source address (`sendmmsg` + `IP_PKTINFO`), the
-//! forced receive buffer, `syncfs`, the open-file limit and a background
-//! thread's priority.
+//! forced receive buffer, `syncfs`, the open-file limit, a background
+//! thread's priority, and `openat`/`unlinkat` for the summary cache.
 //!
 //! Linux gets the batched calls, which is where the collector's speed comes
 //! from (one syscall per up to [`BATCH`] datagrams). Every other platform gets
@@ -150,6 +150,55 @@ pub fn raise_nofile_limit() -> Option<u64> {
 #[cfg(not(unix))]
 pub fn raise_nofile_limit() -> Option<u64> {
     None
+}
+
+/// Opens `name` in the directory `dir` (`openat`) with `flags` (and
+/// `mode` when it creates), never following a symlink at the name: the
+/// summary cache works only through its directory's handle, so a `.vmstats`
+/// swapped for a link while a report runs leads nowhere else. A name with a
+/// `/` is refused: it could leave the directory.
+#[cfg(unix)]
+pub fn open_at(
+    dir: &std::fs::File,
+    name: &str,
+    flags: libc::c_int,
+    mode: u32,
+) -> std::io::Result<std::fs::File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let name = plain_name(name)?;
+    let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY;
+    // SAFETY: `dir` is an open descriptor for the call's duration and
+    // `name` a NUL-terminated string; the mode is passed as openat's
+    // variadic unsigned argument.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, mode as libc::c_uint) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// Removes `name` from the directory `dir` (`unlinkat`): a link planted
+/// there is removed, not followed.
+#[cfg(unix)]
+pub fn unlink_at(dir: &std::fs::File, name: &str) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let name = plain_name(name)?;
+    // SAFETY: `dir` is an open descriptor, `name` NUL-terminated.
+    if unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(unix)]
+fn plain_name(name: &str) -> std::io::Result<std::ffi::CString> {
+    let refused = || std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a plain file name");
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(refused());
+    }
+    std::ffi::CString::new(name).map_err(|_| refused())
 }
 
 /// Lowers the calling thread's CPU priority to nice 10, for background

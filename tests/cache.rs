@@ -80,10 +80,14 @@ fn a_cached_report_says_what_the_files_say_and_is_used() {
         .count();
     assert_eq!(entries, 20, "one entry per file");
     assert_eq!(report(dir.path(), as_of), first);
-    // The cache is what the second report read: a change the file's size
-    // and tail do not show stays unseen until the cache is deleted.
+    // The cache is what the second report read: a change the file's size,
+    // probes and mtime do not show (the mtime put back) stays unseen until
+    // the cache is deleted.
     let vm = dir.path().join("127.1.0.1.csv");
+    let mtime = std::fs::metadata(&vm).unwrap().modified().unwrap();
     change_first_cpu_in_place(&vm);
+    let file = std::fs::File::options().write(true).open(&vm).unwrap();
+    file.set_modified(mtime).unwrap();
     let window_all = |d: &Path| {
         String::from_utf8(report_with(&[
             OsStr::new("--report-format"),
@@ -102,6 +106,23 @@ fn a_cached_report_says_what_the_files_say_and_is_used() {
     assert_eq!(cached, cached_again);
     let _ = std::fs::remove_dir_all(dir.path().join(".vmstats"));
     assert_ne!(window_all(dir.path()), cached, "the cache was not used");
+}
+
+#[test]
+fn a_file_rewritten_in_place_to_the_same_length_and_tail_is_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    write_history(dir.path(), 3, "2");
+    let as_of = now_ms() + 3_600_000;
+    let before = report(dir.path(), as_of);
+    // The same inode, length and last bytes; only the first row's CPU.
+    change_first_cpu_in_place(&dir.path().join("127.1.0.2.csv"));
+    let cached = report(dir.path(), as_of);
+    assert_ne!(cached, before, "the rewrite was not seen");
+    assert_eq!(
+        fresh_report(dir.path(), as_of),
+        cached,
+        "cached and fresh differ"
+    );
 }
 
 #[test]

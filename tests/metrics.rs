@@ -160,3 +160,49 @@ fn hostile_http_clients_neither_block_the_collector_nor_grow_it() {
     assert!(done.success);
     assert_eq!(done.counter("rows_written"), 20_000);
 }
+
+/// A scrape that fails instead of panicking: the status, 0 for none.
+fn try_scrape(addr: std::net::SocketAddr) -> u16 {
+    use std::io::Read;
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return 0;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+    if s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").is_err() {
+        return 0;
+    }
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_endpoint_outlives_running_out_of_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    // 300 descriptors; the one worker takes its share of files from 400 VMs.
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "ulimit -n 300 && exec {AGGREGATOR} --listen 127.0.0.1:0 --data-dir {} --workers 1 --flush-interval 100ms --metrics-listen 127.0.0.1:0",
+            dir.path().display()
+        ))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut agg = Aggregator::from_command(cmd, dir.path());
+    let metrics = agg.metrics_addr();
+    load(agg.port(), 400, "4000", 8000, "127.43.0.1", &[]);
+    // More connections than the endpoint may hold, held for a while.
+    let held: Vec<TcpStream> = (0..200)
+        .filter_map(|_| TcpStream::connect_timeout(&metrics, Duration::from_secs(1)).ok())
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    drop(held);
+    let ok = (0..10).filter(|_| try_scrape(metrics) == 200).count();
+    assert_eq!(ok, 10, "scrapes answered after the descriptors came back");
+    let done = agg.stop();
+    assert!(done.success, "{}", done.stderr);
+    assert_eq!(done.counter("rows_written"), 8000);
+}

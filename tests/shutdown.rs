@@ -81,3 +81,58 @@ fn a_full_socket_at_shutdown_is_drained_and_every_datagram_counted() {
         "only {rows} datagrams were queued: the test shows nothing"
     );
 }
+
+/// A small tmpfs mounted on a temp dir, unmounted when dropped; `None`
+/// where mounting is not allowed (not root, or a sandbox without it).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0750")])
+            .arg("tmpfs")
+            .arg(dir.path())
+            .output()
+            .is_ok_and(|o| o.status.success());
+        ok.then_some(SmallDisk { dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn a_stop_while_the_disk_is_full_leaves_no_partial_row() {
+    let Some(disk) = SmallDisk::mount("96k") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let agg = Aggregator::start(disk.dir.path(), &["--cache-refresh", "0"]);
+    // 8 VMs, far more rows than 96 KiB hold: writes fail part way.
+    load(agg.port(), 8, "4000", 4000, "127.44.0.1", &[]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let done = agg.stop();
+    assert!(!done.success, "the disk was full: {}", done.stderr);
+    assert!(done.counter("write_errors") > 0, "{}", done.stderr);
+    let mut files = 0;
+    for entry in std::fs::read_dir(disk.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "csv") {
+            let bytes = std::fs::read(&path).unwrap();
+            assert_eq!(
+                bytes.last(),
+                Some(&b'\n'),
+                "{} ends in a partial row",
+                path.display()
+            );
+            files += 1;
+        }
+    }
+    assert_eq!(files, 8);
+}

@@ -32,7 +32,7 @@ use std::time::UNIX_EPOCH;
 
 use crossbeam_channel::Sender;
 
-use crate::store::{self, OpenError};
+use crate::sys;
 
 use super::ReportError;
 use super::codec::{self, Corrupt, Reader};
@@ -43,44 +43,60 @@ use super::summary::Accumulator;
 /// The cache's directory inside a data dir.
 pub const DIR_NAME: &str = ".vmstats";
 
-const MAGIC: &[u8] = b"vmstats summary cache 2\n";
+const MAGIC: &[u8] = b"vmstats summary cache 3\n";
 
-/// Bytes of a plain file's covered end kept to recognize it.
+/// Bytes of each probe of a plain file kept to recognize it.
 const TAIL: u64 = 32;
+
+/// Probes spread over a plain file's covered bytes, besides its last
+/// [`TAIL`]: a file rewritten in place but for its end fails them.
+const PROBES: u64 = 8;
+
+/// An entry larger than this plus [`ENTRY_BYTES_PER_BYTE`] times its
+/// file's (inflated) bytes cannot be one of ours: it is not read.
+const ENTRY_BASE: u64 = 64 << 10;
+
+/// An entry's bytes per byte of the rows it sums up, at most: a row is at
+/// least [`MIN_ROW_BYTES`](super::segment::MIN_ROW_BYTES) long and adds
+/// less than four times that to a segment.
+const ENTRY_BYTES_PER_BYTE: u64 = 4;
+
+/// One data dir's `.vmstats`, opened once: every entry is opened, written
+/// and removed through this handle (`openat`, `unlinkat`), so swapping the
+/// directory for a symlink while a report runs leads nowhere else.
+struct CacheDir {
+    path: PathBuf,
+    handle: File,
+}
 
 /// Each data dir's cache directory, or `None` where there is none.
 pub struct CacheDirs {
-    dirs: HashMap<PathBuf, Option<PathBuf>>,
+    dirs: HashMap<PathBuf, Option<CacheDir>>,
     warned: AtomicBool,
 }
 
 impl CacheDirs {
-    /// Finds or makes `.vmstats` (mode 0750) in each data dir; a data dir
-    /// where that fails, or where `.vmstats` is not a plain directory (a
-    /// symlink planted there), goes without, with one warning.
-    pub fn open(data_dirs: &[PathBuf]) -> CacheDirs {
+    /// Finds or makes `.vmstats` (mode 0750) in each data dir that holds a
+    /// VM file (`with_files`: a dir with none gets nothing created in it);
+    /// a data dir where that fails, or where `.vmstats` is not a plain
+    /// directory (a symlink planted there), goes without, with one note.
+    pub fn open(data_dirs: &[PathBuf], with_files: &HashSet<&Path>) -> CacheDirs {
         let dirs = data_dirs
             .iter()
             .map(|dir| {
-                let path = dir.join(DIR_NAME);
-                let made = match fs::symlink_metadata(&path) {
-                    Ok(meta) if meta.file_type().is_dir() => Ok(()),
-                    Ok(_) => Err(io::Error::other("not a directory")),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        fs::DirBuilder::new().mode(0o750).create(&path)
-                    }
-                    Err(e) => Err(e),
-                };
-                let cache = match made {
-                    Ok(()) => Some(path),
-                    Err(e) => {
-                        crate::log_line(&format!(
-                            "note: no summary cache in {}: {e}; every report reads all rows",
-                            path.display()
-                        ));
-                        None
-                    }
-                };
+                let cache = with_files
+                    .contains(dir.as_path())
+                    .then(|| open_cache_dir(&dir.join(DIR_NAME)))
+                    .and_then(|opened| match opened {
+                        Ok(cache) => Some(cache),
+                        Err((path, e)) => {
+                            crate::log_line(&format!(
+                                "note: no summary cache in {}: {e}; every report reads all rows",
+                                path.display()
+                            ));
+                            None
+                        }
+                    });
                 (dir.clone(), cache)
             })
             .collect();
@@ -90,9 +106,10 @@ impl CacheDirs {
         }
     }
 
-    fn entry_path(&self, part: &Path, meta: &fs::Metadata) -> Option<PathBuf> {
+    /// The cache directory of `part` and its entry's name.
+    fn entry_of(&self, part: &Path, meta: &fs::Metadata) -> Option<(&CacheDir, String)> {
         let dir = self.dirs.get(part.parent()?)?.as_ref()?;
-        Some(dir.join(format!("{}-{}.sum", meta.dev(), meta.ino())))
+        Some((dir, entry_name(meta.dev(), meta.ino())))
     }
 
     fn warn_once(&self, what: &str, path: &Path, e: &io::Error) {
@@ -105,26 +122,64 @@ impl CacheDirs {
     }
 
     /// Removes entries of files no longer in the data dirs (rotated away
-    /// or deleted).
+    /// or deleted). The names are listed by path but removed through the
+    /// directory's handle: whatever the path leads to now, only entries of
+    /// this cache can go.
     pub fn prune(&self, parts: &[&Part]) {
         let live: HashSet<String> = parts
             .iter()
             .filter_map(|p| fs::symlink_metadata(&p.path).ok())
-            .map(|m| format!("{}-{}.sum", m.dev(), m.ino()))
+            .map(|m| entry_name(m.dev(), m.ino()))
             .collect();
         for dir in self.dirs.values().flatten() {
-            let Ok(entries) = fs::read_dir(dir) else {
+            let Ok(entries) = fs::read_dir(&dir.path) else {
                 continue;
             };
             for entry in entries.flatten() {
                 let name = entry.file_name();
                 let Some(name) = name.to_str() else { continue };
                 if name.ends_with(".sum") && !live.contains(name) {
-                    let _ = fs::remove_file(entry.path());
+                    let _ = sys::unlink_at(&dir.handle, name);
                 }
             }
         }
     }
+
+    /// Drops the entry of `part` (it held a segment that would not merge
+    /// as stored), so the next report builds it again.
+    pub fn forget(&self, part: &Part, file: &File) {
+        let Ok(meta) = file.metadata() else { return };
+        if let Some((dir, name)) = self.entry_of(&part.path, &meta) {
+            let _ = sys::unlink_at(&dir.handle, &name);
+        }
+    }
+}
+
+fn entry_name(dev: u64, ino: u64) -> String {
+    format!("{dev}-{ino}.sum")
+}
+
+/// Makes `path` if missing and opens it as a directory without following
+/// a symlink; on failure, the path and why.
+fn open_cache_dir(path: &Path) -> Result<CacheDir, (PathBuf, io::Error)> {
+    let fail = |e| (path.to_path_buf(), e);
+    match fs::DirBuilder::new().mode(0o750).create(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(fail(e)),
+    }
+    let handle = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP | libc::ENOTDIR) => fail(io::Error::other("not a directory")),
+            _ => fail(e),
+        })?;
+    Ok(CacheDir {
+        path: path.to_path_buf(),
+        handle,
+    })
 }
 
 /// What the cache knows of one file.
@@ -133,7 +188,8 @@ struct Entry {
     dev: u64,
     ino: u64,
     gzip: bool,
-    /// A gzip part's length and mtime (ns), which must not change.
+    /// The file's length and mtime (ns) when it was read: a gzip part must
+    /// keep both, a plain file that did not grow its mtime.
     len: u64,
     mtime_ns: u64,
     /// It holds every row received after this: the start of the window
@@ -142,8 +198,8 @@ struct Entry {
     complete_after_ms: Option<u64>,
     /// The end of the last whole line read.
     covered: u64,
-    /// The bytes before `covered` (plain files).
-    tail: Vec<u8>,
+    /// Probes of the bytes before `covered` (plain files, [`probes_of`]).
+    probes: Vec<u8>,
     segments: Vec<Segment>,
 }
 
@@ -154,11 +210,19 @@ fn mtime_ns(meta: &fs::Metadata) -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-fn tail_of(file: &File, covered: u64) -> io::Result<Vec<u8>> {
+/// [`PROBES`] runs of [`TAIL`] bytes spread over a plain file's first
+/// `covered` bytes, and its last [`TAIL`]: one small `pread` each.
+fn probes_of(file: &File, covered: u64) -> io::Result<Vec<u8>> {
     let n = covered.min(TAIL);
-    let mut tail = vec![0; n as usize];
-    file.read_exact_at(&mut tail, covered - n)?;
-    Ok(tail)
+    let mut out = vec![0; ((PROBES + 1) * n) as usize];
+    let starts = (0..PROBES).map(|i| (covered - n) / PROBES * i);
+    for (chunk, at) in out
+        .chunks_mut(n.max(1) as usize)
+        .zip(starts.chain([covered - n]))
+    {
+        file.read_exact_at(chunk, at)?;
+    }
+    Ok(out)
 }
 
 impl Entry {
@@ -167,8 +231,12 @@ impl Entry {
         let same_file = self.dev == meta.dev() && self.ino == meta.ino() && self.gzip == gzip;
         let unchanged = if gzip {
             self.len == meta.len() && self.mtime_ns == mtime_ns(meta)
+        } else if meta.len() == self.covered {
+            // Not grown: not written since, unless rewritten in place.
+            self.mtime_ns == mtime_ns(meta)
         } else {
-            meta.len() >= self.covered && tail_of(file, self.covered).is_ok_and(|t| t == self.tail)
+            meta.len() > self.covered
+                && probes_of(file, self.covered).is_ok_and(|p| p == self.probes)
         };
         let early_enough = match (self.complete_after_ms, window.from_ms) {
             (None, _) => true,
@@ -191,8 +259,8 @@ impl Entry {
         }
         codec::put_opt(&mut out, self.complete_after_ms);
         codec::put(&mut out, self.covered);
-        codec::put(&mut out, self.tail.len() as u64);
-        out.extend_from_slice(&self.tail);
+        codec::put(&mut out, self.probes.len() as u64);
+        out.extend_from_slice(&self.probes);
         codec::put(&mut out, self.segments.len() as u64);
         for s in &self.segments {
             for v in [s.day, s.first_byte, s.end_byte, s.min_ms, s.max_ms] {
@@ -223,14 +291,22 @@ impl Entry {
         let complete_after_ms = r.get_opt()?;
         let covered = r.get()?;
         let n = r.get_len()?;
-        let tail = r.take(n)?.to_vec();
+        if n as u64 > (PROBES + 1) * TAIL {
+            return Err(Corrupt);
+        }
+        let probes = r.take(n)?.to_vec();
         let mut segments = Vec::new();
         for _ in 0..r.get_len()? {
             let (day, first_byte, end_byte, min_ms, max_ms) =
                 (r.get()?, r.get()?, r.get()?, r.get()?, r.get()?);
             let n = r.get_len()?;
             let state = r.take(n)?.to_vec();
-            if segments.last().is_some_and(|s: &Segment| s.day >= day) {
+            let ordered = segments.last().is_none_or(|s: &Segment| s.day < day);
+            let in_file = first_byte <= end_byte && end_byte <= covered;
+            let in_day = min_ms <= max_ms
+                && min_ms / super::summary::DAY_MS == day
+                && max_ms / super::summary::DAY_MS == day;
+            if !(ordered && in_file && in_day) {
                 return Err(Corrupt);
             }
             segments.push(Segment {
@@ -253,43 +329,65 @@ impl Entry {
             mtime_ns,
             complete_after_ms,
             covered,
-            tail,
+            probes,
             segments,
         })
     }
 }
 
-fn load(path: &Path) -> Option<Entry> {
-    let (mut file, _) = store::open_regular(path, OpenOptions::new().read(true)).ok()?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).ok()?;
+/// The entry `name` in `dir`, if it is a regular file with no other link
+/// (a hard link planted there could be anyone's file), no larger than
+/// `max_len`, and decodes.
+fn load(dir: &CacheDir, name: &str, max_len: u64) -> Option<Entry> {
+    let file = sys::open_at(&dir.handle, name, libc::O_RDONLY | libc::O_NONBLOCK, 0).ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.nlink() != 1 || meta.len() > max_len {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max_len).read_to_end(&mut bytes).ok()?;
     Entry::decode(&bytes).ok()
 }
 
-/// Writes `entry` over the old one in place: a new file (and inode) per
-/// write would make ext4 search its inode bitmaps past the ones just
+/// The largest entry a part of `len` bytes (compressed when `gzip`) can
+/// need.
+fn max_entry_len(len: u64, gzip: bool) -> u64 {
+    let rows_bytes = if gzip { scan::max_inflated(len) } else { len };
+    ENTRY_BASE.saturating_add(rows_bytes.saturating_mul(ENTRY_BYTES_PER_BYTE))
+}
+
+/// Writes `bytes` over the entry `name` in place: a new file (and inode)
+/// per write would make ext4 search its inode bitmaps past the ones just
 /// freed, which cost more than the report itself when every live file's
 /// entry is rewritten. A reader racing the write, or a crash in it, sees a
-/// checksum that does not match, and rebuilds. Something other than a
-/// regular file planted at the entry's name is removed (not followed).
-fn store_entry(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let opened = match store::open_regular(path, OpenOptions::new().write(true)) {
-        Err(OpenError::NotRegular(_)) => {
-            fs::remove_file(path)?;
-            Err(io::ErrorKind::NotFound.into())
+/// checksum that does not match, and rebuilds. Anything but a regular file
+/// with one link at the name (a symlink, a FIFO, a hard link to a file
+/// elsewhere) is removed, never written through.
+fn store_entry(dir: &CacheDir, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let existing = match sys::open_at(&dir.handle, name, libc::O_WRONLY | libc::O_NONBLOCK, 0) {
+        Ok(file) => {
+            let meta = file.metadata()?;
+            if meta.is_file() && meta.nlink() == 1 {
+                Some(file)
+            } else {
+                drop(file);
+                sys::unlink_at(&dir.handle, name)?;
+                None
+            }
         }
-        Err(OpenError::Io(e)) => Err(e),
-        Ok((file, _)) => Ok(file),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        // A symlink (ELOOP), a directory, a socket: not ours to follow.
+        Err(_) => {
+            sys::unlink_at(&dir.handle, name)?;
+            None
+        }
     };
-    let file = match opened {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let mut opts = OpenOptions::new();
-            opts.write(true).create_new(true).mode(0o640);
-            store::open_regular(path, &mut opts)
-                .map_err(|e| io::Error::other(e.to_string()))?
-                .0
+    let file = match existing {
+        Some(file) => file,
+        None => {
+            let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+            sys::open_at(&dir.handle, name, flags, 0o640)?
         }
-        other => other?,
     };
     file.write_all_at(bytes, 0)?;
     file.set_len(bytes.len() as u64)
@@ -298,22 +396,30 @@ fn store_entry(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// Entries waiting for the writer, at most: a few MB.
 const WRITES_QUEUED: usize = 256;
 
-/// An entry to write: where, and its bytes.
-pub type Write = (PathBuf, Vec<u8>);
+/// An entry to write: the data dir whose cache holds it, its name, and
+/// its bytes.
+pub struct EntryWrite {
+    data_dir: PathBuf,
+    name: String,
+    bytes: Vec<u8>,
+}
 
 /// Runs `f` with a sender of entries to write, and a thread writing them
 /// until `f` returns and its sender is dropped. One thread creates the
 /// files: readers that each created their own spent more time waiting on
 /// the directory's lock than writing.
-pub fn with_writer<R>(caches: &CacheDirs, f: impl FnOnce(Sender<Write>) -> R) -> R {
+pub fn with_writer<R>(caches: &CacheDirs, f: impl FnOnce(Sender<EntryWrite>) -> R) -> R {
     let quiet = crate::is_quiet();
     std::thread::scope(|scope| {
-        let (writes, entries) = crossbeam_channel::bounded::<Write>(WRITES_QUEUED);
+        let (writes, entries) = crossbeam_channel::bounded::<EntryWrite>(WRITES_QUEUED);
         scope.spawn(move || {
             crate::quietly(quiet, || {
-                for (path, bytes) in entries {
-                    if let Err(e) = store_entry(&path, &bytes) {
-                        caches.warn_once("write", &path, &e);
+                for w in entries {
+                    let Some(Some(dir)) = caches.dirs.get(&w.data_dir) else {
+                        continue;
+                    };
+                    if let Err(e) = store_entry(dir, &w.name, &w.bytes) {
+                        caches.warn_once("write", &dir.path.join(&w.name), &e);
                     }
                 }
             })
@@ -348,7 +454,7 @@ pub fn segments(
     window: &Window,
     caches: &CacheDirs,
     acc: &mut Accumulator,
-    writes: &Sender<Write>,
+    writes: &Sender<EntryWrite>,
 ) -> Result<Option<(File, Vec<Segment>)>, ReportError> {
     let path = &part.path;
     let err = |error| ReportError::File {
@@ -358,14 +464,14 @@ pub fn segments(
     let Some((file, meta)) = scan::open_part(part, window)? else {
         return Ok(None);
     };
-    let entry_path = caches.entry_path(path, &meta);
-    let cached = entry_path
-        .as_deref()
-        .and_then(load)
+    let at = caches.entry_of(path, &meta);
+    let cached = at
+        .as_ref()
+        .and_then(|(dir, name)| load(dir, name, max_entry_len(meta.len(), part.gzip)))
         .filter(|e| e.fits(&file, &meta, part.gzip, window));
     let entry = match cached {
         Some(e) if part.gzip || e.covered == meta.len() => return Ok(Some((file, e.segments))),
-        Some(e) => extend(e, &file, acc).map_err(err)?,
+        Some(e) => extend(e, part, &file, acc).map_err(err)?,
         None => None,
     };
     let entry = match entry {
@@ -373,24 +479,35 @@ pub fn segments(
         None => build(part, file.try_clone().map_err(err)?, &meta, window, acc).map_err(err)?,
     };
     let entry = Entry {
-        tail: if part.gzip {
+        len: meta.len(),
+        mtime_ns: mtime_ns(&meta),
+        probes: if part.gzip {
             Vec::new()
         } else {
-            tail_of(&file, entry.covered).map_err(err)?
+            probes_of(&file, entry.covered).map_err(err)?
         },
         ..entry
     };
-    if let Some(at) = entry_path {
+    if let (Some((_, name)), Some(data_dir)) = (at, path.parent()) {
         // The writer is gone only if it panicked; the report goes on.
-        let _ = writes.send((at, entry.encode()));
+        let _ = writes.send(EntryWrite {
+            data_dir: data_dir.to_path_buf(),
+            name,
+            bytes: entry.encode(),
+        });
     }
     Ok(Some((file, entry.segments)))
 }
 
 /// The entry with the rows appended to its file since; `None` when a
 /// cached segment does not decode (the file is then read again).
-fn extend(entry: Entry, file: &File, acc: &mut Accumulator) -> io::Result<Option<Entry>> {
-    let reader = scan::reader_at(file, false, entry.covered, None)?;
+fn extend(
+    entry: Entry,
+    part: &Part,
+    file: &File,
+    acc: &mut Accumulator,
+) -> io::Result<Option<Entry>> {
+    let reader = scan::reader_at(file, part, entry.covered, None)?;
     let mut builder = Builder::new(acc, entry.segments);
     let covered = scan::each_line(reader, entry.covered, u64::MAX, |row, start, end| {
         builder.line(row, start, end)
@@ -410,7 +527,7 @@ fn build(
     window: &Window,
     acc: &mut Accumulator,
 ) -> io::Result<Entry> {
-    let (reader, header_end, start) = scan::rows_from(file, part.gzip, meta.len(), window)?;
+    let (reader, header_end, start) = scan::rows_from(file, part, meta.len(), window)?;
     let mut builder = Builder::new(acc, Vec::new());
     let covered = scan::each_line(reader, start, u64::MAX, |row, s, e| builder.line(row, s, e))?;
     Ok(Entry {
@@ -421,7 +538,7 @@ fn build(
         mtime_ns: mtime_ns(meta),
         complete_after_ms: window.from_ms.filter(|_| start > header_end),
         covered,
-        tail: Vec::new(),
+        probes: Vec::new(),
         segments: builder.finish().unwrap_or_default(),
     })
 }
@@ -440,7 +557,7 @@ mod tests {
             mtime_ns: 4,
             complete_after_ms: Some(5),
             covered: 290,
-            tail: b"0,0\n".to_vec(),
+            probes: b"0,0\n".to_vec(),
             segments: vec![Segment {
                 day: 3,
                 first_byte: 10,

@@ -55,6 +55,8 @@ pub enum ReportError {
     File { path: PathBuf, error: io::Error },
     #[error("cannot write report to {path} (--report-file): {error}")]
     Write { path: PathBuf, error: io::Error },
+    #[error("no VM file (<address>.csv) in {dirs} (--data-dir): nothing to report")]
+    NoVmFiles { dirs: String },
 }
 
 /// One VM's line of the report.
@@ -218,7 +220,11 @@ fn build_with(
 ) -> Result<Option<Report>, ReportError> {
     let window = Window::before(as_of_ms, cfg.window.length());
     let vms: Vec<_> = scan::vm_files(data_dirs)?.into_iter().collect();
-    let caches = cache::CacheDirs::open(data_dirs);
+    let with_files: std::collections::HashSet<&Path> = vms
+        .iter()
+        .flat_map(|(_, parts)| parts.iter().filter_map(|p| p.path.parent()))
+        .collect();
+    let caches = cache::CacheDirs::open(data_dirs, &with_files);
     let summaries = cache::with_writer(&caches, |writes| {
         summarize_all(&vms, &window, &caches, writes, threads, stop)
     });
@@ -248,7 +254,7 @@ fn summarize_all(
     vms: &[(IpAddr, Vec<scan::Part>)],
     window: &Window,
     caches: &cache::CacheDirs,
-    writes: crossbeam_channel::Sender<cache::Write>,
+    writes: crossbeam_channel::Sender<cache::EntryWrite>,
     threads: usize,
     stop: Option<&Stop>,
 ) -> Vec<VmSummary> {
@@ -290,6 +296,17 @@ fn summarize_all(
 /// `udp-aggregator report`: the report of a data dir, from its files alone.
 pub fn offline(cfg: &OfflineReportConfig) -> Result<(), ReportError> {
     cfg.report.validate()?;
+    // An empty or mistaken dir is an error, not an empty table.
+    if scan::vm_files(&cfg.data_dirs)?.is_empty() {
+        let dirs: Vec<String> = cfg
+            .data_dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        return Err(ReportError::NoVmFiles {
+            dirs: dirs.join(", "),
+        });
+    }
     let as_of = cfg.as_of.unwrap_or_else(crate::unix_ms);
     let report = build(&cfg.data_dirs, &cfg.report, as_of)?;
     write(&report, cfg.report.format, cfg.report.file.as_deref())
@@ -430,8 +447,16 @@ mod tests {
             (c, why.as_str()),
             (Category::Undersized, "p95 cpu 91.0% > 80%")
         );
+        // One row's peak decides, and the reason says it rests on one
+        // sample (it could be one forged version 1 datagram).
         let mut rows = steady(20, 5000, 5000, 50_000, 0);
         rows[3].stat.mem_pct_x100 = 9500;
+        let (c, why) = category_of(&rows);
+        assert_eq!(
+            (c, why.as_str()),
+            (Category::Undersized, "max mem 95.0% > 90% (one sample)")
+        );
+        rows[7].stat.mem_pct_x100 = 9500;
         let (c, why) = category_of(&rows);
         assert_eq!(
             (c, why.as_str()),

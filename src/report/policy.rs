@@ -88,6 +88,8 @@ pub enum Reason {
     MemMaxAbove {
         max: f64,
         limit: f64,
+        /// Samples at that peak: 1 says one datagram decided it.
+        samples: u64,
     },
     /// Nothing to change: the figures an operator looks at first.
     WithinBounds {
@@ -295,6 +297,7 @@ fn vmstats(vm: &VmSummary, t: &Thresholds) -> Verdict {
         let r = Reason::MemMaxAbove {
             max: vm.mem_max,
             limit: t.undersized_mem_pct,
+            samples: vm.mem_max_samples,
         };
         return verdict(Category::Undersized, vec![r]);
     }

@@ -15,7 +15,7 @@ use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
 use std::net::IpAddr;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use flate2::read::MultiGzDecoder;
@@ -165,10 +165,17 @@ pub fn read_part(part: &Part, window: &Window, acc: &mut Accumulator) -> Result<
     };
     acc.start_file();
     let bad_before = acc.bad_rows();
-    let (reader, _, start) = rows_from(file, part.gzip, meta.len(), window).map_err(err)?;
+    let (reader, _, start) = rows_from(file, part, meta.len(), window).map_err(err)?;
+    let mut order = TimeOrder::default();
     let end = each_line(reader, start, u64::MAX, |row, _, _| match row {
-        Some(row) if window.contains(row.recv_ms) => acc.add(&row),
-        Some(_) => {}
+        Some(row) => {
+            if order.steps_back(row.recv_ms) && window.contains(row.recv_ms) {
+                acc.add_recv_backwards();
+            }
+            if window.contains(row.recv_ms) {
+                acc.add(&row);
+            }
+        }
         None => acc.add_bad_row(),
     })
     .map_err(err)?;
@@ -214,18 +221,91 @@ fn written_before(meta: &Metadata, window: &Window) -> bool {
     matches!((window.from_ms, written_ms), (Some(from), Some(written)) if written <= from)
 }
 
+/// Follows the receive times of a file's rows in file order: the
+/// aggregator writes them in the order it received them, so a row earlier
+/// than the one before it means its clock stepped back (a boot before NTP)
+/// or the file was edited; such rows are counted and shown.
+#[derive(Debug, Default)]
+pub struct TimeOrder {
+    last_ms: Option<u64>,
+}
+
+impl TimeOrder {
+    /// Following a row received at `last_ms` (a cached day's last).
+    pub fn after(last_ms: Option<u64>) -> TimeOrder {
+        TimeOrder { last_ms }
+    }
+
+    /// Takes the next row's receive time: true when it is earlier than
+    /// the row before it.
+    pub fn steps_back(&mut self, recv_ms: u64) -> bool {
+        let back = self.last_ms.is_some_and(|last| recv_ms < last);
+        self.last_ms = Some(recv_ms);
+        back
+    }
+}
+
+/// Inflated bytes a gzip part may hold per compressed byte: CSV rows of
+/// real figures compress 5 to 10 times; a part past this is not a rotated
+/// VM file but a decompression bomb, and its rest is left out.
+pub const MAX_INFLATE_RATIO: u64 = 64;
+
+/// Inflated bytes read of a gzip part of `len` bytes, at most (1 MiB at
+/// least, for tiny parts).
+pub fn max_inflated(len: u64) -> u64 {
+    len.saturating_mul(MAX_INFLATE_RATIO).max(1 << 20)
+}
+
+/// A gzip part's rows, inflated no further than [`max_inflated`]; where it
+/// goes on, the rest is left out with a warning naming the file.
+struct Inflate<R> {
+    inner: MultiGzDecoder<R>,
+    left: u64,
+    path: PathBuf,
+}
+
+impl<R: io::Read> Inflate<R> {
+    fn new(inner: R, len: u64, path: &Path) -> Inflate<R> {
+        Inflate {
+            inner: MultiGzDecoder::new(inner),
+            left: max_inflated(len),
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+impl<R: io::Read> io::Read for Inflate<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            let mut probe = [0u8; 1];
+            if self.inner.read(&mut probe)? > 0 {
+                crate::log_line(&format!(
+                    "warning: {}: inflates to more than {MAX_INFLATE_RATIO} times its size; the rest of it is left out",
+                    self.path.display()
+                ));
+            }
+            return Ok(0);
+        }
+        let room = buf.len().min(self.left.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..room])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 /// A reader of a file's rows, its header checked, standing where the rows
 /// of `window` begin: in a plain file found by [`window_start`], in a
 /// gzip one (which cannot seek) right after the header. Returns the
 /// reader, the header's end and the offset it stands at.
 pub fn rows_from(
     file: File,
-    gzip: bool,
+    part: &Part,
     len: u64,
     window: &Window,
 ) -> io::Result<(Box<dyn BufRead>, u64, u64)> {
-    if gzip {
-        let mut reader = BufReader::with_capacity(READ_BUF, MultiGzDecoder::new(file));
+    if part.gzip {
+        let inflate = Inflate::new(file, len, &part.path);
+        let mut reader = BufReader::with_capacity(READ_BUF, inflate);
         let header_end = check_header(&mut reader)?;
         return Ok((Box::new(reader), header_end, header_end));
     }
@@ -264,34 +344,52 @@ const READ_BUF: usize = 32 << 10;
 pub const SEEK_SPAN: u64 = 4 << 10;
 
 /// Where in a plain file (rows in receive order from `lo` to `len`) the
-/// rows received after `from_ms` begin: a binary search on the receive
-/// time of the first whole row at each probe, ending one probe span before
-/// it, so rows that a stepped clock left a little out of order are still
-/// read (the window filter drops those outside). Always a row's start.
+/// rows received after `from_ms` begin: a binary search on receive time,
+/// ending one probe span before it, so rows that a stepped clock left a
+/// little out of order are still read (the window filter drops those
+/// outside). Each probe reads three consecutive rows and decides by the
+/// middle one; when they are out of order, or a probe contradicts what
+/// the earlier ones found (one row from a clock stepped back, past the
+/// middle, would otherwise send the search past half the file), the search
+/// gives up and the file is read from `lo`. Always a row's start.
 pub fn window_start(file: &File, lo: u64, len: u64, from_ms: u64) -> io::Result<u64> {
+    let first = lo;
     let (mut lo, mut hi) = (lo, len);
-    let mut probe = [0u8; 2 * wire::MAX_ROW_LEN];
+    // The receive times known at the search's bounds.
+    let (mut lo_ms, mut hi_ms) = (0u64, u64::MAX);
+    let mut probe = [0u8; 4 * wire::MAX_ROW_LEN];
     while hi - lo > SEEK_SPAN {
         let mid = lo + (hi - lo) / 2;
         let n = file.read_at(&mut probe, mid)?;
-        let Some(nl) = probe[..n].iter().position(|b| *b == b'\n') else {
-            break;
+        let Some([(_, a), (second, b), (_, c)]) = three_rows(&probe[..n]) else {
+            break; // a row that does not parse: stop here and read on
         };
-        let row_start = mid + nl as u64 + 1;
-        let rest = &probe[nl + 1..n];
-        let recv_ms = rest
-            .iter()
-            .position(|b| *b == b',')
-            .and_then(|comma| std::str::from_utf8(&rest[..comma]).ok())
-            .and_then(|t| t.parse::<u64>().ok());
-        match recv_ms {
-            Some(t) if t <= from_ms => lo = row_start,
-            Some(_) => hi = mid,
-            // A row that does not parse: stop here and read on.
-            None => break,
+        if !(lo_ms <= a && a <= b && b <= c && c <= hi_ms) {
+            return Ok(first);
+        }
+        if b <= from_ms {
+            (lo, lo_ms) = (mid + second as u64, b);
+        } else {
+            (hi, hi_ms) = (mid, a);
         }
     }
     Ok(lo)
+}
+
+/// The first three whole rows after the first newline of `bytes`: each
+/// one's offset in `bytes` and receive time.
+fn three_rows(bytes: &[u8]) -> Option<[(usize, u64); 3]> {
+    let mut at = bytes.iter().position(|b| *b == b'\n')? + 1;
+    let mut out = [(0, 0); 3];
+    for slot in &mut out {
+        let rest = bytes.get(at..)?;
+        let line_end = rest.iter().position(|b| *b == b'\n')?;
+        let comma = rest[..line_end].iter().position(|b| *b == b',')?;
+        let ms = std::str::from_utf8(&rest[..comma]).ok()?.parse().ok()?;
+        *slot = (at, ms);
+        at += line_end + 1;
+    }
+    Some(out)
 }
 
 /// Calls `f` with each whole line of `reader`, which stands at byte `pos`
@@ -324,14 +422,15 @@ pub fn each_line(
 /// A reader of a file's rows from byte `pos` (uncompressed) to `end`
 /// (`None`: its end): a seek in a plain file, reading no further than
 /// `end`; a decompress-and-skip in a gzip one.
-pub fn reader_at(
-    file: &File,
-    gzip: bool,
+pub fn reader_at<'a>(
+    file: &'a File,
+    part: &Part,
     pos: u64,
     end: Option<u64>,
-) -> io::Result<Box<dyn BufRead + '_>> {
-    if gzip {
-        let mut reader = BufReader::with_capacity(READ_BUF, MultiGzDecoder::new(file));
+) -> io::Result<Box<dyn BufRead + 'a>> {
+    if part.gzip {
+        let inflate = Inflate::new(file, file.metadata()?.len(), &part.path);
+        let mut reader = BufReader::with_capacity(READ_BUF, inflate);
         io::copy(&mut io::Read::take(&mut reader, pos), &mut io::sink())?;
         return Ok(Box::new(reader));
     }

@@ -15,8 +15,12 @@ use std::net::IpAddr;
 use crossbeam_channel::Sender;
 
 use super::cache::{self, CacheDirs};
-use super::scan::{self, Part, Window};
-use super::summary::{Accumulator, DAY_MS, VmSummary};
+use super::scan::{self, Part, TimeOrder, Window};
+use super::summary::{Accumulator, DAY_MS, SegmentBounds, Unmergeable, VmSummary};
+
+/// The shortest row a file can hold: each of the header's fields at least
+/// one byte, with its comma or newline.
+pub const MIN_ROW_BYTES: u64 = 2 * 14;
 
 /// One file's rows of one UTC day.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +46,19 @@ enum Cover {
     Outside,
 }
 
+impl Segment {
+    /// What its stored state may claim: its day, and no more rows than its
+    /// bytes can hold (a crafted entry claiming 2^64 rows is refused, not
+    /// allocated for).
+    pub fn bounds(&self) -> SegmentBounds {
+        SegmentBounds {
+            day: self.day,
+            max_rows: (self.end_byte - self.first_byte) / MIN_ROW_BYTES + 1,
+            max_lines: self.end_byte,
+        }
+    }
+}
+
 fn cover(seg: &Segment, w: &Window) -> Cover {
     let after_start = |ms: u64| w.from_ms.is_none_or(|from| ms > from);
     if after_start(seg.min_ms) && seg.max_ms <= w.as_of_ms {
@@ -64,16 +81,20 @@ pub struct Builder<'a> {
     pending_bad: u64,
     /// A cached segment that would not decode: the caller starts over.
     broken: bool,
+    order: TimeOrder,
 }
 
 impl<'a> Builder<'a> {
     pub fn new(acc: &'a mut Accumulator, segments: Vec<Segment>) -> Builder<'a> {
+        // Rows appended to a cached file follow its last day's rows.
+        let order = TimeOrder::after(segments.last().map(|s| s.max_ms));
         Builder {
             acc,
             segments,
             open: None,
             pending_bad: 0,
             broken: false,
+            order,
         }
     }
 
@@ -95,6 +116,9 @@ impl<'a> Builder<'a> {
         for _ in 0..std::mem::take(&mut self.pending_bad) {
             self.acc.add_bad_row();
         }
+        if self.order.steps_back(row.recv_ms) {
+            self.acc.add_recv_backwards();
+        }
         self.acc.add(&row);
         let seg = self.open.as_mut().expect("a day was opened above");
         seg.min_ms = seg.min_ms.min(row.recv_ms);
@@ -105,13 +129,15 @@ impl<'a> Builder<'a> {
 
     fn open_day(&mut self, day: u64, start: u64) {
         self.acc.reset();
-        let seg = match self.segments.iter().position(|s| s.day == day) {
-            Some(i) => {
+        // Sorted by day: a search, not a scan (a file of rows each on its
+        // own day made this quadratic).
+        let seg = match self.segments.binary_search_by_key(&day, |s| s.day) {
+            Ok(i) => {
                 let seg = self.segments.remove(i);
-                self.broken |= self.acc.absorb(&seg.state).is_err();
+                self.broken |= self.acc.absorb(&seg.state, seg.bounds()).is_err();
                 seg
             }
-            None => Segment {
+            Err(_) => Segment {
                 day,
                 first_byte: start,
                 end_byte: start,
@@ -143,12 +169,12 @@ impl<'a> Builder<'a> {
 pub struct Scratch {
     vm: Accumulator,
     part: Accumulator,
-    writes: Sender<cache::Write>,
+    writes: Sender<cache::EntryWrite>,
 }
 
 impl Scratch {
     /// Sending cache entries to be written to `writes`.
-    pub fn new(writes: Sender<cache::Write>) -> Scratch {
+    pub fn new(writes: Sender<cache::EntryWrite>) -> Scratch {
         Scratch {
             vm: Accumulator::default(),
             part: Accumulator::default(),
@@ -180,9 +206,16 @@ pub fn summarize_vm(
             }
         };
         scratch.vm.start_file();
-        if merge_part(part, &file, &segments, window, scratch).is_err() {
-            // Merging would not be exact: read the VM's rows in order.
-            return scan::summarize_vm(ip, parts, window);
+        match merge_part(part, &file, &segments, window, scratch) {
+            Ok(()) => {}
+            Err(why) => {
+                if why == Some(Unmergeable::Corrupt) {
+                    // A stored day that fails its checks: build it anew next time.
+                    caches.forget(part, &file);
+                }
+                // Merging would not be exact: read the VM's rows in order.
+                return scan::summarize_vm(ip, parts, window);
+            }
         }
     }
     if scratch.vm.capped() {
@@ -191,23 +224,25 @@ pub fn summarize_vm(
     scratch.vm.finish(ip)
 }
 
-/// Adds a part's segments in the window to `scratch.vm`.
+/// Adds a part's segments in the window to `scratch.vm`; on error, why a
+/// segment would not merge (`None`: its cut day could not be read).
 fn merge_part(
     part: &Part,
     file: &File,
     segments: &[Segment],
     window: &Window,
     scratch: &mut Scratch,
-) -> Result<(), ()> {
+) -> Result<(), Option<Unmergeable>> {
     for seg in segments {
         match cover(seg, window) {
             Cover::Outside => {}
-            Cover::Whole => scratch.vm.absorb(&seg.state).map_err(drop)?,
-            Cover::Cut => read_cut(file, part.gzip, seg, window, &mut scratch.vm).map_err(|e| {
+            Cover::Whole => scratch.vm.absorb(&seg.state, seg.bounds()).map_err(Some)?,
+            Cover::Cut => read_cut(file, part, seg, window, &mut scratch.vm).map_err(|e| {
                 crate::log_line(&format!(
                     "warning: cannot read {}: {e}",
                     part.path.display()
-                ))
+                ));
+                None
             })?,
         }
     }
@@ -220,18 +255,22 @@ fn merge_part(
 /// segments before it: exactly what reading the file in order does.
 fn read_cut(
     file: &File,
-    gzip: bool,
+    part: &Part,
     seg: &Segment,
     window: &Window,
     acc: &mut Accumulator,
 ) -> std::io::Result<()> {
     let start = match window.from_ms {
-        Some(from) if !gzip => scan::window_start(file, seg.first_byte, seg.end_byte, from)?,
+        Some(from) if !part.gzip => scan::window_start(file, seg.first_byte, seg.end_byte, from)?,
         _ => seg.first_byte,
     };
-    let reader = scan::reader_at(file, gzip, start, Some(seg.end_byte))?;
+    let reader = scan::reader_at(file, part, start, Some(seg.end_byte))?;
+    let mut order = TimeOrder::default();
     scan::each_line(reader, start, seg.end_byte, |row, _, _| match row {
         Some(row) if row.recv_ms / DAY_MS == seg.day && window.contains(row.recv_ms) => {
+            if order.steps_back(row.recv_ms) {
+                acc.add_recv_backwards();
+            }
             acc.add(&row)
         }
         Some(_) => {}
@@ -348,12 +387,16 @@ mod tests {
                 let mut b = Builder::new(&mut part, Vec::new());
                 for (i, r) in rows.iter().enumerate() {
                     if window.contains(r.recv_ms) {
-                        b.line(Some(*r), i as u64, i as u64 + 1);
+                        b.line(
+                            Some(*r),
+                            i as u64 * MIN_ROW_BYTES,
+                            (i as u64 + 1) * MIN_ROW_BYTES,
+                        );
                     }
                 }
                 merged.start_file();
                 for s in b.finish().unwrap() {
-                    mergeable &= merged.absorb(&s.state).is_ok();
+                    mergeable &= merged.absorb(&s.state, s.bounds()).is_ok();
                 }
             }
             if mergeable {

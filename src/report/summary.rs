@@ -39,6 +39,8 @@ pub struct VmSummary {
     pub mem_p95: f64,
     pub mem_p99: f64,
     pub mem_max: f64,
+    /// Samples at `mem_max`: 1 says the peak rests on a single datagram.
+    pub mem_max_samples: u64,
     /// Samples under GCP's idle lines: CPU below 0.03 vCPU, received below
     /// 2,000 B/s, sent below 1,000 B/s (see `policy`).
     pub gcp_cpu_low: u64,
@@ -65,6 +67,9 @@ pub struct VmSummary {
     pub stopped: bool,
     /// Lines of the files that are not rows (torn last line excluded).
     pub bad_rows: u64,
+    /// Rows received earlier than the row before them in their file: the
+    /// aggregator's clock stepped back (a boot before NTP), or an edit.
+    pub recv_backwards: u64,
     /// Per UTC day with data, oldest first.
     pub days: Vec<DaySummary>,
 }
@@ -240,6 +245,11 @@ impl PctCounts {
             self.hi as f64 / 100.0
         }
     }
+
+    /// How many values equal the highest.
+    fn at_max(&self) -> u64 {
+        if self.n == 0 { 0 } else { self.counts[self.hi] }
+    }
 }
 
 /// Rates, bytes/s, to 3 significant digits (0.1 %).
@@ -268,7 +278,7 @@ impl Rates {
     }
 
     fn add_n(&mut self, v: u64, n: u64) {
-        if self.values.len() as u64 + n > RATES_HELD as u64 {
+        if (self.values.len() as u64).saturating_add(n) > RATES_HELD as u64 {
             if self.spilled.record_n(v, n).is_err() {
                 self.spilled.saturating_record_n(v, n);
             }
@@ -335,8 +345,8 @@ impl Rates {
         put_counts(out, runs().count(), runs());
     }
 
-    fn absorb(&mut self, r: &mut Reader) -> Result<(), Corrupt> {
-        get_counts(r, |v, n| self.add_n(v, n))
+    fn absorb(&mut self, r: &mut Reader, max_rows: u64) -> Result<(), Corrupt> {
+        get_counts(r, max_rows, |v, n| self.add_n(v, n))
     }
 }
 
@@ -463,6 +473,7 @@ pub struct Accumulator {
     first_seen_ms: Option<u64>,
     last: Option<Row>,
     bad_rows: u64,
+    recv_backwards: u64,
     days: BTreeMap<u64, DayAcc>,
     /// A bound was reached (seq ranges, distinct sizes or intervals): the
     /// figures are still right for these rows, but merging them with
@@ -495,6 +506,7 @@ impl Default for Accumulator {
             first_seen_ms: None,
             last: None,
             bad_rows: 0,
+            recv_backwards: 0,
             days: BTreeMap::new(),
             capped: false,
             held: Vec::new(),
@@ -606,6 +618,11 @@ impl Accumulator {
         self.bad_rows
     }
 
+    /// A row received earlier than the one before it in its file.
+    pub fn add_recv_backwards(&mut self) {
+        self.recv_backwards = self.recv_backwards.saturating_add(1);
+    }
+
     /// `None` when no row was added.
     pub fn finish(&self, ip: IpAddr) -> Option<VmSummary> {
         let last = self.last?;
@@ -646,6 +663,7 @@ impl Accumulator {
             mem_p95,
             mem_p99,
             mem_max: self.mem.max(),
+            mem_max_samples: self.mem.at_max(),
             gcp_cpu_low: self.gcp_low[0],
             gcp_rx_low: self.gcp_low[1],
             gcp_tx_low: self.gcp_low[2],
@@ -660,6 +678,7 @@ impl Accumulator {
             last_seen_ms: last.recv_ms,
             stopped: last.stat.is_final() && own_boot,
             bad_rows: self.bad_rows,
+            recv_backwards: self.recv_backwards,
             days: self
                 .days
                 .iter()
@@ -697,14 +716,39 @@ fn put_counts(out: &mut Vec<u8>, n: usize, pairs: impl Iterator<Item = (u64, u64
     }
 }
 
-/// Calls `f` with each pair [`put_counts`] wrote.
-fn get_counts(r: &mut Reader, mut f: impl FnMut(u64, u64)) -> Result<(), Corrupt> {
-    let mut v = 0u64;
+/// Calls `f` with each pair [`put_counts`] wrote; the counts may add up
+/// to `max_rows` at most.
+fn get_counts(r: &mut Reader, max_rows: u64, mut f: impl FnMut(u64, u64)) -> Result<(), Corrupt> {
+    let (mut v, mut total) = (0u64, 0u64);
     for _ in 0..r.get_len()? {
         v = v.checked_add(r.get()?).ok_or(Corrupt)?;
-        f(v, r.get()?);
+        let n = r.get()?;
+        total = total
+            .checked_add(n)
+            .filter(|t| *t <= max_rows)
+            .ok_or(Corrupt)?;
+        f(v, n);
     }
     Ok(())
+}
+
+/// What a stored segment may claim, from where it lies in its file: its
+/// day, and at most as many rows as its bytes can hold. Every count
+/// decoded is checked against these, so a crafted entry with a valid
+/// checksum is refused rather than trusted (or allowed to overflow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentBounds {
+    pub day: u64,
+    pub max_rows: u64,
+    /// Lines that are not rows can be one byte each, and those before a
+    /// file's first row count in its first day: as many as the bytes up to
+    /// the segment's end.
+    pub max_lines: u64,
+}
+
+/// `n` if it is within the rows a segment can hold.
+fn within(n: u64, max_rows: u64) -> Result<u64, Corrupt> {
+    if n <= max_rows { Ok(n) } else { Err(Corrupt) }
 }
 
 /// Encodes the fields of a row the summary keeps.
@@ -795,6 +839,7 @@ impl Accumulator {
         self.first_seen_ms = None;
         self.last = None;
         self.bad_rows = 0;
+        self.recv_backwards = 0;
         self.days.clear();
         self.capped = false;
     }
@@ -866,6 +911,7 @@ impl Accumulator {
             None => out.push(0),
         }
         put(out, self.bad_rows);
+        put(out, self.recv_backwards);
         // A segment is one day: its samples and CPU counts are the ones
         // above, so only the rest of the day's figures are stored.
         debug_assert!(self.days.len() <= 1, "a segment holds one day");
@@ -888,23 +934,24 @@ impl Accumulator {
     /// current file (call [`Accumulator::start_file`] first for a segment
     /// of another file). On error the accumulator is left part-merged:
     /// the caller starts the VM over.
-    pub fn absorb(&mut self, segment: &[u8]) -> Result<(), Unmergeable> {
+    pub fn absorb(&mut self, segment: &[u8], bounds: SegmentBounds) -> Result<(), Unmergeable> {
+        let max_rows = bounds.max_rows;
         let r = &mut Reader::new(segment);
         self.capped |= r.get()? != 0;
         self.held.clear();
-        get_counts(r, |v, c| {
+        get_counts(r, max_rows, |v, c| {
             let v = v.min(u64::from(MAX_PCT_X100)) as u16;
             self.cpu.add_n(v, c);
             self.held.push((v, c));
         })?;
-        get_counts(r, |v, c| {
+        get_counts(r, max_rows, |v, c| {
             self.mem.add_n(v.min(u64::from(MAX_PCT_X100)) as u16, c)
         })?;
-        self.net.absorb(r)?;
-        self.disk.absorb(r)?;
+        self.net.absorb(r, max_rows)?;
+        self.disk.absorb(r, max_rows)?;
         for _ in 0..r.get_len()? {
             let id: u32 = r.get_as()?;
-            let (max, rows) = (r.get()?, r.get()?);
+            let (max, rows) = (r.get()?, within(r.get()?, max_rows)?);
             let in_file = self.file_boots.entry(id).or_default();
             let global = self.boots.entry(id).or_default();
             let mut lowest = None;
@@ -931,17 +978,19 @@ impl Accumulator {
             global.rows = global.rows.saturating_add(rows);
             self.capped |= self.ranges > MAX_RANGES || self.file_ranges > MAX_RANGES;
         }
-        self.duplicates = self.duplicates.saturating_add(r.get()?);
-        self.out_of_order = self.out_of_order.saturating_add(r.get()?);
+        self.duplicates = self.duplicates.saturating_add(within(r.get()?, max_rows)?);
+        self.out_of_order = self
+            .out_of_order
+            .saturating_add(within(r.get()?, max_rows)?);
         for n in &mut self.gcp_low {
-            *n = n.saturating_add(r.get()?);
+            *n = n.saturating_add(within(r.get()?, max_rows)?);
         }
         for _ in 0..r.get_len()? {
-            let (interval, n) = (r.get_as()?, r.get()?);
+            let (interval, n) = (r.get_as()?, within(r.get()?, max_rows)?);
             self.capped |= !count_value(&mut self.intervals, interval, n);
         }
         for _ in 0..r.get_len()? {
-            let (size, n) = (get_size(r)?, r.get()?);
+            let (size, n) = (get_size(r)?, within(r.get()?, max_rows)?);
             self.capped |= !count_value(&mut self.sizes, size, n);
         }
         if r.get_opt_flag()? {
@@ -955,7 +1004,9 @@ impl Accumulator {
         if r.get_opt_flag()? {
             self.size = Some(get_size(r)?);
         }
-        self.size_changes = self.size_changes.saturating_add(r.get()?);
+        self.size_changes = self
+            .size_changes
+            .saturating_add(within(r.get()?, max_rows)?);
         if let Some(ms) = r.get_opt()? {
             self.last_size_change_ms = Some(ms);
         }
@@ -968,9 +1019,18 @@ impl Accumulator {
                 self.last = Some(row);
             }
         }
-        self.bad_rows = self.bad_rows.saturating_add(r.get()?);
+        self.bad_rows = self
+            .bad_rows
+            .saturating_add(within(r.get()?, bounds.max_lines)?);
+        self.recv_backwards = self
+            .recv_backwards
+            .saturating_add(within(r.get()?, max_rows)?);
         if r.get_opt_flag()? {
-            let acc = self.days.entry(r.get()?).or_insert_with(DayAcc::new);
+            let day = r.get()?;
+            if day != bounds.day {
+                return Err(Unmergeable::Corrupt);
+            }
+            let acc = self.days.entry(day).or_insert_with(DayAcc::new);
             for (v, c) in &self.held {
                 acc.samples = acc.samples.saturating_add(*c);
                 let bucket = &mut acc.cpu[usize::from(*v / 10)];

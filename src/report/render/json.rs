@@ -109,6 +109,7 @@ struct Datagrams {
     restarts: u64,
     seq_jumps: u64,
     bad_rows: u64,
+    recv_backwards: u64,
 }
 
 fn vm(r: &VmReport, rule: Rule) -> Vm {
@@ -161,6 +162,7 @@ fn vm(r: &VmReport, rule: Rule) -> Vm {
             restarts: v.restarts,
             seq_jumps: v.seq_jumps,
             bad_rows: v.bad_rows,
+            recv_backwards: v.recv_backwards,
         },
         idle_days: r.idle_days(),
         days_with_data: v.days.len(),

@@ -111,7 +111,15 @@ pub fn reason_text(r: &Reason) -> String {
         Reason::CpuP99AtMost { p99, limit } => format!("p99 cpu {p99:.1}% <= {limit}%"),
         Reason::MemMaxAtMost { max, limit } => format!("max mem {max:.1}% <= {limit}%"),
         Reason::CpuP95Above { p95, limit } => format!("p95 cpu {p95:.1}% > {limit}%"),
-        Reason::MemMaxAbove { max, limit } => format!("max mem {max:.1}% > {limit}%"),
+        Reason::MemMaxAbove {
+            max,
+            limit,
+            samples,
+        } => {
+            // A peak on one sample could be one forged v1 datagram: say so.
+            let single = if samples == 1 { " (one sample)" } else { "" };
+            format!("max mem {max:.1}% > {limit}%{single}")
+        }
         Reason::WithinBounds { cpu_p95, mem_max } => {
             format!("p95 cpu {cpu_p95:.1}%, max mem {mem_max:.1}%")
         }
@@ -166,7 +174,7 @@ fn reason_figures(r: &Reason) -> (f64, Option<f64>) {
             (bps, Some(limit))
         }
         Reason::CpuP99AtMost { p99, limit } => (p99, Some(limit)),
-        Reason::MemMaxAtMost { max, limit } | Reason::MemMaxAbove { max, limit } => {
+        Reason::MemMaxAtMost { max, limit } | Reason::MemMaxAbove { max, limit, .. } => {
             (max, Some(limit))
         }
         Reason::WithinBounds { cpu_p95, .. } => (cpu_p95, None),
