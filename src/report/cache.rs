@@ -27,6 +27,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::UNIX_EPOCH;
 
@@ -71,7 +72,7 @@ struct CacheDir {
 
 /// Each data dir's cache directory, or `None` where there is none.
 pub struct CacheDirs {
-    dirs: HashMap<PathBuf, Option<CacheDir>>,
+    dirs: HashMap<PathBuf, Option<Arc<CacheDir>>>,
     warned: AtomicBool,
 }
 
@@ -84,19 +85,21 @@ impl CacheDirs {
         let dirs = data_dirs
             .iter()
             .map(|dir| {
-                let cache = with_files
-                    .contains(dir.as_path())
-                    .then(|| open_cache_dir(&dir.join(DIR_NAME)))
-                    .and_then(|opened| match opened {
-                        Ok(cache) => Some(cache),
-                        Err((path, e)) => {
+                let path = dir.join(DIR_NAME);
+                let cache = if with_files.contains(dir.as_path()) {
+                    match open_cache_dir(&path) {
+                        Ok(cache) => Some(Arc::new(cache)),
+                        Err(e) => {
                             crate::log_line(&format!(
                                 "note: no summary cache in {}: {e}; every report reads all rows",
                                 path.display()
                             ));
                             None
                         }
-                    });
+                    }
+                } else {
+                    None
+                };
                 (dir.clone(), cache)
             })
             .collect();
@@ -107,7 +110,7 @@ impl CacheDirs {
     }
 
     /// The cache directory of `part` and its entry's name.
-    fn entry_of(&self, part: &Path, meta: &fs::Metadata) -> Option<(&CacheDir, String)> {
+    fn entry_of(&self, part: &Path, meta: &fs::Metadata) -> Option<(&Arc<CacheDir>, String)> {
         let dir = self.dirs.get(part.parent()?)?.as_ref()?;
         Some((dir, entry_name(meta.dev(), meta.ino())))
     }
@@ -160,21 +163,19 @@ fn entry_name(dev: u64, ino: u64) -> String {
 }
 
 /// Makes `path` if missing and opens it as a directory without following
-/// a symlink; on failure, the path and why.
-fn open_cache_dir(path: &Path) -> Result<CacheDir, (PathBuf, io::Error)> {
-    let fail = |e| (path.to_path_buf(), e);
+/// a symlink.
+fn open_cache_dir(path: &Path) -> io::Result<CacheDir> {
     match fs::DirBuilder::new().mode(0o750).create(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(fail(e)),
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
     }
     let handle = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
         .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP | libc::ENOTDIR) => fail(io::Error::other("not a directory")),
-            _ => fail(e),
+            Some(libc::ELOOP | libc::ENOTDIR) => io::Error::other("not a directory"),
+            _ => e,
         })?;
     Ok(CacheDir {
         path: path.to_path_buf(),
@@ -396,10 +397,10 @@ fn store_entry(dir: &CacheDir, name: &str, bytes: &[u8]) -> io::Result<()> {
 /// Entries waiting for the writer, at most: a few MB.
 const WRITES_QUEUED: usize = 256;
 
-/// An entry to write: the data dir whose cache holds it, its name, and
+/// An entry to write: the cache directory that holds it, its name, and
 /// its bytes.
 pub struct EntryWrite {
-    data_dir: PathBuf,
+    dir: Arc<CacheDir>,
     name: String,
     bytes: Vec<u8>,
 }
@@ -415,11 +416,8 @@ pub fn with_writer<R>(caches: &CacheDirs, f: impl FnOnce(Sender<EntryWrite>) -> 
         scope.spawn(move || {
             crate::quietly(quiet, || {
                 for w in entries {
-                    let Some(Some(dir)) = caches.dirs.get(&w.data_dir) else {
-                        continue;
-                    };
-                    if let Err(e) = store_entry(dir, &w.name, &w.bytes) {
-                        caches.warn_once("write", &dir.path.join(&w.name), &e);
+                    if let Err(e) = store_entry(&w.dir, &w.name, &w.bytes) {
+                        caches.warn_once("write", &w.dir.path.join(&w.name), &e);
                     }
                 }
             })
@@ -488,10 +486,10 @@ pub fn segments(
         },
         ..entry
     };
-    if let (Some((_, name)), Some(data_dir)) = (at, path.parent()) {
+    if let Some((dir, name)) = at {
         // The writer is gone only if it panicked; the report goes on.
         let _ = writes.send(EntryWrite {
-            data_dir: data_dir.to_path_buf(),
+            dir: Arc::clone(dir),
             name,
             bytes: entry.encode(),
         });

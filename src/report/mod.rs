@@ -204,9 +204,27 @@ pub fn build(
     cfg: &ReportConfig,
     as_of_ms: u64,
 ) -> Result<Report, ReportError> {
+    build_all(data_dirs, cfg, as_of_ms, Files::MayBeNone)
+}
+
+/// [`build`] on all cores, with or without VM files required.
+fn build_all(
+    data_dirs: &[PathBuf],
+    cfg: &ReportConfig,
+    as_of_ms: u64,
+    files: Files,
+) -> Result<Report, ReportError> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) * READERS_PER_CORE;
-    let report = build_with(data_dirs, cfg, as_of_ms, threads, None)?;
+    let report = build_with(data_dirs, cfg, as_of_ms, threads, None, files)?;
     Ok(report.expect("a report without a stop is never stopped"))
+}
+
+/// Whether data dirs without any VM file are an error (`report` over a
+/// wrong dir) or an empty report (an aggregator that received nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Files {
+    Required,
+    MayBeNone,
 }
 
 /// [`build`] on `threads` reading threads, given up (`None`) when `stop`
@@ -217,9 +235,16 @@ fn build_with(
     as_of_ms: u64,
     threads: usize,
     stop: Option<&Stop>,
+    files: Files,
 ) -> Result<Option<Report>, ReportError> {
     let window = Window::before(as_of_ms, cfg.window.length());
     let vms: Vec<_> = scan::vm_files(data_dirs)?.into_iter().collect();
+    if vms.is_empty() && files == Files::Required {
+        let dirs: Vec<String> = data_dirs.iter().map(|d| d.display().to_string()).collect();
+        return Err(ReportError::NoVmFiles {
+            dirs: dirs.join(", "),
+        });
+    }
     let with_files: std::collections::HashSet<&Path> = vms
         .iter()
         .flat_map(|(_, parts)| parts.iter().filter_map(|p| p.path.parent()))
@@ -296,19 +321,9 @@ fn summarize_all(
 /// `udp-aggregator report`: the report of a data dir, from its files alone.
 pub fn offline(cfg: &OfflineReportConfig) -> Result<(), ReportError> {
     cfg.report.validate()?;
-    // An empty or mistaken dir is an error, not an empty table.
-    if scan::vm_files(&cfg.data_dirs)?.is_empty() {
-        let dirs: Vec<String> = cfg
-            .data_dirs
-            .iter()
-            .map(|d| d.display().to_string())
-            .collect();
-        return Err(ReportError::NoVmFiles {
-            dirs: dirs.join(", "),
-        });
-    }
     let as_of = cfg.as_of.unwrap_or_else(crate::unix_ms);
-    let report = build(&cfg.data_dirs, &cfg.report, as_of)?;
+    // An empty or mistaken dir is an error, not an empty table.
+    let report = build_all(&cfg.data_dirs, &cfg.report, as_of, Files::Required)?;
     write(&report, cfg.report.format, cfg.report.file.as_deref())
 }
 

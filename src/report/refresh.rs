@@ -49,7 +49,14 @@ impl Refresher {
                 let mut next = Instant::now() + every;
                 while !stop.sleep_until(next) {
                     let built = crate::quietly(true, || {
-                        super::build_with(&dirs, &cfg, crate::unix_ms(), 1, Some(&stop))
+                        super::build_with(
+                            &dirs,
+                            &cfg,
+                            crate::unix_ms(),
+                            1,
+                            Some(&stop),
+                            super::Files::MayBeNone,
+                        )
                     });
                     if let Ok(Some(report)) = built {
                         *published.lock().expect("no panic holds it") = Some(report.figures());

@@ -24,7 +24,7 @@ use crate::store::{self, OpenError};
 use crate::wire;
 
 use super::ReportError;
-use super::summary::{Accumulator, VmSummary};
+use super::summary::{Accumulator, TimeOrder, VmSummary};
 
 /// The rows a report covers: received after `from_ms` (`None`: from the
 /// first) and no later than `as_of_ms`, by the aggregator's clock.
@@ -168,14 +168,8 @@ pub fn read_part(part: &Part, window: &Window, acc: &mut Accumulator) -> Result<
     let (reader, _, start) = rows_from(file, part, meta.len(), window).map_err(err)?;
     let mut order = TimeOrder::default();
     let end = each_line(reader, start, u64::MAX, |row, _, _| match row {
-        Some(row) => {
-            if order.steps_back(row.recv_ms) && window.contains(row.recv_ms) {
-                acc.add_recv_backwards();
-            }
-            if window.contains(row.recv_ms) {
-                acc.add(&row);
-            }
-        }
+        Some(row) if window.contains(row.recv_ms) => acc.add_after(&row, &mut order),
+        Some(row) => order.follow(row.recv_ms),
         None => acc.add_bad_row(),
     })
     .map_err(err)?;
@@ -221,30 +215,6 @@ fn written_before(meta: &Metadata, window: &Window) -> bool {
     matches!((window.from_ms, written_ms), (Some(from), Some(written)) if written <= from)
 }
 
-/// Follows the receive times of a file's rows in file order: the
-/// aggregator writes them in the order it received them, so a row earlier
-/// than the one before it means its clock stepped back (a boot before NTP)
-/// or the file was edited; such rows are counted and shown.
-#[derive(Debug, Default)]
-pub struct TimeOrder {
-    last_ms: Option<u64>,
-}
-
-impl TimeOrder {
-    /// Following a row received at `last_ms` (a cached day's last).
-    pub fn after(last_ms: Option<u64>) -> TimeOrder {
-        TimeOrder { last_ms }
-    }
-
-    /// Takes the next row's receive time: true when it is earlier than
-    /// the row before it.
-    pub fn steps_back(&mut self, recv_ms: u64) -> bool {
-        let back = self.last_ms.is_some_and(|last| recv_ms < last);
-        self.last_ms = Some(recv_ms);
-        back
-    }
-}
-
 /// Inflated bytes a gzip part may hold per compressed byte: CSV rows of
 /// real figures compress 5 to 10 times; a part past this is not a rotated
 /// VM file but a decompression bomb, and its rest is left out.
@@ -257,10 +227,11 @@ pub fn max_inflated(len: u64) -> u64 {
 }
 
 /// A gzip part's rows, inflated no further than [`max_inflated`]; where it
-/// goes on, the rest is left out with a warning naming the file.
+/// goes on, the rest is left out with one warning naming the file.
 struct Inflate<R> {
     inner: MultiGzDecoder<R>,
-    left: u64,
+    /// Bytes it may still give; `None` once the cap was reached.
+    left: Option<u64>,
     path: PathBuf,
 }
 
@@ -268,7 +239,7 @@ impl<R: io::Read> Inflate<R> {
     fn new(inner: R, len: u64, path: &Path) -> Inflate<R> {
         Inflate {
             inner: MultiGzDecoder::new(inner),
-            left: max_inflated(len),
+            left: Some(max_inflated(len)),
             path: path.to_path_buf(),
         }
     }
@@ -276,20 +247,25 @@ impl<R: io::Read> Inflate<R> {
 
 impl<R: io::Read> io::Read for Inflate<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.left == 0 {
-            let mut probe = [0u8; 1];
-            if self.inner.read(&mut probe)? > 0 {
-                crate::log_line(&format!(
-                    "warning: {}: inflates to more than {MAX_INFLATE_RATIO} times its size; the rest of it is left out",
-                    self.path.display()
-                ));
+        match self.left {
+            None => Ok(0),
+            Some(0) => {
+                self.left = None;
+                if self.inner.read(&mut [0u8; 1])? > 0 {
+                    crate::log_line(&format!(
+                        "warning: {}: inflates to more than {MAX_INFLATE_RATIO} times its size; the rest of it is left out",
+                        self.path.display()
+                    ));
+                }
+                Ok(0)
             }
-            return Ok(0);
+            Some(left) => {
+                let room = buf.len().min(left.min(usize::MAX as u64) as usize);
+                let n = self.inner.read(&mut buf[..room])?;
+                self.left = Some(left - n as u64);
+                Ok(n)
+            }
         }
-        let room = buf.len().min(self.left.min(usize::MAX as u64) as usize);
-        let n = self.inner.read(&mut buf[..room])?;
-        self.left -= n as u64;
-        Ok(n)
     }
 }
 

@@ -15,8 +15,8 @@ use std::net::IpAddr;
 use crossbeam_channel::Sender;
 
 use super::cache::{self, CacheDirs};
-use super::scan::{self, Part, TimeOrder, Window};
-use super::summary::{Accumulator, DAY_MS, SegmentBounds, Unmergeable, VmSummary};
+use super::scan::{self, Part, Window};
+use super::summary::{Accumulator, DAY_MS, SegmentBounds, TimeOrder, Unmergeable, VmSummary};
 
 /// The shortest row a file can hold: each of the header's fields at least
 /// one byte, with its comma or newline.
@@ -116,10 +116,7 @@ impl<'a> Builder<'a> {
         for _ in 0..std::mem::take(&mut self.pending_bad) {
             self.acc.add_bad_row();
         }
-        if self.order.steps_back(row.recv_ms) {
-            self.acc.add_recv_backwards();
-        }
-        self.acc.add(&row);
+        self.acc.add_after(&row, &mut self.order);
         let seg = self.open.as_mut().expect("a day was opened above");
         seg.min_ms = seg.min_ms.min(row.recv_ms);
         seg.max_ms = seg.max_ms.max(row.recv_ms);
@@ -268,10 +265,7 @@ fn read_cut(
     let mut order = TimeOrder::default();
     scan::each_line(reader, start, seg.end_byte, |row, _, _| match row {
         Some(row) if row.recv_ms / DAY_MS == seg.day && window.contains(row.recv_ms) => {
-            if order.steps_back(row.recv_ms) {
-                acc.add_recv_backwards();
-            }
-            acc.add(&row)
+            acc.add_after(&row, &mut order)
         }
         Some(_) => {}
         None => acc.add_bad_row(),

@@ -442,6 +442,36 @@ fn most_frequent<K: Copy + Ord>(map: &HashMap<K, u64>) -> Option<K> {
     map.iter().max_by_key(|(k, n)| (**n, **k)).map(|(k, _)| *k)
 }
 
+/// Follows the receive times of a file's rows in file order: the
+/// aggregator writes them in the order it received them, so a row earlier
+/// than the one before it means its clock stepped back (a boot before NTP)
+/// or the file was edited; such rows are counted and shown.
+#[derive(Debug, Default)]
+pub struct TimeOrder {
+    last_ms: Option<u64>,
+}
+
+impl TimeOrder {
+    /// Following a row received at `last_ms` (a cached day's last).
+    pub fn after(last_ms: Option<u64>) -> TimeOrder {
+        TimeOrder { last_ms }
+    }
+
+    /// Takes the next row's receive time: true when it is earlier than
+    /// the row before it.
+    fn steps_back(&mut self, recv_ms: u64) -> bool {
+        let back = self.last_ms.is_some_and(|last| recv_ms < last);
+        self.last_ms = Some(recv_ms);
+        back
+    }
+
+    /// Takes the receive time of a row that is not added (outside the
+    /// window), so the next one is compared with it.
+    pub fn follow(&mut self, recv_ms: u64) {
+        self.last_ms = Some(recv_ms);
+    }
+}
+
 /// Folds a VM's rows into its summary, file by file: its live file and
 /// rotated parts, from one data dir or several (two aggregators fed by the
 /// same agents, or shards). Within a file rows are in receive order, so a
@@ -618,9 +648,13 @@ impl Accumulator {
         self.bad_rows
     }
 
-    /// A row received earlier than the one before it in its file.
-    pub fn add_recv_backwards(&mut self) {
-        self.recv_backwards = self.recv_backwards.saturating_add(1);
+    /// Adds `row`, the next in its file after the rows `order` followed,
+    /// counting it when it was received earlier than the row before it.
+    pub fn add_after(&mut self, row: &Row, order: &mut TimeOrder) {
+        if order.steps_back(row.recv_ms) {
+            self.recv_backwards = self.recv_backwards.saturating_add(1);
+        }
+        self.add(row);
     }
 
     /// `None` when no row was added.
@@ -746,9 +780,11 @@ pub struct SegmentBounds {
     pub max_lines: u64,
 }
 
-/// `n` if it is within the rows a segment can hold.
-fn within(n: u64, max_rows: u64) -> Result<u64, Corrupt> {
-    if n <= max_rows { Ok(n) } else { Err(Corrupt) }
+/// A count decoded from a segment, refused past `max` (what the
+/// segment's bytes can hold).
+fn get_count(r: &mut Reader, max: u64) -> Result<u64, Corrupt> {
+    r.get()
+        .and_then(|n| if n <= max { Ok(n) } else { Err(Corrupt) })
 }
 
 /// Encodes the fields of a row the summary keeps.
@@ -951,7 +987,7 @@ impl Accumulator {
         self.disk.absorb(r, max_rows)?;
         for _ in 0..r.get_len()? {
             let id: u32 = r.get_as()?;
-            let (max, rows) = (r.get()?, within(r.get()?, max_rows)?);
+            let (max, rows) = (r.get()?, get_count(r, max_rows)?);
             let in_file = self.file_boots.entry(id).or_default();
             let global = self.boots.entry(id).or_default();
             let mut lowest = None;
@@ -978,19 +1014,17 @@ impl Accumulator {
             global.rows = global.rows.saturating_add(rows);
             self.capped |= self.ranges > MAX_RANGES || self.file_ranges > MAX_RANGES;
         }
-        self.duplicates = self.duplicates.saturating_add(within(r.get()?, max_rows)?);
-        self.out_of_order = self
-            .out_of_order
-            .saturating_add(within(r.get()?, max_rows)?);
+        self.duplicates = self.duplicates.saturating_add(get_count(r, max_rows)?);
+        self.out_of_order = self.out_of_order.saturating_add(get_count(r, max_rows)?);
         for n in &mut self.gcp_low {
-            *n = n.saturating_add(within(r.get()?, max_rows)?);
+            *n = n.saturating_add(get_count(r, max_rows)?);
         }
         for _ in 0..r.get_len()? {
-            let (interval, n) = (r.get_as()?, within(r.get()?, max_rows)?);
+            let (interval, n) = (r.get_as()?, get_count(r, max_rows)?);
             self.capped |= !count_value(&mut self.intervals, interval, n);
         }
         for _ in 0..r.get_len()? {
-            let (size, n) = (get_size(r)?, within(r.get()?, max_rows)?);
+            let (size, n) = (get_size(r)?, get_count(r, max_rows)?);
             self.capped |= !count_value(&mut self.sizes, size, n);
         }
         if r.get_opt_flag()? {
@@ -1004,9 +1038,7 @@ impl Accumulator {
         if r.get_opt_flag()? {
             self.size = Some(get_size(r)?);
         }
-        self.size_changes = self
-            .size_changes
-            .saturating_add(within(r.get()?, max_rows)?);
+        self.size_changes = self.size_changes.saturating_add(get_count(r, max_rows)?);
         if let Some(ms) = r.get_opt()? {
             self.last_size_change_ms = Some(ms);
         }
@@ -1021,10 +1053,8 @@ impl Accumulator {
         }
         self.bad_rows = self
             .bad_rows
-            .saturating_add(within(r.get()?, bounds.max_lines)?);
-        self.recv_backwards = self
-            .recv_backwards
-            .saturating_add(within(r.get()?, max_rows)?);
+            .saturating_add(get_count(r, bounds.max_lines)?);
+        self.recv_backwards = self.recv_backwards.saturating_add(get_count(r, max_rows)?);
         if r.get_opt_flag()? {
             let day = r.get()?;
             if day != bounds.day {
