@@ -2,6 +2,12 @@
 //! datagram, the send and the printed line all reuse their buffers. A
 //! counting global allocator sees every allocation of this process (this
 //! file holds one test, so nothing else runs beside it).
+//!
+//! A device that appears on the machine mid-run (a container's veth, a
+//! loop disk) is learned once, with a few allocations; other processes on
+//! a CI host do that, so the claim is checked over three rounds and one
+//! quiet round must allocate nothing. A per-sample allocation shows in
+//! every round.
 
 mod common;
 
@@ -37,10 +43,16 @@ fn sampling_sending_and_printing_allocate_nothing_after_the_first() {
     for n in 0..3 {
         step(n);
     }
-    let before = allocations();
-    for n in 3..503 {
-        step(n);
+    let mut rounds = Vec::new();
+    for round in 0..3u64 {
+        let before = allocations();
+        for n in 0..500 {
+            step(3 + round * 500 + n);
+        }
+        rounds.push(allocations() - before);
+        if rounds.last() == Some(&0) {
+            return;
+        }
     }
-    let during = allocations() - before;
-    assert_eq!(during, 0, "{during} allocations in 500 samples");
+    panic!("allocations in three rounds of 500 samples: {rounds:?}");
 }
