@@ -39,6 +39,10 @@ pub enum AggregatorError {
     Config(#[from] ConfigError),
     #[error("cannot listen on {addr} (--listen): {error}")]
     Bind { addr: SocketAddr, error: io::Error },
+    #[error(
+        "another process already listens on {addr} (--listen): {others} socket(s) not ours share the port through SO_REUSEPORT and would take part of the fleet; stop it or pick another port"
+    )]
+    PortShared { addr: SocketAddr, others: usize },
     #[error("data dir {path} (--data-dir) cannot be used: {error}")]
     DataDir { path: PathBuf, error: io::Error },
     #[error("cannot serve metrics on {addr} (--metrics-listen): {error}")]
@@ -269,6 +273,19 @@ pub fn start(cfg: &AggregatorConfig) -> Result<Started, AggregatorError> {
             }
         })?;
         sockets.push(next.socket);
+    }
+    // SO_REUSEPORT lets any process of the same user join the group and
+    // take a share of the VMs unseen; a socket on our address that is not
+    // ours means a second collector.
+    if shared {
+        let ours: Vec<&mio::net::UdpSocket> = sockets.iter().collect();
+        let others = sys::foreign_port_sharers(&ours).map_err(AggregatorError::Start)?;
+        if others > 0 {
+            return Err(AggregatorError::PortShared {
+                addr: bound.local,
+                others,
+            });
+        }
     }
     crate::log_line(&listening_line(
         cfg,

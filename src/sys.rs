@@ -1,7 +1,8 @@
 //! Platform syscalls behind one `cfg`: batched receive (`recvmmsg`), batched
 //! send with a per-datagram source address (`sendmmsg` + `IP_PKTINFO`), the
 //! forced receive buffer, `syncfs`, the open-file limit, a background
-//! thread's priority, and `openat`/`unlinkat` for the summary cache.
+//! thread's priority, `openat`/`unlinkat` for the summary cache, and who
+//! else holds a UDP port.
 //!
 //! Linux gets the batched calls, which is where the collector's speed comes
 //! from (one syscall per up to [`BATCH`] datagrams). Every other platform gets
@@ -228,6 +229,64 @@ pub fn clock_ticks_per_second() -> u64 {
 #[cfg(not(unix))]
 pub fn clock_ticks_per_second() -> u64 {
     100
+}
+
+/// How many UDP sockets of other owners are bound to the same address and
+/// port as `ours` (sockets of one `SO_REUSEPORT` group, which the kernel
+/// splits traffic between). Linux reads `/proc/net/udp` and `udp6`; other
+/// platforms answer 0.
+#[cfg(target_os = "linux")]
+pub fn foreign_port_sharers(ours: &[&mio::net::UdpSocket]) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let mut inodes = Vec::with_capacity(ours.len());
+    for socket in ours {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: the descriptor is open for the borrow's length and fstat
+        // writes a whole `stat` into the buffer it is given.
+        if unsafe { libc::fstat(socket.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fstat returned 0, so it filled the struct.
+        inodes.push(unsafe { st.assume_init() }.st_ino as u64);
+    }
+    let mut foreign = 0;
+    for table in ["/proc/net/udp", "/proc/net/udp6"] {
+        match std::fs::read_to_string(table) {
+            Ok(text) => foreign += foreign_in_table(&text, &inodes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(foreign)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn foreign_port_sharers(_ours: &[&mio::net::UdpSocket]) -> std::io::Result<usize> {
+    Ok(0)
+}
+
+/// In one `/proc/net/udp` table: the sockets not in `ours` whose local
+/// address (hex address and port, as the table writes it) is one of ours.
+#[cfg(any(test, target_os = "linux"))]
+fn foreign_in_table(text: &str, ours: &[u64]) -> usize {
+    // Columns: sl local_address rem_address st tx:rx tr:tm retrnsmt uid
+    // timeout inode ...
+    let rows: Vec<(&str, u64)> = text
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            Some((*cols.get(1)?, cols.get(9)?.parse().ok()?))
+        })
+        .collect();
+    let addresses: Vec<&str> = rows
+        .iter()
+        .filter(|(_, inode)| ours.contains(inode))
+        .map(|(addr, _)| *addr)
+        .collect();
+    rows.iter()
+        .filter(|(addr, inode)| !ours.contains(inode) && addresses.contains(addr))
+        .count()
 }
 
 #[cfg(target_os = "linux")]
@@ -631,5 +690,21 @@ mod tests {
         let (_, payload, truncated) = batch.get(0);
         assert_eq!(payload.len(), RECV_BUF_LEN);
         assert!(truncated);
+    }
+
+    #[test]
+    fn sockets_of_others_on_our_address_and_port_are_counted() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  1: 0100007F:270F 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 101 2 0 0
+  2: 0100007F:270F 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 102 2 0 0
+  3: 0100007F:270F 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 201 2 0 0
+  4: 0200007F:270F 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 301 2 0 0
+  5: 0100007F:2710 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 401 2 0 0
+";
+        // 201 shares 127.0.0.1:9999 with us; 301 (another address) and 401
+        // (another port) take none of our traffic.
+        assert_eq!(foreign_in_table(table, &[101, 102]), 1);
+        assert_eq!(foreign_in_table(table, &[101, 102, 201]), 0);
+        assert_eq!(foreign_in_table(table, &[999]), 0);
     }
 }

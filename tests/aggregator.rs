@@ -117,6 +117,28 @@ fn two_receivers_share_the_port_and_keep_one_file_per_vm() {
 }
 
 #[test]
+fn a_second_collector_with_several_receivers_is_refused_the_port() {
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = Aggregator::start(one.path(), &["--receivers", "2"]);
+    let listen = first.addr.to_string();
+    let mut cmd = std::process::Command::new(AGGREGATOR);
+    cmd.args(["--listen", &listen, "--receivers", "2", "--data-dir"])
+        .arg(two.path());
+    let out = run_with_limit(cmd, Duration::from_secs(10));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the second one started: {stderr}");
+    assert!(
+        stderr.contains(&format!("another process already listens on {listen}")),
+        "{stderr}"
+    );
+    // The first one keeps the whole fleet.
+    let sock = vm_socket("127.43.1.1");
+    send(&sock, first.addr, &stat(0));
+    let done = first.stop();
+    assert_eq!(done.counter("accepted"), 1, "{}", done.stderr);
+}
+
+#[test]
 fn sigterm_while_datagrams_flow_keeps_every_accepted_row() {
     let dir = tempfile::tempdir().unwrap();
     let agg = Aggregator::start(dir.path(), &["--flush-interval", "5s"]);
