@@ -247,7 +247,7 @@ pub fn foreign_port_sharers(ours: &[&mio::net::UdpSocket]) -> std::io::Result<us
             return Err(std::io::Error::last_os_error());
         }
         // SAFETY: fstat returned 0, so it filled the struct.
-        inodes.push(unsafe { st.assume_init() }.st_ino as u64);
+        inodes.push(unsafe { st.assume_init() }.st_ino);
     }
     let mut foreign = 0;
     for table in ["/proc/net/udp", "/proc/net/udp6"] {
