@@ -617,7 +617,9 @@ pub struct AgentConfig {
     /// Reporting interval (500ms, 10s, 1m; the datagram says whole seconds).
     #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DUR")]
     pub interval: Duration,
-    /// Start at once instead of after a random part of one interval.
+    /// Take the first reading at once instead of after a random part of
+    /// one interval (the first datagram still comes one interval later:
+    /// it is the difference of two readings).
     #[arg(long)]
     pub no_jitter: bool,
     /// Where procfs is mounted (a container may see the host's elsewhere).

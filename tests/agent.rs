@@ -213,3 +213,124 @@ fn unreachable_servers_never_stop_it_and_two_servers_both_get_everything() {
     assert!(sa.len() >= 8, "{sa:?}");
     assert_eq!(sa, sb);
 }
+
+/// A copy of the `vm` fixture's first reading (`proc`, `sys`) that `change`
+/// may make hostile.
+fn hostile_tree(change: impl FnOnce(&std::path::Path, &std::path::Path)) -> tempfile::TempDir {
+    let (proc, sys) = agent_fixture("vm", 0);
+    let dir = tempfile::tempdir().unwrap();
+    for (from, to) in [(proc, "proc"), (sys, "sys")] {
+        let ok = Command::new("cp")
+            .arg("-r")
+            .arg(&from)
+            .arg(dir.path().join(to))
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "cp -r {}", from.display());
+    }
+    change(&dir.path().join("proc"), &dir.path().join("sys"));
+    dir
+}
+
+/// The agent printing three readings of `tree` with at most 256
+/// descriptors: (exit status, stdout, stderr).
+fn print_tree(tree: &std::path::Path) -> (bool, String, String) {
+    let script = format!(
+        "ulimit -n 256 && exec {VMAGENT} --print --interval 100ms --no-jitter --duration 250ms --proc-root {0}/proc --sys-root {0}/sys",
+        tree.display()
+    );
+    let out = run_with_limit(
+        {
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", &script]);
+            cmd
+        },
+        Duration::from_secs(30),
+    );
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_hostile_machine_tree_gives_bounded_readings_or_a_named_error() {
+    // 2,000 real NICs under a 256-descriptor limit: the agent keeps 64
+    // ifindex files open and reads the rest afresh.
+    let nics = hostile_tree(|proc, sys| {
+        let mut dev = std::fs::read_to_string(proc.join("net/dev")).unwrap();
+        for i in 0..2000 {
+            dev.push_str(&format!(" nic{i}: 100 1 0 0 0 0 0 0 100 1 0 0 0 0 0 0\n"));
+            let d = sys.join(format!("class/net/nic{i}"));
+            std::fs::create_dir_all(d.join("device")).unwrap();
+            std::fs::write(d.join("ifindex"), format!("{}\n", 100 + i)).unwrap();
+        }
+        std::fs::write(proc.join("net/dev"), dev).unwrap();
+    });
+    let (ok, stdout, stderr) = print_tree(nics.path());
+    assert!(ok, "{stderr}");
+    assert!(stdout.lines().count() >= 2, "{stdout}");
+    // MemTotal of 2^55 kB does not wrap to a 1 MiB machine.
+    let huge = hostile_tree(|proc, _| {
+        let text = std::fs::read_to_string(proc.join("meminfo")).unwrap();
+        let text = text.replace(
+            "MemTotal:       2048000 kB",
+            "MemTotal: 36028797018963968 kB",
+        );
+        std::fs::write(proc.join("meminfo"), text).unwrap();
+    });
+    let (ok, stdout, stderr) = print_tree(huge.path());
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains(" mem_mib=4294967295 "), "{stdout}");
+    // A stat that never ends is refused by name, not read until memory
+    // runs out.
+    let endless = hostile_tree(|proc, _| {
+        std::fs::remove_file(proc.join("stat")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", proc.join("stat")).unwrap();
+    });
+    let (ok, _, stderr) = print_tree(endless.path());
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!(
+            "cannot read {}/proc/stat",
+            endless.path().display()
+        )) && stderr.contains("longer than 16 MiB"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_bounded_run_that_reached_no_server_fails_after_saying_what_it_tried() {
+    let mut cmd = agent(&[
+        "--server",
+        "collector.example.invalid:9999",
+        "--interval",
+        "100ms",
+        "--no-jitter",
+        "--duration",
+        "350ms",
+    ]);
+    cmd.stdin(Stdio::null());
+    let out = run_with_limit(cmd, Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        lines[0].starts_with("udp-vmagent: boot_id ")
+            && lines[0].contains(" to collector.example.invalid:9999, "),
+        "the start line comes first: {stderr}"
+    );
+    assert!(
+        lines[1].contains("warning: cannot send to collector.example.invalid:9999"),
+        "{stderr}"
+    );
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .starts_with("udp-vmagent: error: no datagram reached any --server: "),
+        "{stderr}"
+    );
+}

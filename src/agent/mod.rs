@@ -34,21 +34,44 @@ pub enum AgentError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Sample(#[from] SampleError),
+    #[error(
+        "no datagram reached any --server: {samples} sample(s), {send_errors} send error(s); check the address and that the aggregator listens"
+    )]
+    NothingDelivered { samples: u64, send_errors: u64 },
 }
 
 /// What a finished agent did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AgentReport {
     pub samples: u64,
+    /// Samples that at least one server's socket took.
+    pub delivered: u64,
     pub send_errors: u64,
     pub sample_errors: u64,
+    /// Whether any `--server` was given (`--print` alone sends nothing).
+    pub has_servers: bool,
 }
 
-/// `udp-vmagent: samples=… send_errors=… sample_errors=…`.
+impl AgentReport {
+    /// A run that sampled and had servers but got no datagram to any of
+    /// them failed, whatever it printed: the operator's check ("it
+    /// arrives") must not pass on a typo in `--server`.
+    pub fn outcome(&self) -> Result<(), AgentError> {
+        if self.has_servers && self.samples > 0 && self.delivered == 0 {
+            return Err(AgentError::NothingDelivered {
+                samples: self.samples,
+                send_errors: self.send_errors,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `udp-vmagent: samples=… delivered=… send_errors=… sample_errors=…`.
 pub fn summary_line(r: &AgentReport) -> String {
     format!(
-        "udp-vmagent: samples={} send_errors={} sample_errors={}",
-        r.samples, r.send_errors, r.sample_errors
+        "udp-vmagent: samples={} delivered={} send_errors={} sample_errors={}",
+        r.samples, r.delivered, r.send_errors, r.sample_errors
     )
 }
 
@@ -70,20 +93,29 @@ pub fn run(cfg: &AgentConfig, stop: &Stop) -> Result<AgentReport, AgentError> {
     });
     // The first reading checks every path before the agent settles in.
     sampler.sample(monotonic_ms())?;
-    let mut servers = Servers::new(&cfg.servers);
     let jitter = if cfg.no_jitter {
         Duration::ZERO
     } else {
         cfg.interval.mul_f64(rand::random::<f64>())
     };
     let boot_id: u32 = rand::random();
-    let mut report = AgentReport::default();
+    let mut report = AgentReport {
+        has_servers: !cfg.servers.is_empty(),
+        ..AgentReport::default()
+    };
+    let mut to: Vec<&str> = cfg.servers.iter().map(String::as_str).collect();
+    if cfg.print {
+        to.push("stdout");
+    }
+    // Before the servers are resolved, so a warning about one follows the
+    // line that says what the agent is doing.
     crate::log_line(&format!(
         "udp-vmagent: boot_id {boot_id}, every {:?} to {}, first in {:.1}s",
         cfg.interval,
-        servers.names().collect::<Vec<_>>().join(", "),
+        to.join(", "),
         (jitter + cfg.interval).as_secs_f64(),
     ));
+    let mut servers = Servers::new(&cfg.servers);
     let mut stopped = wait(stop, started + jitter, deadline);
     if !stopped {
         // The baseline is taken after the jitter, one interval before the
@@ -102,7 +134,9 @@ pub fn run(cfg: &AgentConfig, stop: &Stop) -> Result<AgentReport, AgentError> {
                 let stat = stat_of(&sample, boot_id, seq, interval_s, stopped);
                 seq += 1;
                 report.samples += 1;
-                servers.send(&wire::encode(&stat));
+                if servers.send(&wire::encode(&stat)) > 0 {
+                    report.delivered += 1;
+                }
                 if cfg.print {
                     line.clear();
                     print_line(&mut line, &stat);

@@ -83,16 +83,40 @@ const SECTOR: u64 = 512;
 /// Room the read buffer starts with: `/proc/stat` of a 64-CPU machine.
 const BUF_START: usize = 32 << 10;
 
+/// The longest kernel file read: far above `/proc/stat` of a machine with
+/// thousands of CPUs or `/proc/net/dev` with thousands of interfaces, and
+/// a bound for a file that never ends (one linked to `/dev/zero`).
+const MAX_FILE: usize = 16 << 20;
+
+/// The most `ifindex` files kept open. Past it (a host with thousands of
+/// interfaces) an interface's file is opened for each reading and closed
+/// again, so the agent's descriptors stay few whatever the host holds.
+const MAX_OPEN_ID_FILES: usize = 64;
+
 /// A kernel file kept open and read again from its start each time.
 #[derive(Debug)]
 struct KernelFile {
     path: PathBuf,
     file: Option<File>,
+    /// Kept open between readings (false: opened and closed each time).
+    keep: bool,
 }
 
 impl KernelFile {
     fn new(path: PathBuf) -> KernelFile {
-        KernelFile { path, file: None }
+        KernelFile {
+            path,
+            file: None,
+            keep: true,
+        }
+    }
+
+    /// A file opened for each reading and closed after it.
+    fn transient(path: PathBuf) -> KernelFile {
+        KernelFile {
+            keep: false,
+            ..KernelFile::new(path)
+        }
     }
 
     /// The file's current text, in `buf`. A failed read of the open file
@@ -126,25 +150,33 @@ impl KernelFile {
             Some(f) => f,
             None => self.file.insert(File::open(&self.path).ok()?),
         };
-        match file.read_at(&mut small, 0) {
-            Ok(n) => std::str::from_utf8(&small[..n]).ok()?.trim().parse().ok(),
-            Err(_) => {
-                self.file = None;
-                None
-            }
+        let read = file.read_at(&mut small, 0);
+        if read.is_err() || !self.keep {
+            self.file = None;
         }
+        std::str::from_utf8(&small[..read.ok()?])
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 }
 
 /// Reads `file` from offset 0 into `buf` (whose whole length is room; it
 /// grows only when the file outgrows it) and returns the bytes read. A
 /// short read is the end: procfs, sysfs and local files all fill what they
-/// are given until then.
+/// are given until then. A file longer than [`MAX_FILE`] is an error.
 fn read_from_start(file: &File, buf: &mut Vec<u8>) -> io::Result<usize> {
     let mut len = 0;
     loop {
         if buf.len() - len < 1024 {
-            buf.resize((buf.len() * 2).max(BUF_START), 0);
+            if buf.len() >= MAX_FILE {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("longer than {} MiB", MAX_FILE >> 20),
+                ));
+            }
+            buf.resize((buf.len() * 2).clamp(BUF_START, MAX_FILE), 0);
         }
         let room = buf.len() - len;
         let n = file.read_at(&mut buf[len..], len as u64)?;
@@ -448,7 +480,11 @@ impl Sampler {
                 path: self.meminfo.path.clone(),
                 what: "no MemTotal",
             })?;
-        let (mut total, mut used) = (total_kib * 1024, (total_kib - available_kib) * 1024);
+        // Checked: a malformed or hostile meminfo must not wrap to 1 MiB.
+        let (mut total, mut used) = (
+            total_kib.saturating_mul(1024),
+            total_kib.saturating_sub(available_kib).saturating_mul(1024),
+        );
         if let (Some(limits), View::Container(cg)) = (limits, &mut self.view) {
             let current = cg
                 .memory_current
@@ -487,6 +523,11 @@ impl Sampler {
         } = self;
         let text = net_dev.read_required(buf)?;
         let (mut rx, mut tx) = (0u64, 0u64);
+        let mut open_ids = nets
+            .0
+            .iter()
+            .filter(|d| d.id_file.as_ref().is_some_and(|f| f.keep))
+            .count();
         nets.begin();
         procfs::for_each_interface(text, |name, rx_now, tx_now| {
             let id_now = |d: &mut Device| match &mut d.id_file {
@@ -500,7 +541,13 @@ impl Sampler {
                 } else {
                     dir.join("device").exists()
                 };
-                let mut id_file = KernelFile::new(dir.join("ifindex"));
+                let path = dir.join("ifindex");
+                let mut id_file = if counted && open_ids < MAX_OPEN_ID_FILES {
+                    open_ids += 1;
+                    KernelFile::new(path)
+                } else {
+                    KernelFile::transient(path)
+                };
                 let id = id_file.read_number()?;
                 Some(Identity {
                     id,

@@ -102,10 +102,6 @@ impl Servers {
         self.errors
     }
 
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.servers.iter().map(|s| s.name.as_str())
-    }
-
     fn failed(&mut self, name: &str, e: &io::Error) {
         self.errors += 1;
         self.unlogged += 1;

@@ -36,7 +36,7 @@ fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         .context("cannot start the signal thread")?;
     let report = vmstats::agent::run(&cfg, &stop)?;
     eprintln!("{}", vmstats::agent::summary_line(&report));
-    Ok(())
+    Ok(report.outcome()?)
 }
 
 fn main() -> ExitCode {
