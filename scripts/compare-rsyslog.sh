@@ -30,7 +30,7 @@ if ! command -v rsyslogd >/dev/null; then
     rm -f /usr/sbin/policy-rc.d
 fi
 build_release
-trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
+trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; remove_work' EXIT
 
 sender_ceiling
 {

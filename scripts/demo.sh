@@ -23,6 +23,9 @@ agg_pid= agent_pid=
 cleanup() {
     [ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null
     [ -n "$agg_pid" ] && kill "$agg_pid" 2>/dev/null
+    wait 2>/dev/null
+    # The logs and (without DATA_DIR) the data are scratch; KEEP=1 keeps them.
+    [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"
     true
 }
 trap cleanup EXIT

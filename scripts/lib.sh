@@ -8,7 +8,16 @@ TCK=$(getconf CLK_TCK)
 TRIAL=${TRIAL:-4} # seconds of load per trial
 STEPS=${STEPS:-5} # bisection steps per search
 GSO=${GSO:-64}    # datagrams of one VM per send: a cheap sender
-WORK=${WORK:-$(mktemp -d -t vmstats-load.XXXXXX)}
+# Scratch dir for logs and data. One made here is removed at exit by
+# remove_work (KEEP=1 keeps it); a WORK you give is yours and stays.
+if [ -z "${WORK:-}" ]; then
+    WORK=$(mktemp -d -t vmstats-load.XXXXXX)
+    WORK_MADE=1
+fi
+remove_work() {
+    if [ -n "${WORK_MADE:-}" ] && [ "${KEEP:-0}" != 1 ]; then rm -rf "$WORK"; fi
+    true
+}
 # Extra udp-aggregator flags for the aggregator trials, e.g.
 # AGG_FLAGS="--max-flush-delay 5s".
 read -r -a AGG_EXTRA <<<"${AGG_FLAGS:-}"

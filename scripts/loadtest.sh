@@ -25,7 +25,7 @@ RUNS=${RUNS:-3}
 OUT=${OUT:-$ROOT/benches/runs/$(date -u +%F)}
 mkdir -p "$OUT"
 build_release
-trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
+trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; remove_work' EXIT
 
 sender_ceiling
 {

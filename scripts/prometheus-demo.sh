@@ -19,6 +19,8 @@ PROM_PORT=${PROM_PORT:-19090}
 
 if ! command -v prometheus >/dev/null; then
     echo "== installing prometheus (Debian package)"
+    # A fresh machine's package lists may be empty or stale.
+    apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
 fi
 build_release
@@ -28,7 +30,7 @@ cleanup() {
     [ -n "$PROM_PID" ] && kill "$PROM_PID" 2>/dev/null
     [ -n "${AGG_PID:-}" ] && kill "$AGG_PID" 2>/dev/null
     wait 2>/dev/null || true
-    [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"
+    remove_work
 }
 trap cleanup EXIT
 

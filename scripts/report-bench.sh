@@ -19,7 +19,7 @@ VMS=${VMS:-10000}
 ROWS=${ROWS:-1440}
 DATA=$WORK/data
 build_release
-cleanup() { [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"; }
+cleanup() { remove_work; }
 trap cleanup EXIT
 
 interval=$((14 * 86400 / ROWS))

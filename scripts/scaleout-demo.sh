@@ -40,7 +40,7 @@ cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     for n in "${NS[@]}"; do ip netns del "$n" 2>/dev/null || true; done
-    [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"
+    remove_work
 }
 trap cleanup EXIT
 for n in "${NS[@]}"; do ip netns del "$n" 2>/dev/null || true; done

@@ -21,7 +21,9 @@ DATA=$WORK/data
 build_release
 cleanup() {
     kill $(jobs -p) 2>/dev/null || true
+    wait 2>/dev/null
     [ "${KEEP:-0}" = 1 ] || rm -rf "$DATA"
+    remove_work
 }
 trap cleanup EXIT
 
