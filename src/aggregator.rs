@@ -134,6 +134,13 @@ fn prepare_data_dir(path: &Path) -> Result<(), AggregatorError> {
         path: path.to_path_buf(),
         error,
     };
+    // A file in the way would otherwise read "File exists".
+    if path.exists() && !path.is_dir() {
+        return Err(err(io::Error::new(
+            io::ErrorKind::NotADirectory,
+            "it exists and is not a directory",
+        )));
+    }
     DirBuilder::new()
         .recursive(true)
         .mode(DATA_DIR_MODE)

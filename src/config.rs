@@ -42,6 +42,20 @@ pub fn defaults<T: clap::Args + clap::FromArgMatches>() -> T {
 /// Where the per-VM files go unless `--data-dir` says otherwise.
 pub const DEFAULT_DATA_DIR: &str = "vmstats-data";
 
+/// `--server` of the simulator: an IPv4 address and port, or a name whose
+/// first IPv4 address is taken (the simulated VMs send from 127/8).
+pub fn parse_ipv4_server(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    use std::net::ToSocketAddrs;
+    let need = || format!("`{text}` is not IPV4:PORT nor HOST:PORT with an IPv4 address");
+    let addrs = text
+        .to_socket_addrs()
+        .map_err(|e| format!("{} ({e})", need()))?;
+    addrs.into_iter().find(SocketAddr::is_ipv4).ok_or_else(need)
+}
+
 /// Parses `500ms`, `1s`, `2m`, `1h`, `14d` (a bare number is seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -519,8 +533,9 @@ pub struct SimConfig {
     /// Each VM reports once per interval (500ms, 1s, 2m...).
     #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DUR")]
     pub interval: Duration,
-    /// The aggregator's address.
-    #[arg(long, default_value = "127.0.0.1:9999")]
+    /// The aggregator's address (IPv4:PORT, or a name that resolves to an
+    /// IPv4 address).
+    #[arg(long, default_value = "127.0.0.1:9999", value_parser = parse_ipv4_server, value_name = "HOST:PORT")]
     pub server: SocketAddr,
     /// Stop after this long, then every VM sends a last datagram with the
     /// final flag (default: until Ctrl-C).

@@ -40,6 +40,10 @@ thread_local! {
     static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// What `--version` prints: the crate's version and the build it came
+/// from (see `build.rs`), so a bug report names the exact binary.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("VMSTATS_BUILD"), ")");
+
 /// Runs `f` with [`log_line`] silenced on this thread when `quiet` (a
 /// background pass over the data dir every 30 s would otherwise repeat the
 /// same warnings, which the exit report names anyway). Threads it spawns

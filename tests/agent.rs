@@ -125,10 +125,11 @@ fn print_mode_reads_a_fixture_tree_and_ends_with_the_final_flag() {
     .output()
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        stderr.starts_with("udp-vmagent: boot_id ") && stderr.contains(" every 100ms to stdout, "),
+        "the start line says where samples go: {stderr}"
     );
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(lines.len() >= 3, "{stdout}");

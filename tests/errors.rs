@@ -74,3 +74,84 @@ fn report_of_a_missing_dir_names_it() {
         String::from_utf8_lossy(&out.stderr).contains("cannot read data dir /nonexistent/vmstats")
     );
 }
+
+#[test]
+fn a_data_dir_that_is_a_file_or_holds_no_vm_file_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, "x").unwrap();
+    let f = file.to_str().unwrap();
+    fails_with(
+        &["--listen", "127.0.0.1:0", "--data-dir", f],
+        &format!("data dir {f} (--data-dir) cannot be used: it exists and is not a directory"),
+    );
+    fails_with(&["report", "--data-dir", f], "Not a directory");
+    // An empty dir, or one of other files: an error, and nothing created.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    std::fs::write(empty.join("notes.txt"), "x").unwrap();
+    let e = empty.to_str().unwrap();
+    fails_with(
+        &["report", "--data-dir", e],
+        &format!("no VM file (<address>.csv) in {e} (--data-dir): nothing to report"),
+    );
+    let names: Vec<_> = std::fs::read_dir(&empty)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["notes.txt"], "the report created nothing");
+}
+
+#[test]
+fn the_simulator_resolves_a_name_or_says_it_needs_one_with_an_ipv4_address() {
+    let out = Command::new(common::VMSIM)
+        .args([
+            "--server",
+            "nohost.invalid:9999",
+            "--count",
+            "1",
+            "--total",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`nohost.invalid:9999` is not IPV4:PORT nor HOST:PORT with an IPv4 address"),
+        "{err}"
+    );
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sink.local_addr().unwrap().port();
+    let out = Command::new(common::VMSIM)
+        .args(["--server", &format!("localhost:{port}"), "--count", "1"])
+        .args(["--total", "1", "--no-final"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut buf = [0u8; 128];
+    sink.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    assert!(
+        sink.recv(&mut buf).is_ok(),
+        "localhost resolved to the sink"
+    );
+}
+
+#[test]
+fn every_binary_says_which_build_it_is() {
+    for bin in [AGGREGATOR, common::VMSIM, common::VMAGENT] {
+        let out = Command::new(bin).arg("--version").output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{bin}");
+        assert!(
+            text.contains(concat!(" ", env!("CARGO_PKG_VERSION"), " (commit "))
+                && text.contains(" build, "),
+            "{bin}: {text}"
+        );
+    }
+}

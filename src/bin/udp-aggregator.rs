@@ -13,7 +13,7 @@ use vmstats::net_loop::Control;
 /// Collects VM statistics datagrams over UDP into one CSV file per VM and
 /// reports which VMs could be reclaimed.
 #[derive(Parser)]
-#[command(version, args_conflicts_with_subcommands = true)]
+#[command(version = vmstats::VERSION, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

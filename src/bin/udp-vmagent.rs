@@ -13,7 +13,7 @@ use vmstats::stop::Stop;
 /// Runs on a VM (or container, or host) and sends its real CPU, memory,
 /// network and disk figures to udp-aggregator once per interval.
 #[derive(Parser)]
-#[command(version)]
+#[command(version = vmstats::VERSION)]
 struct Cli {
     #[command(flatten)]
     agent: AgentConfig,

@@ -12,7 +12,7 @@ use vmstats::config::SimConfig;
 /// Simulates VMs that report their statistics to udp-aggregator, each from
 /// its own source address; with --rate/--total, a load generator.
 #[derive(Parser)]
-#[command(version)]
+#[command(version = vmstats::VERSION)]
 struct Cli {
     #[command(flatten)]
     sim: SimConfig,
