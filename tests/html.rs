@@ -64,7 +64,7 @@ fn rows(dom: &str) -> Vec<(String, bool)> {
 #[test]
 fn the_html_report_renders_sorts_and_filters_in_chromium() {
     let Some(browser) = chromium() else {
-        eprintln!("skipped: chromium is not installed (apt-get install chromium)");
+        skip("chromium is not installed (apt-get install chromium)");
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -87,7 +87,7 @@ fn a_scrape_counts_what_happened_and_promtool_accepts_it() {
     let mut promtool = Command::new("promtool");
     promtool.args(["check", "metrics"]);
     match run_with_stdin(promtool, text.as_bytes()) {
-        None => eprintln!("skipped: promtool not installed (apt install prometheus)"),
+        None => skip("promtool not installed (apt install prometheus)"),
         Some(out) => assert!(
             out.status.success(),
             "promtool check metrics:\n{}{}",

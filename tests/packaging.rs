@@ -27,7 +27,7 @@ fn packaging(name: &str) -> String {
 #[test]
 fn every_unit_passes_systemd_analyze_verify() {
     if !tool("systemd-analyze") {
-        eprintln!("skipped: systemd-analyze is not installed (apt-get install systemd)");
+        skip("systemd-analyze is not installed (apt-get install systemd)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -71,7 +71,7 @@ fn the_logrotate_snippet_parses_and_names_parts_as_the_report_reads_them() {
     assert!(vmstats::wire::file_part("10.0.0.1.csv-20261126").is_some());
     assert!(vmstats::wire::file_part("10.0.0.1.csv-20261126.gz").is_some());
     if !tool("logrotate") {
-        eprintln!("skipped: logrotate is not installed (apt-get install logrotate)");
+        skip("logrotate is not installed (apt-get install logrotate)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

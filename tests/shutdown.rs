@@ -23,7 +23,7 @@ fn an_immutable_vm_file_makes_the_exit_an_error_naming_it() {
     let path = dir.path().join("127.43.0.1.csv");
     std::fs::write(&path, vmstats::wire::CSV_HEADER).unwrap();
     if !chattr("+i", &path) {
-        eprintln!("skipped: chattr +i is not available here (needs root and ext4/xfs/btrfs)");
+        skip("chattr +i is not available here (needs root and ext4/xfs/btrfs)");
         return;
     }
     let agg = Aggregator::start(dir.path(), &[]);
@@ -110,7 +110,7 @@ impl Drop for SmallDisk {
 #[test]
 fn a_stop_while_the_disk_is_full_leaves_no_partial_row() {
     let Some(disk) = SmallDisk::mount("96k") else {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        skip("cannot mount a tmpfs here (needs root)");
         return;
     };
     let agg = Aggregator::start(disk.dir.path(), &["--cache-refresh", "0"]);
