@@ -1079,3 +1079,144 @@ impl Accumulator {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{Stat, TEST_VECTOR};
+    use proptest::prelude::*;
+
+    /// `n` rows of one boot, a minute apart, on day 20,000.
+    fn rows(n: u64, cpu: u16, net: u64) -> Vec<Row> {
+        (0..n)
+            .map(|i| Row {
+                recv_ms: 20_000 * DAY_MS + i * 60_000,
+                stat: Stat {
+                    seq: i,
+                    cpu_pct_x100: cpu,
+                    net_rx_bytes: net * i,
+                    ..TEST_VECTOR
+                },
+            })
+            .collect()
+    }
+
+    fn segment_of(rows: &[Row]) -> Vec<u8> {
+        let mut acc = Accumulator::default();
+        for r in rows {
+            acc.add(r);
+        }
+        let mut out = Vec::new();
+        acc.encode(&mut out);
+        out
+    }
+
+    fn bounds(rows: u64) -> SegmentBounds {
+        SegmentBounds {
+            day: 20_000,
+            max_rows: rows,
+            max_lines: rows,
+        }
+    }
+
+    /// The varints of an encoded segment.
+    fn values_of(segment: &[u8]) -> Vec<u64> {
+        let r = &mut Reader::new(segment);
+        let mut values = Vec::new();
+        while !r.is_empty() {
+            values.push(r.get().unwrap());
+        }
+        values
+    }
+
+    fn segment_from(values: &[u64]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for v in values {
+            put(&mut out, *v);
+        }
+        out
+    }
+
+    /// Absorbs `segment` into a fresh accumulator and summarizes it: a
+    /// refusal is fine, a panic is the bug.
+    fn absorb_and_finish(segment: &[u8], b: SegmentBounds) -> bool {
+        let mut acc = Accumulator::default();
+        let ok = acc.absorb(segment, b).is_ok();
+        if ok {
+            let _ = acc.finish("127.0.0.1".parse().unwrap());
+        }
+        ok
+    }
+
+    #[test]
+    fn a_segment_read_back_gives_the_rows_summary() {
+        let rows = rows(50, 4200, 1000);
+        let mut direct = Accumulator::default();
+        for r in &rows {
+            direct.add(r);
+        }
+        let mut merged = Accumulator::default();
+        merged.absorb(&segment_of(&rows), bounds(50)).unwrap();
+        let ip = "127.0.0.1".parse().unwrap();
+        assert_eq!(
+            format!("{:?}", merged.finish(ip)),
+            format!("{:?}", direct.finish(ip))
+        );
+        // More rows than the segment's bytes can hold, or another day:
+        // refused.
+        assert!(merged.absorb(&segment_of(&rows), bounds(49)).is_err());
+        let other_day = SegmentBounds {
+            day: 20_001,
+            ..bounds(50)
+        };
+        assert!(
+            Accumulator::default()
+                .absorb(&segment_of(&rows), other_day)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn rate_counts_that_overflow_are_refused_not_allocated() {
+        // The audit's pairs (1, 5), (2, 2^64 - 4): their total wraps.
+        let mut r = Rates::new();
+        let bytes = segment_from(&[2, 1, 5, 1, u64::MAX - 3]);
+        assert_eq!(r.absorb(&mut Reader::new(&bytes), u64::MAX), Err(Corrupt));
+        // Within the total but past what the bytes can hold.
+        let bytes = segment_from(&[1, 7, 1 << 40]);
+        assert_eq!(r.absorb(&mut Reader::new(&bytes), 1 << 20), Err(Corrupt));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Any value of a real segment replaced by any other (small,
+        /// huge, or at the edges of the integer) is refused or merged;
+        /// never a panic, an overflow or a huge allocation.
+        #[test]
+        fn a_segment_with_any_one_value_changed_never_panics(
+            n in 1u64..40,
+            cpu in 0u16..=10_000,
+            at in any::<prop::sample::Index>(),
+            to in prop_oneof![0u64..300, any::<u64>(), (0u64..8).prop_map(|k| u64::MAX - k)],
+        ) {
+            let mut values = values_of(&segment_of(&rows(n, cpu, 4096)));
+            let i = at.index(values.len());
+            values[i] = to;
+            absorb_and_finish(&segment_from(&values), bounds(n));
+        }
+
+        /// Random well-formed varint streams, as a crafted entry with a
+        /// recomputed checksum would hold.
+        #[test]
+        fn any_stream_of_values_never_panics(
+            values in prop::collection::vec(
+                prop_oneof![0u64..4, 0u64..300, any::<u64>(), (0u64..8).prop_map(|k| u64::MAX - k)],
+                0..80,
+            ),
+            max_rows in prop_oneof![0u64..100, any::<u64>()],
+        ) {
+            absorb_and_finish(&segment_from(&values), bounds(max_rows));
+        }
+    }
+}
