@@ -210,7 +210,39 @@ fn planted_and_broken_entries_change_nothing() {
     // `.vmstats` itself a link to elsewhere: not used, nothing written there.
     std::fs::remove_dir_all(&cache).unwrap();
     let elsewhere = tempfile::tempdir().unwrap();
+    // Someone's own `.sum` file there, which a prune must not take.
+    std::fs::write(elsewhere.path().join("1-2.sum"), "theirs").unwrap();
     std::os::unix::fs::symlink(elsewhere.path(), &cache).unwrap();
     assert_eq!(report(dir.path(), as_of), truth);
-    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+    let left: Vec<_> = std::fs::read_dir(elsewhere.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["1-2.sum"]);
+    assert_eq!(
+        std::fs::read(elsewhere.path().join("1-2.sum")).unwrap(),
+        b"theirs"
+    );
+}
+
+#[test]
+fn an_entry_hard_linked_to_a_file_elsewhere_is_never_written() {
+    let dir = tempfile::tempdir().unwrap();
+    write_history(dir.path(), 3, "1");
+    let as_of = now_ms();
+    let truth = report(dir.path(), as_of);
+    // The same filesystem (a hard link needs it), outside the data dir.
+    let victim = tempfile::NamedTempFile::new_in(dir.path().parent().unwrap()).unwrap();
+    std::fs::write(victim.path(), "a file someone else owns\n").unwrap();
+    for entry in std::fs::read_dir(dir.path().join(".vmstats")).unwrap() {
+        let entry = entry.unwrap().path();
+        std::fs::remove_file(&entry).unwrap();
+        std::fs::hard_link(victim.path(), &entry).unwrap();
+    }
+    assert_eq!(report(dir.path(), as_of), truth);
+    assert_eq!(
+        std::fs::read(victim.path()).unwrap(),
+        b"a file someone else owns\n",
+        "an entry with another link was written through"
+    );
 }

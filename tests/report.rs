@@ -226,3 +226,70 @@ fn two_aggregators_fed_the_same_datagrams_report_each_once() {
     );
     assert_eq!(d["duplicates"], 0);
 }
+
+#[test]
+fn one_row_out_of_time_order_hides_nothing_and_is_counted() {
+    // 4,000 rows 20 s apart within one UTC day, CPU 90 % then 1 %; the
+    // row just past the byte midpoint says it was received 1 ms after the
+    // epoch (a clock stepped back). A window search trusting that row
+    // skips half the file and calls the VM idle.
+    let dir = tempfile::tempdir().unwrap();
+    let start = 20_416 * 86_400_000u64;
+    let mut file = vmstats::wire::CSV_HEADER.as_bytes().to_vec();
+    for i in 0..4000u64 {
+        let stat = Stat {
+            seq: i,
+            interval_s: 20,
+            cpu_pct_x100: if i < 2000 { 9000 } else { 100 },
+            ..vmstats::wire::TEST_VECTOR
+        };
+        vmstats::wire::push_row(&mut file, start + i * 20_000, &stat);
+    }
+    // Rewritten in place to the same width.
+    let mid = file.len() / 2;
+    let at = mid + file[mid..].iter().position(|b| *b == b'\n').unwrap() + 1;
+    file[at..at + 13].copy_from_slice(b"0000000000001");
+    std::fs::write(dir.path().join("127.38.0.1.csv"), &file).unwrap();
+    let as_of = (start + 4000 * 20_000).to_string();
+    let report_of = |args: &[&str]| -> Vec<u8> {
+        let mut all: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+        all.extend(["--as-of", &as_of, "--data-dir"].map(std::ffi::OsStr::new));
+        all.push(dir.path().as_os_str());
+        report_with(&all)
+    };
+    let json_of = |window: &str| -> serde_json::Value {
+        serde_json::from_slice(&report_of(&["--report-format", "json", "--window", window]))
+            .unwrap()
+    };
+    // The last 12 hours: rows 1,840 to 3,999 but the one dated 1970, 160
+    // of them at 90 %. Once with no summary cache (a plain file stands
+    // where it would go), once through it.
+    std::fs::write(dir.path().join(".vmstats"), "").unwrap();
+    let scanned = json_of("12h");
+    std::fs::remove_file(dir.path().join(".vmstats")).unwrap();
+    let cached = json_of("12h");
+    assert_eq!(scanned, cached);
+    // The second time through the cache, the day the window cuts is
+    // searched rather than read whole.
+    assert_eq!(json_of("12h"), cached);
+    let vm = &cached["vms"][0];
+    assert_eq!(
+        vm["datagrams"]["samples"], 2158,
+        "the window's rows, all of them"
+    );
+    assert_eq!(vm["finding"], "UNDERSIZED");
+    let all = json_of("all");
+    assert_eq!(all["vms"][0]["datagrams"]["samples"], 4000);
+    // The count is of rows in the window: the 1970 row is in the whole
+    // file's, not in the last 12 hours'.
+    assert_eq!(vm["datagrams"]["recv_backwards"], 0);
+    assert_eq!(all["vms"][0]["datagrams"]["recv_backwards"], 1);
+    assert_eq!(all["summary"]["recv_backwards"], 1);
+    let table = String::from_utf8(report_of(&["--window", "all"])).unwrap();
+    assert!(
+        table.contains(
+            "; 1 rows received before the row ahead of them (the collector's clock stepped back)"
+        ),
+        "{table}"
+    );
+}

@@ -102,6 +102,8 @@ pub struct Totals {
     pub out_of_order: u64,
     pub restarts: u64,
     pub seq_jumps: u64,
+    /// Rows received earlier than the row before them in a file.
+    pub recv_backwards: u64,
     /// What the IDLE VMs hold.
     pub reclaimable_vcpus: u64,
     pub reclaimable_mem_mib: u64,
@@ -160,6 +162,7 @@ impl Report {
                 out_of_order: t.out_of_order.saturating_add(v.vm.out_of_order),
                 restarts: t.restarts.saturating_add(v.vm.restarts),
                 seq_jumps: t.seq_jumps.saturating_add(v.vm.seq_jumps),
+                recv_backwards: t.recv_backwards.saturating_add(v.vm.recv_backwards),
                 reclaimable_vcpus: t
                     .reclaimable_vcpus
                     .saturating_add(held(u64::from(v.vm.vcpus))),

@@ -32,6 +32,7 @@ struct Row {
     out_of_order: u64,
     restarts: u64,
     seq_jumps: u64,
+    recv_backwards: u64,
     last_seen_ms: u64,
     stopped: bool,
     /// Each vendor's finding with `--policy all`, else empty; last, so the
@@ -75,6 +76,7 @@ fn row(r: &VmReport) -> Row {
         out_of_order: v.out_of_order,
         restarts: v.restarts,
         seq_jumps: v.seq_jumps,
+        recv_backwards: v.recv_backwards,
         last_seen_ms: v.last_seen_ms,
         stopped: v.stopped,
         aws: by(Rule::Aws),

@@ -35,6 +35,7 @@ struct Summary {
     out_of_order: u64,
     seq_jumps: u64,
     restarts: u64,
+    recv_backwards: u64,
     estimated_monthly_savings: Option<f64>,
 }
 
@@ -210,6 +211,7 @@ pub fn render(r: &Report) -> String {
             out_of_order: t.out_of_order,
             seq_jumps: t.seq_jumps,
             restarts: t.restarts,
+            recv_backwards: t.recv_backwards,
             estimated_monthly_savings: r.priced.then_some(t.savings),
         },
         vms: r.vms.iter().map(|v| vm(v, r.rules[0])).collect(),

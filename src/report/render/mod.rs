@@ -209,13 +209,23 @@ pub fn summary_line(r: &Report) -> String {
     out
 }
 
-/// `datagrams: N lost, ...`: the sequence totals as a line.
+/// `datagrams: N lost, ...`: the sequence totals as a line, and rows whose
+/// receive time went backwards when there are any (the collector's clock
+/// stepped back: the window was then found by reading those files whole).
 pub fn seq_line(r: &Report) -> String {
     let t = r.totals();
-    format!(
+    let mut line = format!(
         "datagrams: {} lost, {} duplicated, {} out of order, {} seq jumps; {} agent restarts",
         t.lost, t.duplicates, t.out_of_order, t.seq_jumps, t.restarts
-    )
+    );
+    if t.recv_backwards > 0 {
+        let _ = write!(
+            line,
+            "; {} rows received before the row ahead of them (the collector's clock stepped back)",
+            t.recv_backwards
+        );
+    }
+    line
 }
 
 #[cfg(test)]
