@@ -254,3 +254,98 @@ fn ten_thousand_vms_under_256_open_files() {
     assert_eq!(done.counter("accepted"), 20_000, "{}", done.stderr);
     assert_eq!(count_files_and_rows(dir.path()), (10_000, 20_000));
 }
+
+/// `udp-aggregator report` over `dir` (JSON, 14 days before `as_of`):
+/// (success, stdout, stderr, peak resident KiB). The peak comes from the
+/// kernel's accounting of the reaped child (`wait4`), so it is exact.
+fn report_measured(dir: &std::path::Path, as_of: &str) -> (bool, String, String, u64) {
+    use std::io::Read;
+    let mut child = Command::new(AGGREGATOR)
+        .args([
+            "report",
+            "--report-format",
+            "json",
+            "--as-of",
+            as_of,
+            "--data-dir",
+        ])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            r.read_to_string(&mut text).unwrap();
+            text
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the pid is our unreaped child; status and usage are valid
+    // for writes.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    (
+        ok,
+        out.join().unwrap(),
+        err.join().unwrap(),
+        usage.ru_maxrss as u64,
+    )
+}
+
+#[test]
+fn hostile_cache_entries_and_gzip_parts_cost_what_their_files_can_need() {
+    let dir = tempfile::tempdir().unwrap();
+    write_history(dir.path(), 2, "1");
+    let as_of = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        .to_string();
+    let (ok, truth, stderr, _) = report_measured(dir.path(), &as_of);
+    assert!(ok, "{stderr}");
+    // Each cache entry grown (sparse) to 3 GB: not read whole, rebuilt.
+    for entry in std::fs::read_dir(dir.path().join(".vmstats")).unwrap() {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(entry.unwrap().path())
+            .unwrap();
+        f.set_len(3 << 30).unwrap();
+    }
+    let (ok, after, stderr, peak_kib) = report_measured(dir.path(), &as_of);
+    assert!(ok, "{stderr}");
+    assert_eq!(after, truth);
+    assert!(
+        peak_kib < 256 << 10,
+        "a 3 GB entry was read whole: {peak_kib} KiB resident"
+    );
+    // A rotated part of 100 MB of newlines, gzipped to ~100 kB: read up to
+    // 64 times its size, with a warning, not inflated whole each report.
+    let bomb = dir.path().join("127.1.0.1.csv.2.gz");
+    let made = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{{ printf '%s' '{}'; head -c 100000000 /dev/zero | tr '\\0' '\\n'; }} | gzip -1 > {}",
+            wire::CSV_HEADER.trim_end(),
+            bomb.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (ok, _, stderr, peak_kib) = report_measured(dir.path(), &as_of);
+    assert!(ok, "{stderr}");
+    assert!(peak_kib < 256 << 10, "{peak_kib} KiB resident");
+    assert!(
+        stderr.contains(&format!(
+            "warning: {}: inflates to more than 64 times its size; the rest of it is left out",
+            bomb.display()
+        )),
+        "{stderr}"
+    );
+}
