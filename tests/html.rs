@@ -110,7 +110,20 @@ fn the_html_report_renders_sorts_and_filters_in_chromium() {
     let order: Vec<String> = rows(&dom).into_iter().map(|(ip, _)| ip).collect();
     assert_eq!(order[0], "127.39.0.2", "{order:?}");
     assert_eq!(dom.matches("<svg class=\"chart\"").count(), 3);
+    // One day of data each: dots in a frame, three series per chart.
+    assert_eq!(dom.matches("<rect class=\"frame\"").count(), 3);
+    assert_eq!(dom.matches("<circle class=").count(), 9);
     assert!(dom.contains("id=\"savings\""));
+    assert!(dom.contains("<th id=\"th-datagrams\">Lost/dup/ooo/rst</th>"));
+    assert!(
+        dom.contains("<td data-v=\"0\">0/0/0/0</td>"),
+        "no per-VM accounting"
+    );
+    assert_eq!(
+        dom.matches("3 VMs: ").count(),
+        0,
+        "the summary once, as cards"
+    );
 
     // A click on "CPU p95 %" sorts ascending; a second click, descending.
     let dom = dump_dom(&browser, &page, "click=th-cpu-p95");

@@ -1161,6 +1161,42 @@ mod tests {
         }
         // Text is escaped.
         assert!(!page.contains("<= 40"), "a raw < in text");
+        // The summary once (the cards), the datagram totals once; each VM
+        // with its accounting and when it was last seen.
+        assert!(
+            !page.contains("2 VMs: "),
+            "the summary line repeats the cards"
+        );
+        assert_eq!(page.matches("datagrams: 0 lost").count(), 1);
+        assert!(page.contains("<th id=\"th-datagrams\">Lost/dup/ooo/rst</th>"));
+        assert!(page.contains("<th id=\"th-seen\">Seen</th>"));
+        assert!(page.contains("<td data-v=\"0\">0/0/0/0</td>"));
+    }
+
+    #[test]
+    fn a_one_day_chart_is_framed_dots_not_a_flat_line() {
+        let mut one_day = summary_of(&[row(0, 4000, 2000, 0, 0), row(1, 6000, 2000, 0, 0)]);
+        assert_eq!(one_day.days.len(), 1);
+        one_day.ip = "127.1.0.3".parse().unwrap();
+        let r = Report::new(
+            vec![one_day, fortnight(|_| (100, 1_000, 1_000))],
+            &Thresholds::default(),
+            Policy::Vmstats,
+            None,
+            Window::before(FORTNIGHT_END, None),
+        );
+        let page = render(&r, ReportFormat::Html);
+        let chart_of = |ip: &str| {
+            let row = &page[page.find(&format!("<td data-v=\"{ip}\">")).unwrap()..];
+            row[row.find("<svg").unwrap()..row.find("</svg>").unwrap()].to_string()
+        };
+        let one = chart_of("127.1.0.3");
+        assert!(one.contains("<rect class=\"frame\""), "{one}");
+        assert_eq!(one.matches("<circle ").count(), 3, "{one}");
+        assert!(!one.contains("<polyline"), "{one}");
+        let many = chart_of("127.1.0.1");
+        assert_eq!(many.matches("<polyline ").count(), 3, "{many}");
+        assert!(!many.contains("<circle"), "{many}");
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! HTML: one self-contained file (styles, script and charts inline, nothing
 //! fetched, so it opens on an air-gapped laptop). The fleet summary on top;
 //! a table that sorts by any column (click its header) and filters by
-//! category; per VM a small chart of its daily CPU p95 and max and memory
-//! max over the window (inline SVG), and the reason in words.
+//! category; per VM a small framed chart of its daily CPU p95 and max and
+//! memory max over the window (inline SVG; one day is drawn as dots, since a
+//! line needs two), its datagram accounting, when it was last seen, and the
+//! reason in words.
 //!
 //! The page reads two things from its URL's fragment, so a headless
 //! browser can drive it without a remote-control protocol:
@@ -12,7 +14,7 @@
 
 use std::fmt::Write as _;
 
-use super::{advice, date_of_day, fmt_rate, reasons_text, seq_line, summary_line};
+use super::{advice, date_of_day, fmt_age, fmt_rate, reasons_text, seq_line};
 use crate::report::{Category, Report, VmReport};
 
 /// Escapes text for HTML content and attribute values.
@@ -34,21 +36,31 @@ fn esc(s: &str) -> String {
 const CHART_W: f64 = 140.0;
 const CHART_H: f64 = 36.0;
 
-/// Points of one daily series on the chart (0..100 % bottom to top).
-fn points(values: &[f64]) -> String {
-    let n = values.len();
-    let step = if n > 1 { CHART_W / (n - 1) as f64 } else { 0.0 };
-    let mut out = String::new();
+/// Height on the chart of a percentage (0 at the bottom, 100 at the top).
+fn y_of(pct: f64) -> f64 {
+    CHART_H - pct.clamp(0.0, 100.0) / 100.0 * CHART_H
+}
+
+/// One daily series of class `class`: a line over the days, or with one
+/// day a dot in the middle (a one-point line would not show, and a flat
+/// line across reads as a divider).
+fn series(class: &str, values: &[f64]) -> String {
+    if let [only] = values {
+        return format!(
+            "<circle class=\"{class}\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\"/>",
+            CHART_W / 2.0,
+            y_of(*only)
+        );
+    }
+    let step = CHART_W / (values.len().max(2) - 1) as f64;
+    let mut points = String::new();
     for (i, v) in values.iter().enumerate() {
-        let y = CHART_H - v.clamp(0.0, 100.0) / 100.0 * CHART_H;
-        let _ = write!(out, "{:.1},{:.1} ", i as f64 * step, y);
+        let _ = write!(points, "{:.1},{:.1} ", i as f64 * step, y_of(*v));
     }
-    if n == 1 {
-        // One day: a flat line across, so it shows.
-        let y = CHART_H - values[0].clamp(0.0, 100.0) / 100.0 * CHART_H;
-        let _ = write!(out, "{CHART_W:.1},{y:.1}");
-    }
-    out.trim_end().to_string()
+    format!(
+        "<polyline class=\"{class}\" points=\"{}\"/>",
+        points.trim_end()
+    )
 }
 
 /// The VM's daily CPU p95 (solid), CPU max (dotted) and memory max chart.
@@ -71,15 +83,19 @@ fn chart(r: &VmReport) -> String {
             d.mem_max
         );
     }
+    // A frame (0 and 100 %) and a 50 % line make it read as a chart.
     format!(
         "<svg class=\"chart\" width=\"{CHART_W}\" height=\"{CHART_H}\" viewBox=\"-1 -1 {} {}\" role=\"img\"><title>{}</title>\
-<polyline class=\"cpumax\" points=\"{}\"/><polyline class=\"mem\" points=\"{}\"/><polyline class=\"cpu\" points=\"{}\"/></svg>",
+<rect class=\"frame\" x=\"0\" y=\"0\" width=\"{CHART_W}\" height=\"{CHART_H}\"/>\
+<line class=\"grid\" x1=\"0\" y1=\"{:.1}\" x2=\"{CHART_W}\" y2=\"{:.1}\"/>{}{}{}</svg>",
         CHART_W + 2.0,
         CHART_H + 2.0,
         esc(title.trim_end()),
-        points(&max),
-        points(&mem),
-        points(&p95),
+        y_of(50.0),
+        y_of(50.0),
+        series("cpumax", &max),
+        series("mem", &mem),
+        series("cpu", &p95),
     )
 }
 
@@ -104,7 +120,9 @@ th[aria-sort=ascending]::after{content:' \\25B2'}th[aria-sort=descending]::after
 td.n{text-align:right}\
 .IDLE{color:#0a6}.OVERSIZED{color:#06a}.UNDERSIZED{color:#c40}.SILENT{color:#a0a}.INSUFFICIENT_DATA{color:#888}\
 svg.chart polyline{fill:none;stroke-width:1.5}\
-svg.chart .cpu{stroke:#1565c0}svg.chart .cpumax{stroke:#90caf9;stroke-dasharray:2 2}svg.chart .mem{stroke:#ef6c00}\
+svg.chart .frame{fill:#fafafa;stroke:#ccc;stroke-width:1}svg.chart .grid{stroke:#e0e0e0;stroke-width:1}\
+svg.chart .cpu{stroke:#1565c0}svg.chart .cpumax{stroke:#5c8fd6;stroke-dasharray:4 2}svg.chart .mem{stroke:#ef6c00}\
+svg.chart circle{stroke:none}svg.chart circle.cpu{fill:#1565c0}svg.chart circle.cpumax{fill:#5c8fd6}svg.chart circle.mem{fill:#ef6c00}\
 .legend span{margin-right:1em}";
 
 const SCRIPT: &str = r#"(function () {
@@ -198,9 +216,8 @@ pub fn render(r: &Report) -> String {
             t.savings
         );
     }
-    out.push_str("</div>\n<p>");
-    out.push_str(&esc(&summary_line(r)));
-    out.push_str("<br>");
+    // The cards are the summary; the datagram totals are not in them.
+    out.push_str("</div>\n<p id=\"datagrams\">");
     out.push_str(&esc(&seq_line(r)));
     out.push_str(
         "</p>\n<p><label>Category <select id=\"category\"><option value=\"all\">all</option>",
@@ -211,8 +228,8 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(
         out,
         "</select></label> <span id=\"shown\">{}</span> shown. <span class=\"legend\">Chart, per day: \
-<span style=\"color:#1565c0\">CPU p95</span><span style=\"color:#90caf9\">CPU max</span>\
-<span style=\"color:#ef6c00\">memory max</span> (0-100 %)</span></p>",
+<span style=\"color:#1565c0\">CPU p95</span><span style=\"color:#5c8fd6\">CPU max (dashed)</span>\
+<span style=\"color:#ef6c00\">memory max</span> (0-100 %, line at 50 %)</span></p>",
         r.vms.len()
     );
     let mut head: Vec<(&str, &str)> = vec![("th-vm", "VM"), ("th-category", "Category")];
@@ -229,6 +246,8 @@ pub fn render(r: &Report) -> String {
         ("th-mem-max", "Mem max %"),
         ("th-net", "Net p95"),
         ("th-disk", "Disk p95"),
+        ("th-datagrams", "Lost/dup/ooo/rst"),
+        ("th-seen", "Seen"),
     ]);
     if r.priced {
         head.push(("th-savings", "Save/month"));
@@ -259,6 +278,13 @@ pub fn render(r: &Report) -> String {
         out.push_str(&cell(&format!("{:.1}", s.mem_max), s.mem_max));
         out.push_str(&cell(&fmt_rate(s.net_p95_bps), s.net_p95_bps));
         out.push_str(&cell(&fmt_rate(s.disk_p95_bps), s.disk_p95_bps));
+        let datagrams = format!(
+            "{}/{}/{}/{}",
+            s.lost, s.duplicates, s.out_of_order, s.restarts
+        );
+        out.push_str(&cell(&datagrams, s.lost));
+        let age = r.window.as_of_ms.saturating_sub(s.last_seen_ms);
+        out.push_str(&cell(&fmt_age(age), age));
         if let Some(saved) = v.savings {
             out.push_str(&cell(&format!("{saved:.2}"), saved));
         }
