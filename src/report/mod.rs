@@ -15,7 +15,8 @@
 //! 3. `segment`: each file's rows summarized per UTC day, so a report
 //!    merges the days its window covers and reads again only the days it
 //!    cuts; `cache` keeps those segments under `<data-dir>/.vmstats/`
-//!    between reports (derived data: deleting it costs only time), and
+//!    between reports (derived data: deleting it costs only time),
+//!    `merge` puts a VM's segments together into its summary, and
 //!    [`Refresher`] keeps them current while the aggregator runs;
 //! 4. [`policy`]: the [`Verdict`] on each VM, a category and typed
 //!    [`Reason`]s with their numbers;
@@ -24,6 +25,7 @@
 
 mod cache;
 mod codec;
+mod merge;
 pub mod policy;
 mod refresh;
 pub mod render;
@@ -295,13 +297,13 @@ fn summarize_all(
                 scope.spawn(|| {
                     crate::quietly(quiet, || {
                         let mut done = Vec::new();
-                        let mut scratch = segment::Scratch::new(writes.clone());
+                        let mut scratch = merge::Scratch::new(writes.clone());
                         while let Some((ip, parts)) = vms.get(next.fetch_add(1, Ordering::Relaxed))
                         {
                             if stop.is_some_and(Stop::requested) {
                                 break;
                             }
-                            done.extend(segment::summarize_vm(
+                            done.extend(merge::summarize_vm(
                                 *ip,
                                 parts,
                                 window,

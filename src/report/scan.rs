@@ -139,7 +139,7 @@ pub fn vm_files(dirs: &[PathBuf]) -> Result<BTreeMap<IpAddr, Vec<Part>>, ReportE
 /// One VM's summary over `window` from all its parts, or `None` when no
 /// row of it lies in the window. A part that cannot be read is named on
 /// stderr and left out; the VM's other parts still count.
-pub fn summarize_vm(ip: IpAddr, parts: &[Part], window: &Window) -> Option<VmSummary> {
+pub fn read_vm(ip: IpAddr, parts: &[Part], window: &Window) -> Option<VmSummary> {
     let mut acc = Accumulator::default();
     for part in parts {
         if let Err(e) = read_part(part, window, &mut acc) {
@@ -471,7 +471,7 @@ mod tests {
         let vms = vm_files(&[dir.path().to_path_buf()]).unwrap();
         assert_eq!(vms.len(), 2);
         for (ip, parts) in vms {
-            assert_eq!(summarize_vm(ip, &parts, &all), None);
+            assert_eq!(read_vm(ip, &parts, &all), None);
         }
     }
 
@@ -485,7 +485,7 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let all = Window::before(u64::MAX, None);
         let part = Part { path, gzip: false };
-        let vm = summarize_vm("127.6.0.3".parse().unwrap(), &[part], &all);
+        let vm = read_vm("127.6.0.3".parse().unwrap(), &[part], &all);
         assert!(vm.is_none_or(|v| v.bad_rows == 1));
     }
 }

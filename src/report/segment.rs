@@ -1,6 +1,7 @@
 //! Per-day segments: a file's rows of one UTC day summarized apart, so a
 //! report merges the days its window covers instead of reading their rows
-//! again (the [`cache`](super::cache) keeps them between reports).
+//! again (the [`cache`](super::cache) keeps them between reports, and
+//! [`merge`](super::merge) puts a VM's together).
 //!
 //! A day wholly inside the window is taken whole; a day the window cuts
 //! (its first day, and its last when `--as-of` is in the past) is read
@@ -9,14 +10,8 @@
 //! not hold (a datagram held in two data dirs, a duplicate across
 //! midnight) the VM is read row by row, as a report without segments would.
 
-use std::fs::File;
-use std::net::IpAddr;
-
-use crossbeam_channel::Sender;
-
-use super::cache::{self, CacheDirs};
-use super::scan::{self, Part, Window};
-use super::summary::{Accumulator, DAY_MS, SegmentBounds, TimeOrder, Unmergeable, VmSummary};
+use super::scan::Window;
+use super::summary::{Accumulator, DAY_MS, SegmentBounds, TimeOrder};
 
 /// The shortest row a file can hold: each of the header's fields at least
 /// one byte, with its comma or newline.
@@ -40,7 +35,7 @@ pub struct Segment {
 
 /// What a window makes of a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cover {
+pub enum Cover {
     Whole,
     Cut,
     Outside,
@@ -59,7 +54,7 @@ impl Segment {
     }
 }
 
-fn cover(seg: &Segment, w: &Window) -> Cover {
+pub fn cover(seg: &Segment, w: &Window) -> Cover {
     let after_start = |ms: u64| w.from_ms.is_none_or(|from| ms > from);
     if after_start(seg.min_ms) && seg.max_ms <= w.as_of_ms {
         Cover::Whole
@@ -162,117 +157,6 @@ impl<'a> Builder<'a> {
     }
 }
 
-/// Per-thread state, reused from VM to VM.
-pub struct Scratch {
-    vm: Accumulator,
-    part: Accumulator,
-    writes: Sender<cache::EntryWrite>,
-}
-
-impl Scratch {
-    /// Sending cache entries to be written to `writes`.
-    pub fn new(writes: Sender<cache::EntryWrite>) -> Scratch {
-        Scratch {
-            vm: Accumulator::default(),
-            part: Accumulator::default(),
-            writes,
-        }
-    }
-}
-
-/// One VM's summary over `window` from all its parts, or `None` when no
-/// row of it lies in the window: the parts' segments (cached where the
-/// cache is current) merged, the days the window cuts read again. A part
-/// that cannot be read is named on stderr and left out.
-pub fn summarize_vm(
-    ip: IpAddr,
-    parts: &[Part],
-    window: &Window,
-    caches: &CacheDirs,
-    scratch: &mut Scratch,
-) -> Option<VmSummary> {
-    scratch.vm.reset();
-    for part in parts {
-        let read = cache::segments(part, window, caches, &mut scratch.part, &scratch.writes);
-        let (file, segments) = match read {
-            Ok(Some(read)) => read,
-            Ok(None) => continue,
-            Err(e) => {
-                crate::log_line(&format!("warning: {e}; file left out of the report"));
-                continue;
-            }
-        };
-        scratch.vm.start_file();
-        match merge_part(part, &file, &segments, window, scratch) {
-            Ok(()) => {}
-            Err(why) => {
-                if why == Some(Unmergeable::Corrupt) {
-                    // A stored day that fails its checks: build it anew next time.
-                    caches.forget(part, &file);
-                }
-                // Merging would not be exact: read the VM's rows in order.
-                return scan::summarize_vm(ip, parts, window);
-            }
-        }
-    }
-    if scratch.vm.capped() {
-        return scan::summarize_vm(ip, parts, window);
-    }
-    scratch.vm.finish(ip)
-}
-
-/// Adds a part's segments in the window to `scratch.vm`; on error, why a
-/// segment would not merge (`None`: its cut day could not be read).
-fn merge_part(
-    part: &Part,
-    file: &File,
-    segments: &[Segment],
-    window: &Window,
-    scratch: &mut Scratch,
-) -> Result<(), Option<Unmergeable>> {
-    for seg in segments {
-        match cover(seg, window) {
-            Cover::Outside => {}
-            Cover::Whole => scratch.vm.absorb(&seg.state, seg.bounds()).map_err(Some)?,
-            Cover::Cut => read_cut(file, part, seg, window, &mut scratch.vm).map_err(|e| {
-                crate::log_line(&format!(
-                    "warning: cannot read {}: {e}",
-                    part.path.display()
-                ));
-                None
-            })?,
-        }
-    }
-    Ok(())
-}
-
-/// Adds a segment's rows inside the window to `acc`, read from its file:
-/// in a plain file from where the window begins (a binary search within
-/// the segment's bytes). Added as rows, in file order, after the file's
-/// segments before it: exactly what reading the file in order does.
-fn read_cut(
-    file: &File,
-    part: &Part,
-    seg: &Segment,
-    window: &Window,
-    acc: &mut Accumulator,
-) -> std::io::Result<()> {
-    let start = match window.from_ms {
-        Some(from) if !part.gzip => scan::window_start(file, seg.first_byte, seg.end_byte, from)?,
-        _ => seg.first_byte,
-    };
-    let reader = scan::reader_at(file, part, start, Some(seg.end_byte))?;
-    let mut order = TimeOrder::default();
-    scan::each_line(reader, start, seg.end_byte, |row, _, _| match row {
-        Some(row) if row.recv_ms / DAY_MS == seg.day && window.contains(row.recv_ms) => {
-            acc.add_after(&row, &mut order)
-        }
-        Some(_) => {}
-        None => acc.add_bad_row(),
-    })?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,7 +251,7 @@ mod tests {
                 from_ms: Some(from),
                 as_of_ms: ms - rng.random_range(0..DAY_MS),
             };
-            let ip: IpAddr = "127.0.0.9".parse().unwrap();
+            let ip: std::net::IpAddr = "127.0.0.9".parse().unwrap();
             let mut in_order = Accumulator::default();
             let mut merged = Accumulator::default();
             let mut part = Accumulator::default();
