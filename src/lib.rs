@@ -80,9 +80,106 @@ pub fn log_line(line: &str) {
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
+/// A line that may repeat (a socket error, a full disk, a server that does
+/// not answer), written with [`log_line`] at most once per `every`: those in
+/// between are counted, and the next line is told how many were held back.
+#[derive(Debug)]
+pub struct RateLimited {
+    every: std::time::Duration,
+    last: Option<std::time::Instant>,
+    held_back: u64,
+}
+
+impl RateLimited {
+    pub const fn new(every: std::time::Duration) -> RateLimited {
+        RateLimited {
+            every,
+            last: None,
+            held_back: 0,
+        }
+    }
+
+    /// Writes `line(held_back)` when a line is due, else counts this one.
+    pub fn log(&mut self, line: impl FnOnce(u64) -> String) {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < self.every)
+        {
+            self.held_back += 1;
+            return;
+        }
+        log_line(&line(self.held_back));
+        self.held_back = 0;
+        self.last = Some(now);
+    }
+
+    /// Writes `line(held_back)` if any were held back since the last line
+    /// (at the end of a run, so none goes unsaid).
+    pub fn flush(&mut self, line: impl FnOnce(u64) -> String) {
+        if self.held_back > 0 {
+            log_line(&line(self.held_back));
+            self.held_back = 0;
+        }
+    }
+}
+
+/// `" (N more since the last such line)"`, or nothing when none were held
+/// back: the tail of a [`RateLimited`] line.
+pub fn held_back_note(held_back: u64) -> String {
+    if held_back == 0 {
+        String::new()
+    } else {
+        format!(" ({held_back} more since the last such line)")
+    }
+}
+
 /// Wall-clock time as Unix milliseconds (the contract's time unit).
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_rate_limited_line_is_written_once_per_period_and_counts_the_rest() {
+        let mut log = RateLimited::new(Duration::from_secs(3600));
+        let mut written = Vec::new();
+        for _ in 0..4 {
+            log.log(|held| {
+                written.push(held);
+                String::new()
+            });
+        }
+        assert_eq!(written, [0], "one line, then held back");
+        let mut said = None;
+        log.flush(|held| {
+            said = Some(held);
+            String::new()
+        });
+        assert_eq!(said, Some(3));
+        let mut again = None;
+        log.flush(|held| {
+            again = Some(held);
+            String::new()
+        });
+        assert_eq!(again, None, "nothing held back any more");
+        // A zero period writes every line.
+        let mut every = RateLimited::new(Duration::ZERO);
+        let mut n = 0;
+        for _ in 0..3 {
+            every.log(|_| {
+                n += 1;
+                String::new()
+            });
+        }
+        assert_eq!(n, 3);
+        assert_eq!(held_back_note(0), "");
+        assert_eq!(held_back_note(2), " (2 more since the last such line)");
+    }
 }

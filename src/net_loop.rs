@@ -136,8 +136,8 @@ pub struct NetLoop {
     local: Local,
     /// The socket's kernel drop counter at the last look (it wraps at 2^32).
     kernel_drops: Option<u32>,
-    /// When the last receive error was logged (they are rate limited).
-    error_logged: Option<Instant>,
+    /// Receive errors, at most one line per 10 s.
+    errors: crate::RateLimited,
 }
 
 impl NetLoop {
@@ -165,7 +165,7 @@ impl NetLoop {
             discard,
             index,
             local: Local::default(),
-            error_logged: None,
+            errors: crate::RateLimited::new(Duration::from_secs(10)),
         })
     }
 
@@ -191,11 +191,11 @@ impl NetLoop {
                 let secs = last_status.elapsed().as_secs_f64();
                 crate::log_line(&stats::status_line(&now, &prev, secs));
                 if now.vm_limit > prev.vm_limit {
-                    eprintln!(
+                    crate::log_line(&format!(
                         "warning: {} datagrams from new sources refused: {} VMs is the --max-vms cap",
                         now.vm_limit - prev.vm_limit,
                         self.admission.vms()
-                    );
+                    ));
                 }
                 prev = now;
                 last_status = Instant::now();
@@ -369,13 +369,12 @@ impl NetLoop {
     }
 
     fn log_error(&mut self, what: &str, e: &io::Error) {
-        if self
-            .error_logged
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
-        {
-            eprintln!("warning: {what} error on the UDP socket: {e}");
-            self.error_logged = Some(Instant::now());
-        }
+        self.errors.log(|held| {
+            format!(
+                "warning: {what} error on the UDP socket: {e}{}",
+                crate::held_back_note(held)
+            )
+        });
     }
 }
 

@@ -42,7 +42,7 @@ pub enum AgentError {
 
 /// What a finished agent did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct AgentReport {
+pub struct AgentSummary {
     pub samples: u64,
     /// Samples that at least one server's socket took.
     pub delivered: u64,
@@ -52,7 +52,7 @@ pub struct AgentReport {
     pub has_servers: bool,
 }
 
-impl AgentReport {
+impl AgentSummary {
     /// A run that sampled and had servers but got no datagram to any of
     /// them failed, whatever it printed: the operator's check ("it
     /// arrives") must not pass on a typo in `--server`.
@@ -68,7 +68,7 @@ impl AgentReport {
 }
 
 /// `udp-vmagent: samples=… delivered=… send_errors=… sample_errors=…`.
-pub fn summary_line(r: &AgentReport) -> String {
+pub fn summary_line(r: &AgentSummary) -> String {
     format!(
         "udp-vmagent: samples={} delivered={} send_errors={} sample_errors={}",
         r.samples, r.delivered, r.send_errors, r.sample_errors
@@ -82,7 +82,7 @@ const SAMPLE_ERROR_LOG_EVERY: Duration = Duration::from_secs(60);
 /// the thread `stop` was made for. Only a failure of the very first
 /// reading is an error: later ones are counted and logged, and the agent
 /// goes on.
-pub fn run(cfg: &AgentConfig, stop: &Stop) -> Result<AgentReport, AgentError> {
+pub fn run(cfg: &AgentConfig, stop: &Stop) -> Result<AgentSummary, AgentError> {
     cfg.validate()?;
     let started = Instant::now();
     let monotonic_ms = || started.elapsed().as_millis() as u64;
@@ -99,9 +99,9 @@ pub fn run(cfg: &AgentConfig, stop: &Stop) -> Result<AgentReport, AgentError> {
         cfg.interval.mul_f64(rand::random::<f64>())
     };
     let boot_id: u32 = rand::random();
-    let mut report = AgentReport {
+    let mut summary = AgentSummary {
         has_servers: !cfg.servers.is_empty(),
-        ..AgentReport::default()
+        ..AgentSummary::default()
     };
     let mut to: Vec<&str> = cfg.servers.iter().map(String::as_str).collect();
     if cfg.print {
@@ -125,7 +125,7 @@ pub fn run(cfg: &AgentConfig, stop: &Stop) -> Result<AgentReport, AgentError> {
     let mut next = Instant::now() + cfg.interval;
     let mut line = String::with_capacity(256);
     let mut seq = 0u64;
-    let mut errors_logged: Option<Instant> = None;
+    let mut sample_errors = crate::RateLimited::new(SAMPLE_ERROR_LOG_EVERY);
     let interval_s = wire::interval_field(cfg.interval);
     while !stopped {
         stopped = wait(stop, next, deadline);
@@ -133,9 +133,9 @@ pub fn run(cfg: &AgentConfig, stop: &Stop) -> Result<AgentReport, AgentError> {
             Ok(Some(sample)) => {
                 let stat = stat_of(&sample, boot_id, seq, interval_s, stopped);
                 seq += 1;
-                report.samples += 1;
+                summary.samples += 1;
                 if servers.send(&wire::encode(&stat)) > 0 {
-                    report.delivered += 1;
+                    summary.delivered += 1;
                 }
                 if cfg.print {
                     line.clear();
@@ -145,11 +145,13 @@ pub fn run(cfg: &AgentConfig, stop: &Stop) -> Result<AgentReport, AgentError> {
             }
             Ok(None) => {}
             Err(e) => {
-                report.sample_errors += 1;
-                if errors_logged.is_none_or(|t| t.elapsed() >= SAMPLE_ERROR_LOG_EVERY) {
-                    crate::log_line(&format!("udp-vmagent: warning: sample skipped: {e}"));
-                    errors_logged = Some(Instant::now());
-                }
+                summary.sample_errors += 1;
+                sample_errors.log(|held| {
+                    format!(
+                        "udp-vmagent: warning: sample skipped: {e}{}",
+                        crate::held_back_note(held)
+                    )
+                });
             }
         }
         // A late wake-up (a suspended VM) skips the missed intervals
@@ -160,8 +162,8 @@ pub fn run(cfg: &AgentConfig, stop: &Stop) -> Result<AgentReport, AgentError> {
             next = now + cfg.interval;
         }
     }
-    report.send_errors = servers.errors();
-    Ok(report)
+    summary.send_errors = servers.errors();
+    Ok(summary)
 }
 
 /// Sleeps until `until`; true when a stop came (a signal, or `deadline`).

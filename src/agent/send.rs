@@ -7,7 +7,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// At most one send-error line per this long.
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(60);
@@ -53,9 +53,8 @@ impl Server {
 pub struct Servers {
     servers: Vec<Server>,
     errors: u64,
-    /// Errors since the last line, and when that line was written.
-    unlogged: u64,
-    logged_at: Option<Instant>,
+    /// At most one line a minute.
+    log: crate::RateLimited,
 }
 
 impl Servers {
@@ -71,8 +70,7 @@ impl Servers {
                 })
                 .collect(),
             errors: 0,
-            unlogged: 0,
-            logged_at: None,
+            log: crate::RateLimited::new(ERROR_LOG_EVERY),
         };
         for i in 0..servers.servers.len() {
             if let Err(e) = servers.servers[i].connect() {
@@ -104,19 +102,13 @@ impl Servers {
 
     fn failed(&mut self, name: &str, e: &io::Error) {
         self.errors += 1;
-        self.unlogged += 1;
-        if self
-            .logged_at
-            .is_some_and(|t| t.elapsed() < ERROR_LOG_EVERY)
-        {
-            return;
-        }
-        crate::log_line(&format!(
-            "udp-vmagent: warning: cannot send to {name} (--server): {e} ({} send errors in all, {} since the last such line; at most one a minute)",
-            self.errors, self.unlogged
-        ));
-        self.unlogged = 0;
-        self.logged_at = Some(Instant::now());
+        let errors = self.errors;
+        self.log.log(|held| {
+            format!(
+                "udp-vmagent: warning: cannot send to {name} (--server): {e} ({errors} send errors in all, {} since the last such line; at most one a minute)",
+                held + 1
+            )
+        });
     }
 }
 

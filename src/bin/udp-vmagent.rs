@@ -34,9 +34,9 @@ fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             }
         })
         .context("cannot start the signal thread")?;
-    let report = vmstats::agent::run(&cfg, &stop)?;
-    eprintln!("{}", vmstats::agent::summary_line(&report));
-    Ok(report.outcome()?)
+    let summary = vmstats::agent::run(&cfg, &stop)?;
+    eprintln!("{}", vmstats::agent::summary_line(&summary));
+    Ok(summary.outcome()?)
 }
 
 fn main() -> ExitCode {

@@ -20,8 +20,8 @@ struct Cli {
 
 fn run(cfg: SimConfig) -> anyhow::Result<()> {
     if let Some(dir) = &cfg.write_dir {
-        let report = vmstats::sim::history::write(&cfg, dir, vmstats::unix_ms())?;
-        println!("{}", vmstats::sim::history::summary_line(&report));
+        let summary = vmstats::sim::history::write(&cfg, dir, vmstats::unix_ms())?;
+        println!("{}", vmstats::sim::history::summary_line(&summary));
         return Ok(());
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -29,8 +29,8 @@ fn run(cfg: SimConfig) -> anyhow::Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .context("cannot install signal handlers")?;
     }
-    let report = vmstats::sim::run(&cfg, &stop)?;
-    println!("{}", vmstats::sim::summary_line(&report));
+    let summary = vmstats::sim::run(&cfg, &stop)?;
+    println!("{}", vmstats::sim::summary_line(&summary));
     Ok(())
 }
 

@@ -22,7 +22,7 @@ use super::{SimError, SimVm};
 
 /// What a history run wrote.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct HistoryReport {
+pub struct HistorySummary {
     pub vms: u32,
     pub rows: u64,
     pub bytes: u64,
@@ -30,7 +30,7 @@ pub struct HistoryReport {
 }
 
 /// `udp-vmsim: wrote vms=... rows=... bytes=... elapsed_s=...`.
-pub fn summary_line(r: &HistoryReport) -> String {
+pub fn summary_line(r: &HistorySummary) -> String {
     format!(
         "udp-vmsim: wrote vms={} rows={} bytes={} elapsed_s={:.2}",
         r.vms, r.rows, r.bytes, r.elapsed_s
@@ -43,7 +43,7 @@ const ARRIVAL_MS: u64 = 50;
 /// Writes every VM's history ending at `now_ms` into `dir`, on all cores.
 /// A VM file that exists already is an error: appending an invented past
 /// to real data would corrupt both.
-pub fn write(cfg: &SimConfig, dir: &Path, now_ms: u64) -> Result<HistoryReport, SimError> {
+pub fn write(cfg: &SimConfig, dir: &Path, now_ms: u64) -> Result<HistorySummary, SimError> {
     cfg.validate()?;
     let err = |error: io::Error| SimError::History {
         path: dir.to_path_buf(),
@@ -81,17 +81,17 @@ pub fn write(cfg: &SimConfig, dir: &Path, now_ms: u64) -> Result<HistoryReport, 
             .map(|h| h.join().expect("a history thread panicked"))
             .collect()
     });
-    let mut report = HistoryReport {
+    let mut summary = HistorySummary {
         vms: cfg.count,
-        ..HistoryReport::default()
+        ..HistorySummary::default()
     };
     for r in results {
         let (rows, bytes) = r?;
-        report.rows += rows;
-        report.bytes += bytes;
+        summary.rows += rows;
+        summary.bytes += bytes;
     }
-    report.elapsed_s = started.elapsed().as_secs_f64();
-    Ok(report)
+    summary.elapsed_s = started.elapsed().as_secs_f64();
+    Ok(summary)
 }
 
 /// One VM's file: its rows from `now_ms - days` to `now_ms`.

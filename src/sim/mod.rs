@@ -185,7 +185,7 @@ pub fn due_at(n: u64, rate: f64) -> Duration {
 
 /// What a simulator run did.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct SimReport {
+pub struct SimSummary {
     /// Datagrams sent, final ones included.
     pub sent: u64,
     /// Of which final-flag datagrams.
@@ -195,7 +195,7 @@ pub struct SimReport {
     pub elapsed_s: f64,
 }
 
-impl SimReport {
+impl SimSummary {
     /// Achieved rate of the paced phase.
     pub fn rate(&self) -> f64 {
         if self.elapsed_s > 0.0 {
@@ -207,7 +207,7 @@ impl SimReport {
 }
 
 /// The one-line summary a run ends with.
-pub fn summary_line(r: &SimReport) -> String {
+pub fn summary_line(r: &SimSummary) -> String {
     format!(
         "udp-vmsim: sent={} finals={} send_errors={} elapsed_s={:.2} rate={:.0}/s",
         r.sent,
@@ -239,17 +239,17 @@ const MIN_FINAL_RATE: f64 = 10_000.0;
 /// Longest sleep between looks at the stop flag.
 const MAX_NAP: Duration = Duration::from_millis(50);
 
-struct Sender {
+struct Transmitter {
     socket: UdpSocket,
     dst: SocketAddrV4,
     /// Datagrams of one VM per send (UDP GSO); 1 sends each on its own.
     gso: usize,
-    report: SimReport,
-    /// When the last send error was logged (they are rate limited).
-    error_logged: Option<Instant>,
+    summary: SimSummary,
+    /// Send errors, at most one line per 5 s.
+    errors: crate::RateLimited,
 }
 
-impl Sender {
+impl Transmitter {
     /// Sends `parts` (source, datagrams) laid out back to back in `buf`.
     fn send(&mut self, buf: &[u8], parts: &[(Ipv4Addr, usize)]) {
         let mut off = 0;
@@ -269,20 +269,20 @@ impl Sender {
         let sent_msgs = match sys::send_batch(&self.socket, self.dst, &msgs) {
             Ok(n) => n,
             Err(e) => {
-                if self
-                    .error_logged
-                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
-                {
-                    eprintln!("warning: send to {} failed: {e}", self.dst);
-                    self.error_logged = Some(Instant::now());
-                }
+                let dst = self.dst;
+                self.errors.log(|held| {
+                    format!(
+                        "warning: send to {dst} failed: {e}{}",
+                        crate::held_back_note(held)
+                    )
+                });
                 0
             }
         };
         let sent: usize = parts[..sent_msgs].iter().map(|p| p.1).sum();
         let all: usize = parts.iter().map(|p| p.1).sum();
-        self.report.sent += sent as u64;
-        self.report.send_errors += (all - sent) as u64;
+        self.summary.sent += sent as u64;
+        self.summary.send_errors += (all - sent) as u64;
     }
 }
 
@@ -298,7 +298,7 @@ struct Phase {
 /// Sends a phase's datagrams, VM 0 onward round-robin (`gso` consecutive
 /// datagrams per VM when that many are due), until done or `stop`.
 fn paced(
-    sender: &mut Sender,
+    sender: &mut Transmitter,
     vms: &mut [SimVm],
     phase: Phase,
     interval_s: u16,
@@ -350,7 +350,7 @@ fn paced(
 
 /// Runs the simulator until `--duration`, `--total` or `stop`, then sends
 /// every VM's final datagram (unless `--no-final`).
-pub fn run(cfg: &SimConfig, stop: &AtomicBool) -> Result<SimReport, SimError> {
+pub fn run(cfg: &SimConfig, stop: &AtomicBool) -> Result<SimSummary, SimError> {
     cfg.validate()?;
     let std::net::IpAddr::V4(base) = cfg.src_base else {
         unreachable!("validate() accepts IPv4 only");
@@ -373,12 +373,12 @@ pub fn run(cfg: &SimConfig, stop: &AtomicBool) -> Result<SimReport, SimError> {
         Rate::PerSecond(r) => r,
         Rate::Max => f64::INFINITY,
     };
-    let mut sender = Sender {
+    let mut sender = Transmitter {
         socket,
         dst,
         gso: cfg.gso,
-        report: SimReport::default(),
-        error_logged: None,
+        summary: SimSummary::default(),
+        errors: crate::RateLimited::new(Duration::from_secs(5)),
     };
     let started = Instant::now();
     let deadline = cfg.duration.map(|d| started + d);
@@ -389,9 +389,9 @@ pub fn run(cfg: &SimConfig, stop: &AtomicBool) -> Result<SimReport, SimError> {
         last: false,
     };
     paced(&mut sender, &mut vms, run, interval_s, &stopped);
-    sender.report.elapsed_s = started.elapsed().as_secs_f64();
+    sender.summary.elapsed_s = started.elapsed().as_secs_f64();
     if !cfg.no_final {
-        let before = sender.report.sent;
+        let before = sender.summary.sent;
         // Finals go out even after Ctrl-C: they are how a VM says goodbye.
         let finals = Phase {
             count: Some(u64::from(cfg.count)),
@@ -399,9 +399,9 @@ pub fn run(cfg: &SimConfig, stop: &AtomicBool) -> Result<SimReport, SimError> {
             last: true,
         };
         paced(&mut sender, &mut vms, finals, interval_s, &|| false);
-        sender.report.finals = sender.report.sent - before;
+        sender.summary.finals = sender.summary.sent - before;
     }
-    Ok(sender.report)
+    Ok(sender.summary)
 }
 
 #[cfg(test)]
@@ -486,7 +486,7 @@ mod tests {
 
     #[test]
     fn summary_reports_the_paced_rate() {
-        let r = SimReport {
+        let r = SimSummary {
             sent: 1005,
             finals: 5,
             send_errors: 0,

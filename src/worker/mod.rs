@@ -84,7 +84,7 @@ const ADAPT_EVERY_MS: u64 = 100;
 /// At most one write-error line per worker per this many ms; the ones held
 /// back are counted in the next line (a dead disk under 100,000 VMs must not
 /// turn into 100,000 log lines a second).
-const ERROR_LOG_EVERY_MS: u64 = 1000;
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Vm {
@@ -167,7 +167,7 @@ pub struct Worker {
     lost: BTreeMap<IpAddr, u64>,
     reopen: ReopenSignal,
     reopen_seen: u64,
-    errors: ErrorLog,
+    errors: crate::RateLimited,
     start: Instant,
 }
 
@@ -186,7 +186,7 @@ impl Worker {
             stats,
             latency: new_latency_histogram(),
             lost: BTreeMap::new(),
-            errors: ErrorLog::default(),
+            errors: crate::RateLimited::new(ERROR_LOG_EVERY),
             start: Instant::now(),
         }
     }
@@ -234,7 +234,9 @@ impl Worker {
     /// Writes what is left, counts what could not be, fsyncs.
     fn finish(mut self) -> WorkerOutcome {
         self.flush_all();
-        self.errors.flush();
+        self.errors.flush(|held| {
+            format!("error: {held} more write errors not shown (at most one line a second)")
+        });
         for (ip, vm) in &self.vms {
             if !vm.rows.is_empty() {
                 *self.lost.entry(*ip).or_default() += vm.rows.rows();
@@ -402,8 +404,12 @@ impl Worker {
                         ));
                     }
                 } else {
-                    let line = format!("error: {err} (rows kept, will retry)");
-                    self.errors.log(&line, now);
+                    self.errors.log(|held| {
+                        format!(
+                            "error: {err} (rows kept, will retry){}",
+                            crate::held_back_note(held)
+                        )
+                    });
                 }
                 err.written
             }
@@ -438,39 +444,6 @@ impl Worker {
             vm.queued = true;
             let retry_ms = self.cfg.flush_interval.as_millis() as u64;
             self.due.push(ip, now.plus_ms(retry_ms));
-        }
-    }
-}
-
-/// Write-error lines, at most one per worker per [`ERROR_LOG_EVERY_MS`];
-/// the ones held back are counted in the next line.
-#[derive(Default)]
-struct ErrorLog {
-    logged: Option<WorkerMs>,
-    held_back: u64,
-}
-
-impl ErrorLog {
-    fn log(&mut self, line: &str, now: WorkerMs) {
-        if self
-            .logged
-            .is_some_and(|t| t.ms_until(now) < ERROR_LOG_EVERY_MS)
-        {
-            self.held_back += 1;
-            return;
-        }
-        self.flush();
-        crate::log_line(line);
-        self.logged = Some(now);
-    }
-
-    fn flush(&mut self) {
-        if self.held_back > 0 {
-            crate::log_line(&format!(
-                "error: {} more write errors not shown (at most one line a second)",
-                self.held_back
-            ));
-            self.held_back = 0;
         }
     }
 }
