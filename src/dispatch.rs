@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 
-use crate::stats::Stats;
+use crate::stats::{Counter, Stats};
 use crate::wire::Stat;
 
 /// Records per batch: large enough to amortise a channel operation, small
@@ -190,8 +190,8 @@ impl Dispatcher {
     /// Adds the counts since the last call to `stats`, and samples the
     /// queue depth.
     pub fn publish(&mut self, stats: &Stats) {
-        stats.accepted.fetch_add(self.accepted, Relaxed);
-        stats.dropped_overload.fetch_add(self.dropped, Relaxed);
+        stats.add(Counter::Accepted, self.accepted);
+        stats.add(Counter::DroppedOverload, self.dropped);
         self.accepted = 0;
         self.dropped = 0;
         let mut depth = 0;
@@ -201,7 +201,7 @@ impl Dispatcher {
             }
             depth += sender.len() as u64;
         }
-        stats.queue_depth.store(depth, Relaxed);
+        stats.set(Counter::QueueDepth, depth);
     }
 }
 
@@ -247,9 +247,9 @@ mod tests {
         d.push(rec(9));
         d.flush(); // no room: dropped, not blocked
         d.publish(&stats);
-        assert_eq!(stats.accepted.load(Relaxed), 3);
-        assert_eq!(stats.dropped_overload.load(Relaxed), 1);
-        assert_eq!(stats.queue_depth.load(Relaxed), 1);
+        assert_eq!(stats.get(Counter::Accepted), 3);
+        assert_eq!(stats.get(Counter::DroppedOverload), 1);
+        assert_eq!(stats.get(Counter::QueueDepth), 1);
         assert_eq!(rx.try_recv().unwrap().len(), 3);
     }
 

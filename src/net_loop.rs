@@ -31,7 +31,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::admission::{Admission, Refusal};
 use crate::dispatch::{Dispatcher, LINGER, Record, RecvMs, ReopenSignal};
-use crate::stats::{self, Stats};
+use crate::stats::{self, Counter, Stats};
 use crate::sys::{self, RecvBatch};
 use crate::wire::{self, Reject};
 
@@ -190,10 +190,10 @@ impl NetLoop {
                 let now = self.stats.snapshot();
                 let secs = last_status.elapsed().as_secs_f64();
                 crate::log_line(&stats::status_line(&now, &prev, secs));
-                if now.vm_limit > prev.vm_limit {
+                if now[Counter::VmLimit] > prev[Counter::VmLimit] {
                     crate::log_line(&format!(
                         "warning: {} datagrams from new sources refused: {} VMs is the --max-vms cap",
-                        now.vm_limit - prev.vm_limit,
+                        now[Counter::VmLimit] - prev[Counter::VmLimit],
                         self.admission.vms()
                     ));
                 }
@@ -242,7 +242,7 @@ impl NetLoop {
                     "warning: {left} datagrams still queued after {}s of shutdown drain, counted as kernel drops",
                     SHUTDOWN_DRAIN.as_secs()
                 ));
-                self.stats.kernel_drops.fetch_add(left, Relaxed);
+                self.stats.add(Counter::KernelDrops, left);
                 break;
             }
         }
@@ -349,7 +349,7 @@ impl NetLoop {
 
     fn publish(&mut self) {
         let local = std::mem::take(&mut self.local);
-        self.stats.received.fetch_add(local.received, Relaxed);
+        self.stats.add(Counter::Received, local.received);
         if let Some(mine) = self.stats.receiver_received.get(self.index) {
             mine.fetch_add(local.received, Relaxed);
         }
@@ -358,11 +358,10 @@ impl NetLoop {
                 self.stats.rejected[i].fetch_add(*n, Relaxed);
             }
         }
-        self.stats.vm_limit.fetch_add(local.vm_limit, Relaxed);
+        self.stats.add(Counter::VmLimit, local.vm_limit);
         if let (Some(last), Some(now)) = (self.kernel_drops, sys::socket_drops(&self.socket)) {
             self.stats
-                .kernel_drops
-                .fetch_add(u64::from(now.wrapping_sub(last)), Relaxed);
+                .add(Counter::KernelDrops, u64::from(now.wrapping_sub(last)));
             self.kernel_drops = Some(now);
         }
         self.dispatcher.publish(&self.stats);

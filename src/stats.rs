@@ -12,31 +12,158 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::wire::Reject;
 
+/// Every counter of a run, named once: the status and summary lines and
+/// `/metrics` all take a counter's key, name and help from
+/// [`Counter::describe`], so adding one is a variant, its line in
+/// [`Counter::ALL`] and its description.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    /// Datagrams taken off the socket.
+    Received,
+    /// Valid datagrams handed to a worker.
+    Accepted,
+    /// Valid datagrams dropped because a worker's queue was full.
+    DroppedOverload,
+    /// Valid datagrams from new sources beyond `--max-vms`.
+    VmLimit,
+    /// Datagrams the kernel dropped on the socket (receive buffer full).
+    KernelDrops,
+    RowsWritten,
+    BytesWritten,
+    WriteErrors,
+    /// Rows given up after write errors filled a VM's retry buffer, or
+    /// still unwritten at exit.
+    DroppedWriteError,
+    /// VMs whose file was something other than a regular file (refused).
+    FilesRefused,
+    FilesOpen,
+    VmsKnown,
+    /// Batches waiting in the worker channels, sampled by the receive loop.
+    QueueDepth,
+}
+
+/// How `/metrics` shows a counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Series {
+    /// A series of its own (`_total` is added to a counter's name).
+    Own {
+        name: &'static str,
+        help: &'static str,
+        gauge: bool,
+    },
+    /// One `cause` of `vmstats_datagrams_dropped`.
+    Dropped { cause: &'static str },
+    /// Not at all: shown per worker instead.
+    PerWorker,
+}
+
+/// A counter's names: its key in the status and summary lines, and its
+/// series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Description {
+    pub key: &'static str,
+    pub series: Series,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 13] = [
+        Counter::Received,
+        Counter::Accepted,
+        Counter::DroppedOverload,
+        Counter::VmLimit,
+        Counter::KernelDrops,
+        Counter::RowsWritten,
+        Counter::BytesWritten,
+        Counter::WriteErrors,
+        Counter::DroppedWriteError,
+        Counter::FilesRefused,
+        Counter::FilesOpen,
+        Counter::VmsKnown,
+        Counter::QueueDepth,
+    ];
+
+    pub const fn describe(self) -> Description {
+        const fn own(key: &'static str, name: &'static str, help: &'static str) -> Description {
+            Description {
+                key,
+                series: Series::Own {
+                    name,
+                    help,
+                    gauge: false,
+                },
+            }
+        }
+        const fn gauge(key: &'static str, name: &'static str, help: &'static str) -> Description {
+            Description {
+                key,
+                series: Series::Own {
+                    name,
+                    help,
+                    gauge: true,
+                },
+            }
+        }
+        const fn dropped(key: &'static str, cause: &'static str) -> Description {
+            Description {
+                key,
+                series: Series::Dropped { cause },
+            }
+        }
+        match self {
+            Counter::Received => own(
+                "received",
+                "vmstats_datagrams_received",
+                "Datagrams taken off the socket.",
+            ),
+            Counter::Accepted => own(
+                "accepted",
+                "vmstats_datagrams_accepted",
+                "Valid datagrams handed to a worker.",
+            ),
+            Counter::DroppedOverload => dropped("dropped_overload", "queue_full"),
+            Counter::VmLimit => dropped("vm_limit", "vm_limit"),
+            Counter::KernelDrops => dropped("kernel_drops", "kernel"),
+            Counter::RowsWritten => own(
+                "rows_written",
+                "vmstats_rows_written",
+                "Rows written to VM files.",
+            ),
+            Counter::BytesWritten => own(
+                "bytes_written",
+                "vmstats_bytes_written",
+                "Bytes written to VM files.",
+            ),
+            Counter::WriteErrors => own(
+                "write_errors",
+                "vmstats_write_errors",
+                "Failed writes (rows kept and retried).",
+            ),
+            Counter::DroppedWriteError => dropped("dropped_write_error", "write_error"),
+            Counter::FilesRefused => own(
+                "files_refused",
+                "vmstats_files_refused",
+                "VM paths refused as not regular files.",
+            ),
+            Counter::FilesOpen => gauge("files_open", "vmstats_files_open", "VM files held open."),
+            Counter::VmsKnown => gauge("vms", "vmstats_vms", "VMs (source addresses) seen."),
+            Counter::QueueDepth => Description {
+                key: "queue",
+                series: Series::PerWorker,
+            },
+        }
+    }
+
+    pub const fn key(self) -> &'static str {
+        self.describe().key
+    }
+}
+
 /// Live counters of one aggregator run.
 #[derive(Debug, Default)]
 pub struct Stats {
-    pub received: AtomicU64,
-    pub accepted: AtomicU64,
+    counts: [AtomicU64; Counter::ALL.len()],
     pub rejected: [AtomicU64; Reject::ALL.len()],
-    /// Valid datagrams dropped because a worker's queue was full.
-    pub dropped_overload: AtomicU64,
-    /// Valid datagrams from new sources beyond `--max-vms`.
-    pub vm_limit: AtomicU64,
-    /// Datagrams the kernel dropped on the socket (receive buffer full).
-    pub kernel_drops: AtomicU64,
-    pub rows_written: AtomicU64,
-    pub bytes_written: AtomicU64,
-    pub write_errors: AtomicU64,
-    /// Rows given up after write errors filled a VM's retry buffer, or
-    /// still unwritten at exit.
-    pub dropped_write_error: AtomicU64,
-    /// VMs whose file was something other than a regular file (refused).
-    pub files_refused: AtomicU64,
-    pub files_open: AtomicU64,
-    pub vms_known: AtomicU64,
-    /// Batches waiting in the worker channels, sampled by the receive loop.
-    pub queue_depth: AtomicU64,
-    /// The same, per worker (empty when built with `default()`).
+    /// Each worker's queue depth (empty when built with `default()`).
     pub worker_queues: Box<[AtomicU64]>,
     /// Datagrams received by each receive loop (`--receivers`).
     pub receiver_received: Box<[AtomicU64]>,
@@ -54,6 +181,20 @@ impl Stats {
             receiver_received: zeros(receivers),
             ..Stats::default()
         }
+    }
+
+    /// Adds `n` (wrapping: a gauge's fall is added as its two's complement).
+    pub fn add(&self, c: Counter, n: u64) {
+        self.counts[c as usize].fetch_add(n, Relaxed);
+    }
+
+    /// Sets a gauge sampled whole (the queue depth).
+    pub fn set(&self, c: Counter, v: u64) {
+        self.counts[c as usize].store(v, Relaxed);
+    }
+
+    pub fn get(&self, c: Counter) -> u64 {
+        self.counts[c as usize].load(Relaxed)
     }
 }
 
@@ -104,46 +245,53 @@ impl LatencyBuckets {
 /// A plain copy of [`Stats`] at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Snapshot {
-    pub received: u64,
-    pub accepted: u64,
+    counts: [u64; Counter::ALL.len()],
     pub rejected: [u64; Reject::ALL.len()],
-    pub dropped_overload: u64,
-    pub vm_limit: u64,
-    pub kernel_drops: u64,
-    pub rows_written: u64,
-    pub bytes_written: u64,
-    pub write_errors: u64,
-    pub dropped_write_error: u64,
-    pub files_refused: u64,
-    pub files_open: u64,
-    pub vms_known: u64,
-    pub queue_depth: u64,
 }
 
 impl Stats {
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
-            received: self.received.load(Relaxed),
-            accepted: self.accepted.load(Relaxed),
+            counts: std::array::from_fn(|i| self.counts[i].load(Relaxed)),
             rejected: std::array::from_fn(|i| self.rejected[i].load(Relaxed)),
-            dropped_overload: self.dropped_overload.load(Relaxed),
-            vm_limit: self.vm_limit.load(Relaxed),
-            kernel_drops: self.kernel_drops.load(Relaxed),
-            rows_written: self.rows_written.load(Relaxed),
-            bytes_written: self.bytes_written.load(Relaxed),
-            write_errors: self.write_errors.load(Relaxed),
-            dropped_write_error: self.dropped_write_error.load(Relaxed),
-            files_refused: self.files_refused.load(Relaxed),
-            files_open: self.files_open.load(Relaxed),
-            vms_known: self.vms_known.load(Relaxed),
-            queue_depth: self.queue_depth.load(Relaxed),
         }
     }
 }
 
 impl Snapshot {
+    /// A snapshot holding `values` (tests, and the exit summary's sums).
+    pub fn of(values: &[(Counter, u64)], rejected: [u64; Reject::ALL.len()]) -> Snapshot {
+        let mut s = Snapshot {
+            rejected,
+            ..Snapshot::default()
+        };
+        for (c, v) in values {
+            s.counts[*c as usize] = *v;
+        }
+        s
+    }
+
+    pub fn get(&self, c: Counter) -> u64 {
+        self.counts[c as usize]
+    }
+
     pub fn rejected_total(&self) -> u64 {
         self.rejected.iter().sum()
+    }
+}
+
+impl std::ops::Index<Counter> for Snapshot {
+    type Output = u64;
+
+    fn index(&self, c: Counter) -> &u64 {
+        &self.counts[c as usize]
+    }
+}
+
+/// ` key=value` for each counter.
+fn push_counters(out: &mut String, s: &Snapshot, counters: &[Counter]) {
+    for c in counters {
+        let _ = write!(out, " {}={}", c.key(), s[*c]);
     }
 }
 
@@ -155,24 +303,29 @@ fn push_rejects(out: &mut String, s: &Snapshot) {
 
 /// The periodic one-line status: totals plus the receive rate since `prev`.
 pub fn status_line(now: &Snapshot, prev: &Snapshot, elapsed_s: f64) -> String {
+    use Counter::*;
+    let received = now[Received] - prev[Received];
     let rate = if elapsed_s > 0.0 {
-        (now.received - prev.received) as f64 / elapsed_s
+        received as f64 / elapsed_s
     } else {
         0.0
     };
-    let mut out = format!(
-        "status: rate={rate:.0}/s received={} accepted={} rejected={} dropped_overload={} kernel_drops={} vm_limit={} written={} vms={} files_open={} queue={} write_errors={}",
-        now.received,
-        now.accepted,
-        now.rejected_total(),
-        now.dropped_overload,
-        now.kernel_drops,
-        now.vm_limit,
-        now.rows_written,
-        now.vms_known,
-        now.files_open,
-        now.queue_depth,
-        now.write_errors,
+    let mut out = format!("status: rate={rate:.0}/s");
+    push_counters(&mut out, now, &[Received, Accepted]);
+    let _ = write!(out, " rejected={}", now.rejected_total());
+    push_counters(
+        &mut out,
+        now,
+        &[
+            DroppedOverload,
+            KernelDrops,
+            VmLimit,
+            RowsWritten,
+            VmsKnown,
+            FilesOpen,
+            QueueDepth,
+            WriteErrors,
+        ],
     );
     if now.rejected_total() > 0 {
         out.push_str(" (");
@@ -193,33 +346,30 @@ pub struct Latency {
 /// The multi-line summary printed at exit, one `key=value` group a line so
 /// scripts can pick a figure with grep.
 pub fn summary(s: &Snapshot, elapsed_s: f64, latency: &Latency) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "summary: received={} accepted={} rejected={} dropped_overload={} vm_limit={} kernel_drops={} elapsed_s={elapsed_s:.1}",
-        s.received,
-        s.accepted,
-        s.rejected_total(),
-        s.dropped_overload,
-        s.vm_limit,
-        s.kernel_drops,
-    );
+    use Counter::*;
+    let mut out = String::from("summary:");
+    push_counters(&mut out, s, &[Received, Accepted]);
+    let _ = write!(out, " rejected={}", s.rejected_total());
+    push_counters(&mut out, s, &[DroppedOverload, VmLimit, KernelDrops]);
+    let _ = writeln!(out, " elapsed_s={elapsed_s:.1}");
     out.push_str("summary: rejected_by_reason:");
     push_rejects(&mut out, s);
-    out.push('\n');
-    let _ = writeln!(
-        out,
-        "summary: rows_written={} bytes_written={} write_errors={} dropped_write_error={} files_refused={} vms={}",
-        s.rows_written,
-        s.bytes_written,
-        s.write_errors,
-        s.dropped_write_error,
-        s.files_refused,
-        s.vms_known,
+    out.push_str("\nsummary:");
+    push_counters(
+        &mut out,
+        s,
+        &[
+            RowsWritten,
+            BytesWritten,
+            WriteErrors,
+            DroppedWriteError,
+            FilesRefused,
+            VmsKnown,
+        ],
     );
     let _ = writeln!(
         out,
-        "summary: receive_to_disk_ms p50={} p99={} max={}",
+        "\nsummary: receive_to_disk_ms p50={} p99={} max={}",
         latency.p50_ms, latency.p99_ms, latency.max_ms
     );
     out
@@ -230,24 +380,23 @@ mod tests {
     use super::*;
 
     fn sample() -> Snapshot {
-        Snapshot {
-            received: 1500,
-            accepted: 1490,
-            rejected: [4, 3, 2, 1, 0],
-            rows_written: 1490,
-            bytes_written: 150_000,
-            vms_known: 5,
-            files_open: 5,
-            ..Snapshot::default()
-        }
+        use Counter::*;
+        Snapshot::of(
+            &[
+                (Received, 1500),
+                (Accepted, 1490),
+                (RowsWritten, 1490),
+                (BytesWritten, 150_000),
+                (VmsKnown, 5),
+                (FilesOpen, 5),
+            ],
+            [4, 3, 2, 1, 0],
+        )
     }
 
     #[test]
     fn status_line_shows_rate_and_reasons() {
-        let prev = Snapshot {
-            received: 500,
-            ..Snapshot::default()
-        };
+        let prev = Snapshot::of(&[(Counter::Received, 500)], [0; Reject::ALL.len()]);
         let line = status_line(&sample(), &prev, 2.0);
         assert!(
             line.starts_with("status: rate=500/s received=1500 accepted=1490 rejected=10 "),
@@ -281,5 +430,26 @@ mod tests {
         assert!(text.contains("bad_field=1 not_allowed=0"));
         assert!(text.contains("rows_written=1490 bytes_written=150000 write_errors=0"));
         assert!(text.contains("p50=3 p99=990 max=1003"));
+    }
+
+    #[test]
+    fn every_counter_has_one_key_and_shows_in_a_line() {
+        let keys: std::collections::HashSet<&str> = Counter::ALL.iter().map(|c| c.key()).collect();
+        assert_eq!(keys.len(), Counter::ALL.len(), "a key named twice");
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i, "ALL is in declaration order");
+        }
+        let s = sample();
+        let lines = format!(
+            "{}\n{}",
+            status_line(&s, &Snapshot::default(), 1.0),
+            summary(&s, 1.0, &Latency::default())
+        );
+        for c in Counter::ALL {
+            assert!(
+                lines.contains(&format!(" {}=", c.key())),
+                "{c:?} is in no line"
+            );
+        }
     }
 }

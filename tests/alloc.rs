@@ -7,12 +7,11 @@ mod common;
 use common::counting::{Counting, allocations};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::bounded;
 use vmstats::dispatch::{Batch, Dispatcher, Record, RecvMs, ReopenSignal};
-use vmstats::stats::Stats;
+use vmstats::stats::{Counter, Stats};
 use vmstats::wire::{self, Stat};
 use vmstats::worker::{Worker, WorkerConfig};
 
@@ -45,7 +44,7 @@ fn feed(d: &mut Dispatcher, stats: &Stats, rounds: u64, seq0: u64) {
         d.flush();
         d.publish(stats);
         let start = Instant::now();
-        while stats.queue_depth.load(Relaxed) > 0 {
+        while stats.get(Counter::QueueDepth) > 0 {
             assert!(start.elapsed() < Duration::from_secs(30), "worker stalled");
             std::thread::yield_now();
             d.publish(stats);
@@ -87,9 +86,9 @@ fn steady_state_allocates_nothing_per_datagram() {
     let datagrams = rounds * u64::from(VMS);
     eprintln!("{during} allocations for {datagrams} datagrams");
 
-    assert_eq!(stats.dropped_overload.load(Relaxed), 0);
+    assert_eq!(stats.get(Counter::DroppedOverload), 0);
     // Buffers were flushed by size again and again in the window.
-    let written = stats.rows_written.load(Relaxed);
+    let written = stats.get(Counter::RowsWritten);
     assert!(written > 1300 * u64::from(VMS), "{written}");
     // Zero, but for the rare growth of a shared structure.
     assert!(

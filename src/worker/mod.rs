@@ -29,7 +29,6 @@ use std::io;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -39,7 +38,7 @@ use foldhash::HashMap;
 use hdrhistogram::Histogram;
 
 use crate::dispatch::{Batch, ReopenSignal};
-use crate::stats::Stats;
+use crate::stats::{Counter, Stats};
 use crate::store::{FileStore, Opened};
 use crate::wire;
 
@@ -240,9 +239,7 @@ impl Worker {
         for (ip, vm) in &self.vms {
             if !vm.rows.is_empty() {
                 *self.lost.entry(*ip).or_default() += vm.rows.rows();
-                self.stats
-                    .dropped_write_error
-                    .fetch_add(vm.rows.rows(), Relaxed);
+                self.stats.add(Counter::DroppedWriteError, vm.rows.rows());
             }
         }
         WorkerOutcome {
@@ -297,7 +294,7 @@ impl Worker {
         let deadline = now.plus_ms(self.delay.ms);
         for rec in batch {
             let vm = self.vms.entry(rec.ip).or_insert_with(|| {
-                self.stats.vms_known.fetch_add(1, Relaxed);
+                self.stats.add(Counter::VmsKnown, 1);
                 Vm::default()
             });
             if !vm.queued {
@@ -394,11 +391,11 @@ impl Worker {
                 vm.rows.len()
             }
             Err(err) => {
-                self.stats.write_errors.fetch_add(1, Relaxed);
+                self.stats.add(Counter::WriteErrors, 1);
                 if err.is_refusal() {
                     if !vm.refused {
                         vm.refused = true;
-                        self.stats.files_refused.fetch_add(1, Relaxed);
+                        self.stats.add(Counter::FilesRefused, 1);
                         crate::log_line(&format!(
                             "error: {err} (rows kept in memory, never written elsewhere)"
                         ));
@@ -416,10 +413,8 @@ impl Worker {
         };
         let done = vm.rows.consume(written);
         self.buffered -= done.bytes;
-        self.stats.rows_written.fetch_add(done.rows, Relaxed);
-        self.stats
-            .bytes_written
-            .fetch_add(done.bytes as u64, Relaxed);
+        self.stats.add(Counter::RowsWritten, done.rows);
+        self.stats.add(Counter::BytesWritten, done.bytes as u64);
         if done.rows > 0 {
             let age = crate::unix_ms().saturating_sub(oldest.0);
             self.latency.saturating_record_n(age, done.rows);
@@ -435,9 +430,7 @@ impl Worker {
         let dropped = vm.rows.trim_oldest(RETRY_BUFFERS * self.cfg.flush_bytes);
         self.buffered -= dropped.bytes;
         if dropped.rows > 0 {
-            self.stats
-                .dropped_write_error
-                .fetch_add(dropped.rows, Relaxed);
+            self.stats.add(Counter::DroppedWriteError, dropped.rows);
             *self.lost.entry(ip).or_default() += dropped.rows;
         }
         if !vm.queued {
@@ -451,9 +444,7 @@ impl Worker {
 /// Each worker adds its own change, so the shared gauge is the sum.
 fn track_open_files(stats: &Stats, store: &FileStore, before: usize) {
     let after = store.open_count() as u64;
-    stats
-        .files_open
-        .fetch_add(after.wrapping_sub(before as u64), Relaxed);
+    stats.add(Counter::FilesOpen, after.wrapping_sub(before as u64));
 }
 
 #[cfg(test)]
@@ -504,7 +495,7 @@ mod tests {
         assert_eq!(rows_in(&dir.path().join("127.5.0.1.csv")), 0);
         w.ingest(&records("127.5.0.1", 3..8));
         assert!(rows_in(&dir.path().join("127.5.0.1.csv")) >= 6);
-        assert_eq!(w.stats.vms_known.load(Relaxed), 1);
+        assert_eq!(w.stats.get(Counter::VmsKnown), 1);
     }
 
     #[test]
@@ -517,7 +508,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(40));
         w.flush_due(FLUSH_SLICE);
         assert_eq!(rows_in(&dir.path().join("127.5.0.2.csv")), 5);
-        assert_eq!(w.stats.rows_written.load(Relaxed), 5);
+        assert_eq!(w.stats.get(Counter::RowsWritten), 5);
         assert_eq!(w.buffered, 0);
         assert!(w.latency.len() == 5);
     }
@@ -531,16 +522,16 @@ mod tests {
         let mut w = worker(dir.path(), 1 << 20, 10);
         w.ingest(&records("127.5.0.3", 0..4));
         w.flush_all();
-        assert_eq!(w.stats.write_errors.load(Relaxed), 1);
-        assert_eq!(w.stats.rows_written.load(Relaxed), 0);
+        assert_eq!(w.stats.get(Counter::WriteErrors), 1);
+        assert_eq!(w.stats.get(Counter::RowsWritten), 0);
         assert_eq!(w.vms[&"127.5.0.3".parse().unwrap()].rows.rows(), 4);
         // The disk is back.
         std::fs::remove_file(&path).unwrap();
         std::thread::sleep(Duration::from_millis(15));
         w.flush_due(FLUSH_SLICE);
         assert_eq!(rows_in(&path), 4);
-        assert_eq!(w.stats.rows_written.load(Relaxed), 4);
-        assert_eq!(w.stats.dropped_write_error.load(Relaxed), 0);
+        assert_eq!(w.stats.get(Counter::RowsWritten), 4);
+        assert_eq!(w.stats.get(Counter::DroppedWriteError), 0);
     }
 
     #[test]
@@ -551,7 +542,7 @@ mod tests {
         let mut w = worker(dir.path(), 256, 60_000);
         w.ingest(&records("127.5.0.4", 0..100));
         let held = w.vms[&"127.5.0.4".parse().unwrap()].rows.rows();
-        let dropped = w.stats.dropped_write_error.load(Relaxed);
+        let dropped = w.stats.get(Counter::DroppedWriteError);
         assert!(held > 0 && dropped > 0, "held {held}, dropped {dropped}");
         assert_eq!(held + dropped, 100);
         assert!(w.buffered <= RETRY_BUFFERS * 256 + wire::MAX_ROW_LEN);
@@ -587,10 +578,10 @@ mod tests {
         }
         drop(tx);
         let outcome = w.run(rx, rtx);
-        assert!(stats.write_errors.load(Relaxed) > 0);
-        assert_eq!(stats.rows_written.load(Relaxed), 0);
+        assert!(stats.get(Counter::WriteErrors) > 0);
+        assert_eq!(stats.get(Counter::RowsWritten), 0);
         // Every row is accounted for as lost, and named by VM.
-        assert_eq!(stats.dropped_write_error.load(Relaxed), 150);
+        assert_eq!(stats.get(Counter::DroppedWriteError), 150);
         assert_eq!(outcome.lost.len(), 3);
         assert!(
             outcome.lost.values().all(|n| *n == 50),
@@ -598,7 +589,7 @@ mod tests {
             outcome.lost
         );
         // Refused files are counted once per VM, however often retried.
-        assert_eq!(stats.files_refused.load(Relaxed), 3);
+        assert_eq!(stats.get(Counter::FilesRefused), 3);
     }
 
     #[test]
@@ -616,7 +607,7 @@ mod tests {
         assert!(outcome.lost.is_empty() && outcome.sync_failed.is_empty());
         assert_eq!(rows_in(&dir.path().join("127.5.0.5.csv")), 10);
         assert_eq!(rows_in(&dir.path().join("127.5.0.6.csv")), 7);
-        assert_eq!(stats.rows_written.load(Relaxed), 17);
+        assert_eq!(stats.get(Counter::RowsWritten), 17);
         // Emptied batches went back for reuse.
         assert_eq!(rrx.len(), 2);
         assert!(rrx.try_recv().unwrap().is_empty());

@@ -2,11 +2,10 @@
 //! format and `/healthz`, served by one thread off the receive path.
 //!
 //! A scrape reads the counters the receive loop and the workers already
-//! keep ([`Stats`]) and the figures of the latest report the aggregator
-//! made while running ([`report::Published`]); nothing on the datagram
-//! path changes for it. The text is encoded by `prometheus-client`; names
-//! follow the Prometheus conventions (`_total` counters, base units,
-//! `vmstats_` prefix).
+//! keep ([`crate::stats::Stats`]) and the figures of the latest report the
+//! aggregator made while running ([`crate::report::Published`]); nothing on
+//! the datagram path changes for it. What the text says is in
+//! [`exposition`]; this file is the HTTP side.
 //!
 //! The HTTP side is a small mio loop, not a crate's server: tiny_http, the
 //! obvious choice, starts a thread for each connection that finds its pool
@@ -28,27 +27,20 @@
 //! endpoint for good. [`DESCRIPTORS`] is what the aggregator keeps back
 //! for it from the workers' files.
 
+mod exposition;
+
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
-use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::report::{self, Category};
-use crate::stats::{LATENCY_BOUNDS_MS, LatencySnapshot, Stats};
-use crate::wire::Reject;
+pub use exposition::{Source, render};
 
 /// Connections held at once.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -71,300 +63,6 @@ pub const DESCRIPTORS: u64 = MAX_CONNECTIONS as u64 + 3;
 const LISTENER: Token = Token(0);
 const WAKE: Token = Token(1);
 const FIRST_CONN: usize = 2;
-
-/// What the endpoint shows: the live counters, the latest report's
-/// figures, and how many workers there are.
-#[derive(Debug)]
-pub struct Source {
-    pub stats: Arc<Stats>,
-    pub published: report::Published,
-}
-
-impl Collector for Source {
-    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let s = self.stats.snapshot();
-        counter(
-            &mut enc,
-            "vmstats_datagrams_received",
-            "Datagrams taken off the socket.",
-            s.received,
-        )?;
-        counter(
-            &mut enc,
-            "vmstats_datagrams_accepted",
-            "Valid datagrams handed to a worker.",
-            s.accepted,
-        )?;
-        let rejected: Vec<(&str, u64)> = Reject::ALL
-            .iter()
-            .map(|r| (r.name(), s.rejected[r.index()]))
-            .collect();
-        family(
-            &mut enc,
-            MetricType::Counter,
-            (
-                "vmstats_datagrams_rejected",
-                "Datagrams refused, by reason.",
-                "reason",
-            ),
-            &rejected,
-        )?;
-        family(
-            &mut enc,
-            MetricType::Counter,
-            (
-                "vmstats_datagrams_dropped",
-                "Valid datagrams (or their rows) lost, by cause.",
-                "cause",
-            ),
-            &[
-                ("queue_full", s.dropped_overload),
-                ("kernel", s.kernel_drops),
-                ("vm_limit", s.vm_limit),
-                ("write_error", s.dropped_write_error),
-            ],
-        )?;
-        counter(
-            &mut enc,
-            "vmstats_rows_written",
-            "Rows written to VM files.",
-            s.rows_written,
-        )?;
-        counter(
-            &mut enc,
-            "vmstats_bytes_written",
-            "Bytes written to VM files.",
-            s.bytes_written,
-        )?;
-        counter(
-            &mut enc,
-            "vmstats_write_errors",
-            "Failed writes (rows kept and retried).",
-            s.write_errors,
-        )?;
-        counter(
-            &mut enc,
-            "vmstats_files_refused",
-            "VM paths refused as not regular files.",
-            s.files_refused,
-        )?;
-        gauge(
-            &mut enc,
-            "vmstats_vms",
-            "VMs (source addresses) seen.",
-            s.vms_known,
-        )?;
-        gauge(
-            &mut enc,
-            "vmstats_files_open",
-            "VM files held open.",
-            s.files_open,
-        )?;
-        family(
-            &mut enc,
-            MetricType::Counter,
-            (
-                "vmstats_receiver_datagrams",
-                "Datagrams taken off the socket, per receive loop (--receivers).",
-                "receiver",
-            ),
-            &by_index(&self.stats.receiver_received),
-        )?;
-        family(
-            &mut enc,
-            MetricType::Gauge,
-            (
-                "vmstats_worker_queue_batches",
-                "Batches waiting in each worker's queue.",
-                "worker",
-            ),
-            &by_index(&self.stats.worker_queues),
-        )?;
-        let latency = LatencyHistogram(self.stats.latency.snapshot());
-        let m = enc.encode_descriptor(
-            "vmstats_receive_to_disk_seconds",
-            "Time from receiving a datagram to writing its row.",
-            None,
-            latency.metric_type(),
-        )?;
-        latency.encode(m)?;
-        if let Some(f) = *self.published.lock().expect("no panic holds it") {
-            report_figures(&mut enc, &f)?;
-        }
-        let info = ConstGauge::new(1i64);
-        let mut m = enc.encode_descriptor(
-            "vmstats_build_info",
-            "The running version, as a label.",
-            None,
-            info.metric_type(),
-        )?;
-        info.encode(m.encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?)
-    }
-}
-
-/// The latest report's figures: VMs per category and the fleet's
-/// sequence totals over its window.
-fn report_figures(enc: &mut DescriptorEncoder, f: &report::Figures) -> Result<(), std::fmt::Error> {
-    let by_category: Vec<(String, u64)> = Category::ALL
-        .iter()
-        .zip(f.vms)
-        .map(|(c, n)| (c.name().to_ascii_lowercase(), n))
-        .collect();
-    family(
-        enc,
-        MetricType::Gauge,
-        (
-            "vmstats_report_vms",
-            "VMs per category in the latest report.",
-            "category",
-        ),
-        &by_category,
-    )?;
-    let t = &f.totals;
-    for (name, help, v) in [
-        (
-            "vmstats_report_datagrams_lost",
-            "Datagrams missing from VMs' sequences in the latest report's window.",
-            t.lost,
-        ),
-        (
-            "vmstats_report_datagrams_duplicated",
-            "Datagrams received twice in the latest report's window.",
-            t.duplicates,
-        ),
-        (
-            "vmstats_report_vm_restarts",
-            "Agent restarts (new boot ids) in the latest report's window.",
-            t.restarts,
-        ),
-        (
-            "vmstats_report_seq_jumps",
-            "Sequence jumps too large to be loss in the latest report's window.",
-            t.seq_jumps,
-        ),
-    ] {
-        gauge(enc, name, help, v)?;
-    }
-    let m = enc.encode_descriptor(
-        "vmstats_report_timestamp_seconds",
-        "When the latest report's window ended.",
-        None,
-        MetricType::Gauge,
-    )?;
-    ConstGauge::new(f.as_of_ms as f64 / 1000.0).encode(m)
-}
-
-fn counter(
-    enc: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    v: u64,
-) -> Result<(), std::fmt::Error> {
-    let c = ConstCounter::new(v);
-    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
-}
-
-fn gauge(
-    enc: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    v: u64,
-) -> Result<(), std::fmt::Error> {
-    let g = ConstGauge::new(v as i64);
-    g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
-}
-
-/// Each counter's index (a worker's, a receiver's) as a label value.
-fn by_index(counters: &[AtomicU64]) -> Vec<(String, u64)> {
-    let values = counters.iter().map(|c| c.load(Relaxed));
-    values
-        .enumerate()
-        .map(|(i, v)| (i.to_string(), v))
-        .collect()
-}
-
-/// A counter or gauge family with one label, a sample per value.
-fn family<S: AsRef<str>>(
-    enc: &mut DescriptorEncoder,
-    kind: MetricType,
-    (name, help, label): (&str, &str, &str),
-    values: &[(S, u64)],
-) -> Result<(), std::fmt::Error> {
-    let mut m = enc.encode_descriptor(name, help, None, kind)?;
-    for (value, v) in values {
-        let labels = [(label, value.as_ref())];
-        let sample = m.encode_family(&labels)?;
-        match kind {
-            MetricType::Counter => ConstCounter::new(*v).encode(sample)?,
-            _ => ConstGauge::new(*v as i64).encode(sample)?,
-        }
-    }
-    Ok(())
-}
-
-/// The workers' latency buckets as a Prometheus histogram (seconds).
-#[derive(Debug)]
-struct LatencyHistogram(LatencySnapshot);
-
-impl EncodeMetric for LatencyHistogram {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        // Per-bucket counts (the encoder sums them up); f64::MAX is how the
-        // crate spells the +Inf bucket.
-        let bounds = LATENCY_BOUNDS_MS.iter().map(|ms| *ms as f64 / 1000.0);
-        let buckets: Vec<(f64, u64)> = bounds.chain([f64::MAX]).zip(self.0.counts).collect();
-        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-            self.0.sum_ms as f64 / 1000.0,
-            self.0.count,
-            &buckets,
-            None,
-        )
-    }
-
-    fn metric_type(&self) -> MetricType {
-        MetricType::Histogram
-    }
-}
-
-/// The text of `/metrics`, in Prometheus's classic text format.
-pub fn render(registry: &Registry) -> String {
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, registry)
-        .expect("writing to a String cannot fail");
-    classic(&text)
-}
-
-/// OpenMetrics text (what prometheus-client writes) as Prometheus's classic
-/// text format (version 0.0.4), which every Prometheus reads and which
-/// `promtool check metrics` lints: a counter's HELP and TYPE lines name it
-/// by its sample name (`x_total`, not the family `x`), and there is no
-/// `# EOF`. Nothing else differs for the types used here.
-fn classic(open_metrics: &str) -> String {
-    let counters: std::collections::HashSet<&str> = open_metrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(open_metrics.len() + 16 * counters.len());
-    for line in open_metrics.lines() {
-        if line == "# EOF" {
-            continue;
-        }
-        let meta = ["# HELP ", "# TYPE "].into_iter().find_map(|p| {
-            let rest = line.strip_prefix(p)?;
-            let (name, tail) = rest.split_once(' ')?;
-            counters.contains(name).then_some((p, name, tail))
-        });
-        match meta {
-            Some((p, name, tail)) => {
-                let _ = writeln!(out, "{p}{name}_total {tail}");
-            }
-            None => {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-    }
-    out
-}
 
 /// A running endpoint; [`MetricsServer::stop`] ends it.
 pub struct MetricsServer {
@@ -668,51 +366,7 @@ fn response(status: u16, content_type: &str, body: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn registry() -> (Registry, Arc<Stats>) {
-        let stats = Arc::new(Stats::new(2, 1));
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(Source {
-            stats: Arc::clone(&stats),
-            published: report::Published::default(),
-        }));
-        (registry, stats)
-    }
-
-    #[test]
-    fn the_text_names_every_counter_with_its_value() {
-        let (registry, stats) = registry();
-        stats.received.store(7, Relaxed);
-        stats.rejected[Reject::BadMagic.index()].store(2, Relaxed);
-        stats.kernel_drops.store(3, Relaxed);
-        stats.worker_queues[1].store(4, Relaxed);
-        stats.latency.observe(7, 10);
-        stats.latency.observe(700, 1);
-        let text = render(&registry);
-        for line in [
-            "vmstats_datagrams_received_total 7",
-            "vmstats_datagrams_rejected_total{reason=\"bad_magic\"} 2",
-            "vmstats_datagrams_dropped_total{cause=\"kernel\"} 3",
-            "vmstats_worker_queue_batches{worker=\"1\"} 4",
-            "vmstats_receive_to_disk_seconds_bucket{le=\"0.01\"} 10",
-            "vmstats_receive_to_disk_seconds_bucket{le=\"1.0\"} 11",
-            "vmstats_receive_to_disk_seconds_bucket{le=\"+Inf\"} 11",
-            "vmstats_receive_to_disk_seconds_count 11",
-            "vmstats_build_info{version=\"",
-        ] {
-            assert!(text.contains(line), "{line} missing from:\n{text}");
-        }
-        assert!(!text.contains("vmstats_report_vms"), "no report yet");
-    }
-
-    #[test]
-    fn counters_are_named_by_their_samples_in_the_classic_format() {
-        let open = "# HELP a_b Help.\n# TYPE a_b counter\na_b_total 1\n# HELP g G.\n# TYPE g gauge\ng 2\n# EOF\n";
-        assert_eq!(
-            classic(open),
-            "# HELP a_b_total Help.\n# TYPE a_b_total counter\na_b_total 1\n# HELP g G.\n# TYPE g gauge\ng 2\n"
-        );
-    }
+    use exposition::tests::registry;
 
     #[test]
     fn requests_are_answered_by_path_and_bounded() {
