@@ -30,7 +30,7 @@ use crate::net_loop::{self, NetLoop};
 use crate::report::{self, ReportError};
 use crate::stats::{self, Latency, Snapshot, Stats};
 use crate::sys;
-use crate::worker::{Worker, WorkerConfig, WorkerOutcome, new_latency_histogram};
+use crate::worker::{Worker, WorkerConfig, WorkerOutcome};
 
 /// Why the aggregator could not start or finish.
 #[derive(Debug, thiserror::Error)]
@@ -263,47 +263,12 @@ pub fn start(cfg: &AggregatorConfig) -> Result<Started, AggregatorError> {
         prepare_data_dir(&cfg.data_dir)?;
         files_per_worker(cfg)
     };
-    let shared = cfg.receivers > 1;
-    let bound = net_loop::bind(cfg.listen, cfg.recv_buffer, shared).map_err(|error| {
-        AggregatorError::Bind {
-            addr: cfg.listen,
-            error,
-        }
-    })?;
-    // The other receivers bind the port the first one got (port 0 picks one).
-    let mut sockets = vec![bound.socket];
-    for _ in 1..cfg.receivers {
-        let next = net_loop::bind(bound.local, cfg.recv_buffer, shared).map_err(|error| {
-            AggregatorError::Bind {
-                addr: bound.local,
-                error,
-            }
-        })?;
-        sockets.push(next.socket);
-    }
-    // SO_REUSEPORT lets any process of the same user join the group and
-    // take a share of the VMs unseen; a socket on our address that is not
-    // ours means a second collector.
-    if shared {
-        let ours: Vec<&mio::net::UdpSocket> = sockets.iter().collect();
-        let others = sys::foreign_port_sharers(&ours).map_err(AggregatorError::Start)?;
-        if others > 0 {
-            return Err(AggregatorError::PortShared {
-                addr: bound.local,
-                others,
-            });
-        }
-    }
-    crate::log_line(&listening_line(
-        cfg,
-        bound.local,
-        files_cap,
-        bound.recv_buffer,
-    ));
-    if bound.recv_buffer < cfg.recv_buffer {
+    let (sockets, local, recv_buffer) = bind_sockets(cfg)?;
+    crate::log_line(&listening_line(cfg, local, files_cap, recv_buffer));
+    if recv_buffer < cfg.recv_buffer {
         crate::log_line(&format!(
-            "warning: the kernel granted a {} byte receive buffer, {} were asked (--recv-buffer); raise net.core.rmem_max or run as root to avoid drops in bursts",
-            bound.recv_buffer, cfg.recv_buffer
+            "warning: the kernel granted a {recv_buffer} byte receive buffer, {} were asked (--recv-buffer); raise net.core.rmem_max or run as root to avoid drops in bursts",
+            cfg.recv_buffer
         ));
     }
     let started = Instant::now();
@@ -312,49 +277,10 @@ pub fn start(cfg: &AggregatorConfig) -> Result<Started, AggregatorError> {
     // The endpoint first: a port already taken stops the start before
     // anything runs.
     let published = report::Published::default();
-    let metrics = match cfg.metrics_listen {
-        None => None,
-        Some(addr) => {
-            let source = metrics::Source {
-                stats: Arc::clone(&stats),
-                published: published.clone(),
-            };
-            let server = MetricsServer::start(addr, source)
-                .map_err(|error| AggregatorError::MetricsBind { addr, error })?;
-            crate::log_line(&format!(
-                "udp-aggregator: metrics on http://{}/metrics",
-                server.local
-            ));
-            Some(server)
-        }
-    };
+    let metrics = start_metrics(cfg, &stats, &published)?;
     let reopen = ReopenSignal::default();
     let (recycle_tx, recycle_rx) = bounded::<Batch>(workers * cfg.queue_batches);
-    let mut senders = Vec::with_capacity(workers);
-    let mut handles = Vec::with_capacity(workers);
-    for id in 0..workers {
-        let (tx, rx) = bounded::<Batch>(cfg.queue_batches);
-        senders.push(tx);
-        let worker = Worker::new(
-            WorkerConfig {
-                data_dir: cfg.data_dir.clone(),
-                file_mode: cfg.file_mode,
-                flush_bytes: cfg.flush_bytes,
-                flush_interval: cfg.flush_interval,
-                max_flush_delay: cfg.max_flush_delay(),
-                max_open_files: files_cap,
-                max_buffered: cfg.max_buffered / cfg.workers,
-            },
-            Arc::clone(&stats),
-            reopen.clone(),
-        );
-        let recycle = recycle_tx.clone();
-        let handle = std::thread::Builder::new()
-            .name(format!("vmstats-worker-{id}"))
-            .spawn(move || worker.run(rx, recycle))
-            .map_err(AggregatorError::Start)?;
-        handles.push(handle);
-    }
+    let (senders, handles) = start_workers(cfg, workers, files_cap, &stats, &reopen, &recycle_tx)?;
     let admission = Admission::new(cfg.allow.clone(), cfg.max_vms);
     let mut net_loops = Vec::with_capacity(sockets.len());
     for (i, socket) in sockets.into_iter().enumerate() {
@@ -374,17 +300,12 @@ pub fn start(cfg: &AggregatorConfig) -> Result<Started, AggregatorError> {
     let refresher = match cfg.cache_refresh {
         every if cfg.discard || every.is_zero() => None,
         every => Some(
-            report::Refresher::start(
-                cfg.data_dir.clone(),
-                cfg.report.clone(),
-                every,
-                published.clone(),
-            )
-            .map_err(AggregatorError::Start)?,
+            report::Refresher::start(cfg.data_dir.clone(), cfg.report.clone(), every, published)
+                .map_err(AggregatorError::Start)?,
         ),
     };
     Ok(Started {
-        local: bound.local,
+        local,
         net_loops,
         workers: handles,
         refresher,
@@ -392,6 +313,107 @@ pub fn start(cfg: &AggregatorConfig) -> Result<Started, AggregatorError> {
         stats,
         started,
     })
+}
+
+/// One socket per receive loop, all on the port the first one got (port
+/// 0 picks one), refused when another process shares that port; with the
+/// address bound and the receive buffer granted.
+fn bind_sockets(
+    cfg: &AggregatorConfig,
+) -> Result<(Vec<mio::net::UdpSocket>, SocketAddr, usize), AggregatorError> {
+    let shared = cfg.receivers > 1;
+    let bound = net_loop::bind(cfg.listen, cfg.recv_buffer, shared).map_err(|error| {
+        AggregatorError::Bind {
+            addr: cfg.listen,
+            error,
+        }
+    })?;
+    let (local, recv_buffer) = (bound.local, bound.recv_buffer);
+    let mut sockets = vec![bound.socket];
+    for _ in 1..cfg.receivers {
+        let next = net_loop::bind(local, cfg.recv_buffer, shared)
+            .map_err(|error| AggregatorError::Bind { addr: local, error })?;
+        sockets.push(next.socket);
+    }
+    // SO_REUSEPORT lets any process of the same user join the group and
+    // take a share of the VMs unseen; a socket on our address that is not
+    // ours means a second collector.
+    if shared {
+        let ours: Vec<&mio::net::UdpSocket> = sockets.iter().collect();
+        let others = sys::foreign_port_sharers(&ours).map_err(AggregatorError::Start)?;
+        if others > 0 {
+            return Err(AggregatorError::PortShared {
+                addr: local,
+                others,
+            });
+        }
+    }
+    Ok((sockets, local, recv_buffer))
+}
+
+/// The `/metrics` endpoint, when `--metrics-listen` asks for one.
+fn start_metrics(
+    cfg: &AggregatorConfig,
+    stats: &Arc<Stats>,
+    published: &report::Published,
+) -> Result<Option<MetricsServer>, AggregatorError> {
+    let Some(addr) = cfg.metrics_listen else {
+        return Ok(None);
+    };
+    let source = metrics::Source {
+        stats: Arc::clone(stats),
+        published: published.clone(),
+    };
+    let server = MetricsServer::start(addr, source)
+        .map_err(|error| AggregatorError::MetricsBind { addr, error })?;
+    crate::log_line(&format!(
+        "udp-aggregator: metrics on http://{}/metrics",
+        server.local
+    ));
+    Ok(Some(server))
+}
+
+/// The worker threads, each with its queue: the queues' senders (for the
+/// dispatchers) and the threads.
+type WorkerThreads = (
+    Vec<crossbeam_channel::Sender<Batch>>,
+    Vec<JoinHandle<WorkerOutcome>>,
+);
+
+fn start_workers(
+    cfg: &AggregatorConfig,
+    workers: usize,
+    files_cap: usize,
+    stats: &Arc<Stats>,
+    reopen: &ReopenSignal,
+    recycle: &crossbeam_channel::Sender<Batch>,
+) -> Result<WorkerThreads, AggregatorError> {
+    let mut senders = Vec::with_capacity(workers);
+    let mut handles = Vec::with_capacity(workers);
+    for id in 0..workers {
+        let (tx, rx) = bounded::<Batch>(cfg.queue_batches);
+        senders.push(tx);
+        let worker = Worker::new(
+            WorkerConfig {
+                data_dir: cfg.data_dir.clone(),
+                file_mode: cfg.file_mode,
+                flush_bytes: cfg.flush_bytes,
+                flush_interval: cfg.flush_interval,
+                max_flush_delay: cfg.max_flush_delay(),
+                max_open_files: files_cap,
+                max_buffered: cfg.max_buffered / cfg.workers,
+            },
+            Arc::clone(stats),
+            reopen.clone(),
+        );
+        let recycle = recycle.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("vmstats-worker-{id}"))
+            .spawn(move || worker.run(rx, recycle))
+            .map_err(AggregatorError::Start)?;
+        handles.push(handle);
+    }
+    Ok((senders, handles))
 }
 
 /// The first stderr line: scripts and tests read the bound address off it.
@@ -424,11 +446,9 @@ fn finish(
     stats: &Stats,
     started: Instant,
 ) -> Result<RunSummary, AggregatorError> {
-    let mut latency = new_latency_histogram();
     let mut losses = Losses::default();
     for h in workers {
         let outcome = h.join().expect("a worker panicked");
-        latency.add(&outcome.latency).expect("same bounds");
         for (ip, n) in outcome.lost {
             losses.rows.insert(vm_path(&cfg.data_dir, ip), n);
         }
@@ -442,11 +462,7 @@ fn finish(
         })?;
     }
     let counters = stats.snapshot();
-    let latency = Latency {
-        p50_ms: latency.value_at_quantile(0.5),
-        p99_ms: latency.value_at_quantile(0.99),
-        max_ms: latency.max(),
-    };
+    let latency = stats.latency.figures();
     let elapsed_s = started.elapsed().as_secs_f64();
     eprint!("{}", stats::summary(&counters, elapsed_s, &latency));
     if !cfg.discard {

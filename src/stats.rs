@@ -8,7 +8,10 @@
 //! functions of snapshots, tested without I/O.
 
 use std::fmt::Write as _;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use hdrhistogram::Histogram;
 
 use crate::wire::Reject;
 
@@ -167,8 +170,7 @@ pub struct Stats {
     pub worker_queues: Box<[AtomicU64]>,
     /// Datagrams received by each receive loop (`--receivers`).
     pub receiver_received: Box<[AtomicU64]>,
-    /// Receive-to-disk latency of the rows written, as the workers flush.
-    pub latency: LatencyBuckets,
+    pub latency: Latencies,
 }
 
 impl Stats {
@@ -205,18 +207,24 @@ pub const LATENCY_BOUNDS_MS: [u64; 12] = [
     5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 60_000,
 ];
 
-/// A cumulative-when-read histogram of receive-to-disk latency: counts per
-/// bucket (the last for everything above the bounds), their sum and count.
-/// A worker adds once per flush, for all the rows it wrote.
-#[derive(Debug, Default)]
-pub struct LatencyBuckets {
-    counts: [AtomicU64; LATENCY_BOUNDS_MS.len() + 1],
-    sum_ms: AtomicU64,
-    count: AtomicU64,
+/// Receive-to-disk latency of every row written, ms: one histogram that
+/// the workers add to once per flush (all its rows at the age of the
+/// oldest, an upper bound for each), read by `/metrics` as buckets and by
+/// the exit summary as percentiles. The lock is taken once per flush per
+/// worker, never per datagram.
+#[derive(Debug)]
+pub struct Latencies(Mutex<Recorded>);
+
+#[derive(Debug)]
+struct Recorded {
+    histogram: Histogram<u64>,
+    /// Exact, for the Prometheus sum (the histogram's values are within
+    /// 0.1 %).
+    sum_ms: u64,
 }
 
-/// A copy of [`LatencyBuckets`]: per-bucket counts (not cumulative), sum
-/// and count.
+/// The latencies as Prometheus buckets: per-bucket counts (not
+/// cumulative, the last for everything above the bounds), sum and count.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LatencySnapshot {
     pub counts: [u64; LATENCY_BOUNDS_MS.len() + 1],
@@ -224,20 +232,55 @@ pub struct LatencySnapshot {
     pub count: u64,
 }
 
-impl LatencyBuckets {
-    /// `rows` rows written `ms` after they were received.
-    pub fn observe(&self, ms: u64, rows: u64) {
-        let i = LATENCY_BOUNDS_MS.partition_point(|b| *b < ms);
-        self.counts[i].fetch_add(rows, Relaxed);
-        self.sum_ms.fetch_add(ms.saturating_mul(rows), Relaxed);
-        self.count.fetch_add(rows, Relaxed);
+impl Default for Latencies {
+    fn default() -> Latencies {
+        // Up to an hour, three significant digits: exact below 2,048 ms.
+        let histogram = Histogram::new_with_max(3_600_000, 3).expect("static bounds are valid");
+        Latencies(Mutex::new(Recorded {
+            histogram,
+            sum_ms: 0,
+        }))
+    }
+}
+
+impl Latencies {
+    fn recorded(&self) -> std::sync::MutexGuard<'_, Recorded> {
+        // A worker that panicked while holding it left whole counts.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// `rows` rows written `ms` after they were received.
+    pub fn observe(&self, ms: u64, rows: u64) {
+        let mut r = self.recorded();
+        r.histogram.saturating_record_n(ms, rows);
+        r.sum_ms = r.sum_ms.saturating_add(ms.saturating_mul(rows));
+    }
+
+    /// The buckets of [`LATENCY_BOUNDS_MS`]: a value is in the first
+    /// bucket whose bound is at least its histogram bucket's low end.
     pub fn snapshot(&self) -> LatencySnapshot {
+        let r = self.recorded();
+        let mut counts = [0u64; LATENCY_BOUNDS_MS.len() + 1];
+        for v in r.histogram.iter_recorded() {
+            let ms = r.histogram.lowest_equivalent(v.value_iterated_to());
+            counts[LATENCY_BOUNDS_MS.partition_point(|b| *b < ms)] += v.count_at_value();
+        }
         LatencySnapshot {
-            counts: std::array::from_fn(|i| self.counts[i].load(Relaxed)),
-            sum_ms: self.sum_ms.load(Relaxed),
-            count: self.count.load(Relaxed),
+            counts,
+            sum_ms: r.sum_ms,
+            count: r.histogram.len(),
+        }
+    }
+
+    /// Median, 99th percentile and maximum.
+    pub fn figures(&self) -> Latency {
+        let r = self.recorded();
+        Latency {
+            p50_ms: r.histogram.value_at_quantile(0.5),
+            p99_ms: r.histogram.value_at_quantile(0.99),
+            max_ms: r.histogram.max(),
         }
     }
 }

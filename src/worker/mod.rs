@@ -35,7 +35,6 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 // foldhash: several times faster than SipHash on a 17-byte key, and still
 // randomly seeded, so spoofed source addresses cannot be chosen to collide.
 use foldhash::HashMap;
-use hdrhistogram::Histogram;
 
 use crate::dispatch::{Batch, ReopenSignal};
 use crate::stats::{Counter, Stats};
@@ -95,18 +94,9 @@ struct Vm {
     refused: bool,
 }
 
-/// Receive-to-disk latencies of one worker, ms, recorded once per flush for
-/// all its rows at the age of the oldest (an upper bound for each row).
-pub type LatencyHistogram = Histogram<u64>;
-
-pub fn new_latency_histogram() -> LatencyHistogram {
-    Histogram::new_with_max(3_600_000, 3).expect("static bounds are valid")
-}
-
 /// What a worker hands back when its channel closes.
 #[derive(Debug)]
 pub struct WorkerOutcome {
-    pub latency: LatencyHistogram,
     /// Accepted rows given up, by VM (its retry bound overflowed while its
     /// file failed, or the file still failed at exit).
     pub lost: BTreeMap<IpAddr, u64>,
@@ -162,7 +152,6 @@ pub struct Worker {
     buffered: usize,
     delay: FlushDelay,
     stats: Arc<Stats>,
-    latency: LatencyHistogram,
     lost: BTreeMap<IpAddr, u64>,
     reopen: ReopenSignal,
     reopen_seen: u64,
@@ -183,7 +172,6 @@ impl Worker {
             due: Deadlines::default(),
             buffered: 0,
             stats,
-            latency: new_latency_histogram(),
             lost: BTreeMap::new(),
             errors: crate::RateLimited::new(ERROR_LOG_EVERY),
             start: Instant::now(),
@@ -244,7 +232,6 @@ impl Worker {
         }
         WorkerOutcome {
             sync_failed: self.store.sync_open(),
-            latency: self.latency,
             lost: self.lost,
         }
     }
@@ -417,7 +404,6 @@ impl Worker {
         self.stats.add(Counter::BytesWritten, done.bytes as u64);
         if done.rows > 0 {
             let age = crate::unix_ms().saturating_sub(oldest.0);
-            self.latency.saturating_record_n(age, done.rows);
             self.stats.latency.observe(age, done.rows);
         }
         if vm.rows.is_empty() {
@@ -510,7 +496,7 @@ mod tests {
         assert_eq!(rows_in(&dir.path().join("127.5.0.2.csv")), 5);
         assert_eq!(w.stats.get(Counter::RowsWritten), 5);
         assert_eq!(w.buffered, 0);
-        assert!(w.latency.len() == 5);
+        assert!(w.stats.latency.snapshot().count == 5);
     }
 
     #[test]
@@ -603,7 +589,7 @@ mod tests {
         tx.send(records("127.5.0.6", 0..7)).unwrap();
         drop(tx);
         let outcome = w.run(rx, rtx);
-        assert_eq!(outcome.latency.len(), 17);
+        assert_eq!(stats.latency.snapshot().count, 17);
         assert!(outcome.lost.is_empty() && outcome.sync_failed.is_empty());
         assert_eq!(rows_in(&dir.path().join("127.5.0.5.csv")), 10);
         assert_eq!(rows_in(&dir.path().join("127.5.0.6.csv")), 7);
