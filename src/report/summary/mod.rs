@@ -10,14 +10,25 @@
 //! counted once, a forward seq gap larger than the time the rows span could
 //! hold is a `seq_jump` rather than millions of losses, a final flag counts
 //! only from the VM's own boot, and every total saturates.
+//!
+//! The state is one [`Accumulator`]; its parts have rooms of their own:
+//! `counts` (exact percent counts and rate histograms), `seqs` (boots and
+//! their seq ranges), `day` (one UTC day's figures).
+
+mod counts;
+mod day;
+mod seqs;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-use hdrhistogram::Histogram;
-
 use super::codec::{Corrupt, Reader, put, put_opt};
 use crate::wire::{MAX_PCT_X100, Row};
+use counts::{PctCounts, Rates, get_counts, put_counts};
+use day::DayAcc;
+pub use day::DaySummary;
+pub use seqs::jump_bound;
+use seqs::{Seen, Seqs};
 
 /// What one VM's rows say, before any verdict.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,347 +88,11 @@ pub struct VmSummary {
 /// Milliseconds in a day: days are UTC days of the receive time.
 pub const DAY_MS: u64 = 86_400_000;
 
-/// One UTC day of a VM.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DaySummary {
-    /// Days since the Unix epoch.
-    pub day: u64,
-    pub samples: u64,
-    pub cpu_avg: f64,
-    /// Within 0.1 point (counts per 0.1 % step).
-    pub cpu_p95: f64,
-    pub cpu_max: f64,
-    pub mem_max: f64,
-    pub net_bytes: u64,
-    pub disk_bytes: u64,
-    /// Seconds the day's samples cover (samples x their intervals), which
-    /// turns its byte counts into rates.
-    pub covered_s: u64,
-}
-
-impl DaySummary {
-    pub fn net_bps(&self) -> f64 {
-        self.net_bytes as f64 / self.covered_s.max(1) as f64
-    }
-
-    pub fn disk_bps(&self) -> f64 {
-        self.disk_bytes as f64 / self.covered_s.max(1) as f64
-    }
-}
-
-/// Buckets of a day's CPU counts: 0.1 % steps keep a day at 4 KB.
-const DAY_CPU_BUCKETS: usize = 1001;
-
-struct DayAcc {
-    samples: u64,
-    cpu: Box<[u32]>,
-    cpu_sum: u64,
-    cpu_max: u16,
-    mem_max: u16,
-    net_bytes: u64,
-    disk_bytes: u64,
-    covered_s: u64,
-}
-
-impl DayAcc {
-    fn new() -> DayAcc {
-        DayAcc {
-            samples: 0,
-            cpu: vec![0; DAY_CPU_BUCKETS].into_boxed_slice(),
-            cpu_sum: 0,
-            cpu_max: 0,
-            mem_max: 0,
-            net_bytes: 0,
-            disk_bytes: 0,
-            covered_s: 0,
-        }
-    }
-
-    fn finish(&self, day: u64) -> DaySummary {
-        let rank = (0.95 * self.samples as f64).ceil().max(1.0) as u64;
-        let mut seen = 0u64;
-        let p95 = self
-            .cpu
-            .iter()
-            .position(|c| {
-                seen += u64::from(*c);
-                seen >= rank
-            })
-            .unwrap_or(0);
-        DaySummary {
-            day,
-            samples: self.samples,
-            cpu_avg: self.cpu_sum as f64 / self.samples.max(1) as f64 / 100.0,
-            cpu_p95: p95 as f64 / 10.0,
-            cpu_max: f64::from(self.cpu_max) / 100.0,
-            mem_max: f64::from(self.mem_max) / 100.0,
-            net_bytes: self.net_bytes,
-            disk_bytes: self.disk_bytes,
-            covered_s: self.covered_s,
-        }
-    }
-}
-
 /// GCP's idle lines (its idle VM recommender's defaults): 0.03 vCPU, as
 /// cpu% x vCPUs in hundredths; received and sent bytes per second.
 const GCP_CPU_X100: u64 = 300;
 const GCP_RX_BPS: u64 = 2000;
 const GCP_TX_BPS: u64 = 1000;
-
-/// Exact counts of a percentage in 0.01 % steps, with the range of values
-/// seen so that scans and resets touch only that range.
-struct PctCounts {
-    counts: Box<[u64]>,
-    n: u64,
-    lo: usize,
-    hi: usize,
-}
-
-impl PctCounts {
-    fn new() -> PctCounts {
-        PctCounts {
-            counts: vec![0; usize::from(MAX_PCT_X100) + 1].into_boxed_slice(),
-            n: 0,
-            lo: 0,
-            hi: 0,
-        }
-    }
-
-    fn add_n(&mut self, x100: u16, count: u64) {
-        let i = usize::from(x100.min(MAX_PCT_X100));
-        if self.n == 0 {
-            (self.lo, self.hi) = (i, i);
-        } else {
-            (self.lo, self.hi) = (self.lo.min(i), self.hi.max(i));
-        }
-        self.counts[i] = self.counts[i].saturating_add(count);
-        self.n = self.n.saturating_add(count);
-    }
-
-    fn add(&mut self, x100: u16) {
-        self.add_n(x100, 1);
-    }
-
-    /// The values seen and their counts, lowest first.
-    fn seen(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
-        let range = if self.n == 0 {
-            0..0
-        } else {
-            self.lo..self.hi + 1
-        };
-        self.counts[range.clone()]
-            .iter()
-            .zip(range)
-            .filter(|(c, _)| **c > 0)
-            .map(|(c, v)| (v, *c))
-    }
-
-    fn reset(&mut self) {
-        if self.n > 0 {
-            self.counts[self.lo..=self.hi].fill(0);
-        }
-        self.n = 0;
-    }
-
-    /// Nearest-rank percentiles, in percent, in one pass (`ps` ascending).
-    fn percentiles<const N: usize>(&self, ps: [f64; N]) -> [f64; N] {
-        let ranks = ps.map(|p| ((p / 100.0) * self.n as f64).ceil().max(1.0) as u64);
-        let mut out = [0.0; N];
-        let mut next = 0;
-        let mut seen = 0;
-        for (value, count) in self.seen() {
-            seen += count;
-            while next < N && seen >= ranks[next] {
-                out[next] = value as f64 / 100.0;
-                next += 1;
-            }
-            if next == N {
-                break;
-            }
-        }
-        out
-    }
-
-    fn max(&self) -> f64 {
-        if self.n == 0 {
-            0.0
-        } else {
-            self.hi as f64 / 100.0
-        }
-    }
-
-    /// How many values equal the highest.
-    fn at_max(&self) -> u64 {
-        if self.n == 0 { 0 } else { self.counts[self.hi] }
-    }
-}
-
-/// Rates, bytes/s, to 3 significant digits (0.1 %).
-fn rate_histogram() -> Histogram<u64> {
-    Histogram::new(3).expect("3 significant digits is valid")
-}
-
-/// Values held before they go into a histogram: up to this many a
-/// segment's few rates are kept as they are (walking a histogram's buckets
-/// to store it costs more than all its rows), past it memory stays bounded.
-const RATES_HELD: usize = 1 << 16;
-
-/// Network or disk rates: the values themselves while few, then an HDR
-/// histogram (see [`RATES_HELD`]).
-struct Rates {
-    values: Vec<u64>,
-    spilled: Histogram<u64>,
-}
-
-impl Rates {
-    fn new() -> Rates {
-        Rates {
-            values: Vec::new(),
-            spilled: rate_histogram(),
-        }
-    }
-
-    fn add_n(&mut self, v: u64, n: u64) {
-        if (self.values.len() as u64).saturating_add(n) > RATES_HELD as u64 {
-            if self.spilled.record_n(v, n).is_err() {
-                self.spilled.saturating_record_n(v, n);
-            }
-        } else if n == 1 {
-            self.values.push(v);
-        } else {
-            self.values.extend(std::iter::repeat_n(v, n as usize));
-        }
-    }
-
-    fn reset(&mut self) {
-        self.values.clear();
-        if !self.spilled.is_empty() {
-            self.spilled.reset();
-        }
-    }
-
-    /// All of them in one histogram.
-    fn histogram(&self) -> Histogram<u64> {
-        let mut h = self.spilled.clone();
-        for v in &self.values {
-            record(&mut h, *v);
-        }
-        h
-    }
-
-    /// The nearest-rank p95 as the low end of its bucket: exact below
-    /// 2,048, within 0.1 % above. Values not yet in the histogram are
-    /// ranked directly, as the histogram would (same rank, same bucket).
-    fn p95(&self) -> f64 {
-        if !self.spilled.is_empty() {
-            let h = self.histogram();
-            return h.lowest_equivalent(h.value_at_quantile(0.95)) as f64;
-        }
-        if self.values.is_empty() {
-            return 0.0;
-        }
-        let rank = ((0.95 * self.values.len() as f64).ceil() as usize).max(1);
-        let mut values = self.values.clone();
-        let (_, v, _) = values.select_nth_unstable(rank - 1);
-        self.spilled.lowest_equivalent(*v) as f64
-    }
-
-    /// (bucket, count) pairs, each bucket named by its highest value. The
-    /// values held become their buckets' highest, which ranks them the same.
-    fn encode(&mut self, out: &mut Vec<u8>) {
-        if !self.spilled.is_empty() {
-            let h = self.histogram();
-            let pairs = || {
-                h.iter_recorded()
-                    .map(|b| (b.value_iterated_to(), b.count_at_value()))
-            };
-            return put_counts(out, pairs().count(), pairs());
-        }
-        for v in &mut self.values {
-            *v = self.spilled.highest_equivalent(*v);
-        }
-        self.values.sort_unstable();
-        let runs = || {
-            self.values
-                .chunk_by(|a, b| a == b)
-                .map(|run| (run[0], run.len() as u64))
-        };
-        put_counts(out, runs().count(), runs());
-    }
-
-    fn absorb(&mut self, r: &mut Reader, max_rows: u64) -> Result<(), Corrupt> {
-        get_counts(r, max_rows, |v, n| self.add_n(v, n))
-    }
-}
-
-/// Records `v`, growing the histogram's range as needed (its
-/// `saturating_record` would clamp to the range it has instead).
-fn record(h: &mut Histogram<u64>, v: u64) {
-    if h.record(v).is_err() {
-        h.saturating_record(v);
-    }
-}
-
-/// Ranges of seq seen in a VM's rows, over all its boots, before the cap.
-const MAX_RANGES: usize = 1 << 16;
-
-/// One boot's seq numbers: sorted, disjoint, non-touching inclusive ranges
-/// (one range while nothing is lost), the rows taken and, within a file,
-/// the highest seq so far.
-#[derive(Debug, Default)]
-struct Boot {
-    ranges: Vec<(u64, u64)>,
-    max: u64,
-    rows: u64,
-}
-
-/// What inserting a seq found.
-#[derive(Debug, PartialEq, Eq)]
-enum Seen {
-    New,
-    Duplicate,
-    /// Past [`MAX_RANGES`]: neither stored nor known to be new.
-    Untracked,
-}
-
-impl Boot {
-    fn insert(&mut self, s: u64, ranges_left: usize) -> Seen {
-        join_range(&mut self.ranges, (s, s), ranges_left > 0)
-    }
-}
-
-/// Joins `(a, b)` into sorted, disjoint, non-touching ranges, merging
-/// touching ones. An overlap with a range already there is a duplicate and
-/// changes nothing; a range that would stand alone is added only when
-/// `may_add` (else it is untracked).
-fn join_range(ranges: &mut Vec<(u64, u64)>, (a, b): (u64, u64), may_add: bool) -> Seen {
-    let i = ranges.partition_point(|r| r.1 < a);
-    if ranges.get(i).is_some_and(|r| r.0 <= b) {
-        return Seen::Duplicate;
-    }
-    let joins_prev = i > 0 && ranges[i - 1].1.checked_add(1) == Some(a);
-    let joins_next = ranges.get(i).is_some_and(|r| b.checked_add(1) == Some(r.0));
-    match (joins_prev, joins_next) {
-        (true, true) => {
-            ranges[i - 1].1 = ranges[i].1;
-            ranges.remove(i);
-        }
-        (true, false) => ranges[i - 1].1 = b,
-        (false, true) => ranges[i].0 = a,
-        (false, false) if !may_add => return Seen::Untracked,
-        (false, false) => ranges.insert(i, (a, b)),
-    }
-    Seen::New
-}
-
-/// The largest forward seq gap counted as loss: twice the intervals the
-/// VM's rows span, plus 100 for clock skew and bursts. A real gap of g
-/// datagrams needs g intervals to pass; a larger one is a restarted counter
-/// or a spoofed datagram (one seq of 2^64-1 once reported 1.8e19 lost).
-pub fn jump_bound(span_ms: u64, interval_s: u16) -> u64 {
-    let intervals = span_ms / (u64::from(interval_s.max(1)) * 1000);
-    intervals.saturating_mul(2).saturating_add(100)
-}
 
 /// Distinct values counted for the most-frequent choice, at most: a
 /// spoofer cannot grow the map past this (later values are not counted).
@@ -484,11 +159,9 @@ pub struct Accumulator {
     net: Rates,
     disk: Rates,
     /// Every file's seqs together: what counts once.
-    boots: HashMap<u32, Boot>,
-    ranges: usize,
+    seqs: Seqs,
     /// This file's seqs: what is a duplicate or out of order.
-    file_boots: HashMap<u32, Boot>,
-    file_ranges: usize,
+    file_seqs: Seqs,
     duplicates: u64,
     out_of_order: u64,
     gcp_low: [u64; 3],
@@ -520,10 +193,8 @@ impl Default for Accumulator {
             mem: PctCounts::new(),
             net: Rates::new(),
             disk: Rates::new(),
-            boots: HashMap::new(),
-            ranges: 0,
-            file_boots: HashMap::new(),
-            file_ranges: 0,
+            seqs: Seqs::default(),
+            file_seqs: Seqs::default(),
             duplicates: 0,
             out_of_order: 0,
             gcp_low: [0; 3],
@@ -547,17 +218,14 @@ impl Default for Accumulator {
 impl Accumulator {
     /// The rows that follow come from another file.
     pub fn start_file(&mut self) {
-        self.file_boots.clear();
-        self.file_ranges = 0;
+        self.file_seqs.clear();
         self.size = None;
     }
 
     pub fn add(&mut self, row: &Row) {
         let s = &row.stat;
-        let in_file = self.file_boots.entry(s.boot_id).or_default();
-        let before = in_file.ranges.len();
-        let left = MAX_RANGES.saturating_sub(self.file_ranges);
-        match in_file.insert(s.seq, left) {
+        let (seen, in_file) = self.file_seqs.insert(s.boot_id, s.seq);
+        match seen {
             Seen::Duplicate => {
                 self.duplicates = self.duplicates.saturating_add(1);
                 return;
@@ -565,25 +233,16 @@ impl Accumulator {
             Seen::Untracked => self.capped = true,
             Seen::New => {}
         }
-        self.file_ranges = self.file_ranges + in_file.ranges.len() - before;
-        if in_file.rows > 0 && s.seq < in_file.max {
+        if in_file.behind(s.seq) {
             self.out_of_order = self.out_of_order.saturating_add(1);
         }
-        in_file.max = if in_file.rows == 0 {
-            s.seq
-        } else {
-            in_file.max.max(s.seq)
-        };
-        in_file.rows += 1;
-
-        let boot = self.boots.entry(s.boot_id).or_default();
-        let before = boot.ranges.len();
-        match boot.insert(s.seq, MAX_RANGES.saturating_sub(self.ranges)) {
+        in_file.take(s.seq, 1);
+        let (seen, boot) = self.seqs.insert(s.boot_id, s.seq);
+        match seen {
             Seen::Duplicate => return,
             Seen::Untracked => self.capped = true,
             Seen::New => {}
         }
-        self.ranges = self.ranges + boot.ranges.len() - before;
         boot.rows += 1;
 
         self.cpu.add(s.cpu_pct_x100);
@@ -666,7 +325,7 @@ impl Accumulator {
             most_frequent(&self.sizes).unwrap_or((last.stat.vcpus, last.stat.mem_mib));
         let bound = jump_bound(last.recv_ms.saturating_sub(first_seen_ms), interval_s);
         let (mut lost, mut seq_jumps) = (0u64, 0u64);
-        for boot in self.boots.values() {
+        for (_, boot) in self.seqs.iter() {
             for pair in boot.ranges.windows(2) {
                 let gap = pair[1].0 - pair[0].1 - 1;
                 if gap <= bound {
@@ -679,8 +338,8 @@ impl Accumulator {
         let [cpu_p50, cpu_p95, cpu_p99] = self.cpu.percentiles([50.0, 95.0, 99.0]);
         let [mem_p95, mem_p99] = self.mem.percentiles([95.0, 99.0]);
         let own_boot = self
-            .boots
-            .get(&last.stat.boot_id)
+            .seqs
+            .get(last.stat.boot_id)
             .is_some_and(|b| b.rows >= 2);
         Some(VmSummary {
             ip,
@@ -706,7 +365,7 @@ impl Accumulator {
             lost,
             duplicates: self.duplicates,
             out_of_order: self.out_of_order,
-            restarts: (self.boots.len() as u64).saturating_sub(1),
+            restarts: (self.seqs.len() as u64).saturating_sub(1),
             seq_jumps,
             first_seen_ms,
             last_seen_ms: last.recv_ms,
@@ -737,33 +396,6 @@ impl From<Corrupt> for Unmergeable {
     fn from(_: Corrupt) -> Self {
         Unmergeable::Corrupt
     }
-}
-
-/// `n` sorted (value, count) pairs as deltas of value and counts.
-fn put_counts(out: &mut Vec<u8>, n: usize, pairs: impl Iterator<Item = (u64, u64)>) {
-    put(out, n as u64);
-    let mut prev = 0;
-    for (v, c) in pairs {
-        put(out, v - prev);
-        put(out, c);
-        prev = v;
-    }
-}
-
-/// Calls `f` with each pair [`put_counts`] wrote; the counts may add up
-/// to `max_rows` at most.
-fn get_counts(r: &mut Reader, max_rows: u64, mut f: impl FnMut(u64, u64)) -> Result<(), Corrupt> {
-    let (mut v, mut total) = (0u64, 0u64);
-    for _ in 0..r.get_len()? {
-        v = v.checked_add(r.get()?).ok_or(Corrupt)?;
-        let n = r.get()?;
-        total = total
-            .checked_add(n)
-            .filter(|t| *t <= max_rows)
-            .ok_or(Corrupt)?;
-        f(v, n);
-    }
-    Ok(())
 }
 
 /// What a stored segment may claim, from where it lies in its file: its
@@ -840,15 +472,6 @@ fn get_size(r: &mut Reader) -> Result<(u16, u32), Corrupt> {
     Ok((r.get_as()?, r.get_as()?))
 }
 
-/// Joins a range of a segment into `ranges`; an overlap means the two
-/// hold the same (boot_id, seq), which merging cannot count exactly.
-fn insert_range(ranges: &mut Vec<(u64, u64)>, range: (u64, u64)) -> Result<(), Unmergeable> {
-    match join_range(ranges, range, true) {
-        Seen::Duplicate => Err(Unmergeable::Overlap),
-        Seen::New | Seen::Untracked => Ok(()),
-    }
-}
-
 /// Segments: the rows of one file on one UTC day, summarized apart so the
 /// report can keep them (the summary cache) and merge the days a window
 /// covers without reading their rows again. Merging is exact when the
@@ -861,8 +484,7 @@ impl Accumulator {
         self.mem.reset();
         self.net.reset();
         self.disk.reset();
-        self.boots.clear();
-        self.ranges = 0;
+        self.seqs.clear();
         self.start_file();
         self.duplicates = 0;
         self.out_of_order = 0;
@@ -896,9 +518,9 @@ impl Accumulator {
         }
         self.net.encode(out);
         self.disk.encode(out);
-        put(out, self.boots.len() as u64);
-        for (id, boot) in &self.boots {
-            let max = self.file_boots.get(id).map_or(boot.max, |b| b.max);
+        put(out, self.seqs.len() as u64);
+        for (id, boot) in self.seqs.iter() {
+            let max = self.file_seqs.get(*id).map_or(boot.max, |b| b.max);
             put(out, u64::from(*id));
             put(out, max);
             put(out, boot.rows);
@@ -988,31 +610,25 @@ impl Accumulator {
         for _ in 0..r.get_len()? {
             let id: u32 = r.get_as()?;
             let (max, rows) = (r.get()?, get_count(r, max_rows)?);
-            let in_file = self.file_boots.entry(id).or_default();
-            let global = self.boots.entry(id).or_default();
+            // Both exist from here on, as a boot with no range would.
+            self.seqs.boot(id);
+            self.file_seqs.boot(id);
             let mut lowest = None;
             for _ in 0..r.get_len()? {
                 let a = r.get()?;
                 let b = a.checked_add(r.get()?).ok_or(Corrupt)?;
                 lowest = Some(lowest.map_or(a, |l: u64| l.min(a)));
-                let before = global.ranges.len();
-                insert_range(&mut global.ranges, (a, b))?;
-                self.ranges = self.ranges + global.ranges.len() - before;
-                let before = in_file.ranges.len();
-                insert_range(&mut in_file.ranges, (a, b))?;
-                self.file_ranges = self.file_ranges + in_file.ranges.len() - before;
+                self.seqs.join(id, (a, b))?;
+                self.file_seqs.join(id, (a, b))?;
             }
-            if in_file.rows > 0 && lowest.is_some_and(|l| l < in_file.max) {
+            let in_file = self.file_seqs.boot(id);
+            if lowest.is_some_and(|l| in_file.behind(l)) {
                 return Err(Unmergeable::Interleaved);
             }
-            in_file.max = if in_file.rows == 0 {
-                max
-            } else {
-                in_file.max.max(max)
-            };
-            in_file.rows = in_file.rows.saturating_add(rows);
+            in_file.take(max, rows);
+            let global = self.seqs.boot(id);
             global.rows = global.rows.saturating_add(rows);
-            self.capped |= self.ranges > MAX_RANGES || self.file_ranges > MAX_RANGES;
+            self.capped |= self.seqs.over_cap() || self.file_seqs.over_cap();
         }
         self.duplicates = self.duplicates.saturating_add(get_count(r, max_rows)?);
         self.out_of_order = self.out_of_order.saturating_add(get_count(r, max_rows)?);

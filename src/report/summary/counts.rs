@@ -1,0 +1,234 @@
+//! The exact percent counts (CPU and memory, 0.01 % steps) and the rate
+//! histograms (network and disk) of a summary, and how a segment stores
+//! them: (value, count) pairs whose counts are bounded by the segment's
+//! rows.
+
+use hdrhistogram::Histogram;
+
+use crate::report::codec::{Corrupt, Reader, put};
+use crate::wire::MAX_PCT_X100;
+
+/// Exact counts of a percentage in 0.01 % steps, with the range of values
+/// seen so that scans and resets touch only that range.
+pub(super) struct PctCounts {
+    counts: Box<[u64]>,
+    pub(super) n: u64,
+    lo: usize,
+    hi: usize,
+}
+
+impl PctCounts {
+    pub(super) fn new() -> PctCounts {
+        PctCounts {
+            counts: vec![0; usize::from(MAX_PCT_X100) + 1].into_boxed_slice(),
+            n: 0,
+            lo: 0,
+            hi: 0,
+        }
+    }
+
+    pub(super) fn add_n(&mut self, x100: u16, count: u64) {
+        let i = usize::from(x100.min(MAX_PCT_X100));
+        if self.n == 0 {
+            (self.lo, self.hi) = (i, i);
+        } else {
+            (self.lo, self.hi) = (self.lo.min(i), self.hi.max(i));
+        }
+        self.counts[i] = self.counts[i].saturating_add(count);
+        self.n = self.n.saturating_add(count);
+    }
+
+    pub(super) fn add(&mut self, x100: u16) {
+        self.add_n(x100, 1);
+    }
+
+    /// The values seen and their counts, lowest first.
+    pub(super) fn seen(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        let range = if self.n == 0 {
+            0..0
+        } else {
+            self.lo..self.hi + 1
+        };
+        self.counts[range.clone()]
+            .iter()
+            .zip(range)
+            .filter(|(c, _)| **c > 0)
+            .map(|(c, v)| (v, *c))
+    }
+
+    pub(super) fn reset(&mut self) {
+        if self.n > 0 {
+            self.counts[self.lo..=self.hi].fill(0);
+        }
+        self.n = 0;
+    }
+
+    /// Nearest-rank percentiles, in percent, in one pass (`ps` ascending).
+    pub(super) fn percentiles<const N: usize>(&self, ps: [f64; N]) -> [f64; N] {
+        let ranks = ps.map(|p| ((p / 100.0) * self.n as f64).ceil().max(1.0) as u64);
+        let mut out = [0.0; N];
+        let mut next = 0;
+        let mut seen = 0;
+        for (value, count) in self.seen() {
+            seen += count;
+            while next < N && seen >= ranks[next] {
+                out[next] = value as f64 / 100.0;
+                next += 1;
+            }
+            if next == N {
+                break;
+            }
+        }
+        out
+    }
+
+    pub(super) fn max(&self) -> f64 {
+        if self.n == 0 {
+            0.0
+        } else {
+            self.hi as f64 / 100.0
+        }
+    }
+
+    /// How many values equal the highest.
+    pub(super) fn at_max(&self) -> u64 {
+        if self.n == 0 { 0 } else { self.counts[self.hi] }
+    }
+}
+
+/// Rates, bytes/s, to 3 significant digits (0.1 %).
+pub(super) fn rate_histogram() -> Histogram<u64> {
+    Histogram::new(3).expect("3 significant digits is valid")
+}
+
+/// Values held before they go into a histogram: up to this many a
+/// segment's few rates are kept as they are (walking a histogram's buckets
+/// to store it costs more than all its rows), past it memory stays bounded.
+pub(super) const RATES_HELD: usize = 1 << 16;
+
+/// Network or disk rates: the values themselves while few, then an HDR
+/// histogram (see [`RATES_HELD`]).
+pub(super) struct Rates {
+    values: Vec<u64>,
+    spilled: Histogram<u64>,
+}
+
+impl Rates {
+    pub(super) fn new() -> Rates {
+        Rates {
+            values: Vec::new(),
+            spilled: rate_histogram(),
+        }
+    }
+
+    pub(super) fn add_n(&mut self, v: u64, n: u64) {
+        if (self.values.len() as u64).saturating_add(n) > RATES_HELD as u64 {
+            if self.spilled.record_n(v, n).is_err() {
+                self.spilled.saturating_record_n(v, n);
+            }
+        } else if n == 1 {
+            self.values.push(v);
+        } else {
+            self.values.extend(std::iter::repeat_n(v, n as usize));
+        }
+    }
+
+    pub(super) fn reset(&mut self) {
+        self.values.clear();
+        if !self.spilled.is_empty() {
+            self.spilled.reset();
+        }
+    }
+
+    /// All of them in one histogram.
+    pub(super) fn histogram(&self) -> Histogram<u64> {
+        let mut h = self.spilled.clone();
+        for v in &self.values {
+            record(&mut h, *v);
+        }
+        h
+    }
+
+    /// The nearest-rank p95 as the low end of its bucket: exact below
+    /// 2,048, within 0.1 % above. Values not yet in the histogram are
+    /// ranked directly, as the histogram would (same rank, same bucket).
+    pub(super) fn p95(&self) -> f64 {
+        if !self.spilled.is_empty() {
+            let h = self.histogram();
+            return h.lowest_equivalent(h.value_at_quantile(0.95)) as f64;
+        }
+        if self.values.is_empty() {
+            return 0.0;
+        }
+        let rank = ((0.95 * self.values.len() as f64).ceil() as usize).max(1);
+        let mut values = self.values.clone();
+        let (_, v, _) = values.select_nth_unstable(rank - 1);
+        self.spilled.lowest_equivalent(*v) as f64
+    }
+
+    /// (bucket, count) pairs, each bucket named by its highest value. The
+    /// values held become their buckets' highest, which ranks them the same.
+    pub(super) fn encode(&mut self, out: &mut Vec<u8>) {
+        if !self.spilled.is_empty() {
+            let h = self.histogram();
+            let pairs = || {
+                h.iter_recorded()
+                    .map(|b| (b.value_iterated_to(), b.count_at_value()))
+            };
+            return put_counts(out, pairs().count(), pairs());
+        }
+        for v in &mut self.values {
+            *v = self.spilled.highest_equivalent(*v);
+        }
+        self.values.sort_unstable();
+        let runs = || {
+            self.values
+                .chunk_by(|a, b| a == b)
+                .map(|run| (run[0], run.len() as u64))
+        };
+        put_counts(out, runs().count(), runs());
+    }
+
+    pub(super) fn absorb(&mut self, r: &mut Reader, max_rows: u64) -> Result<(), Corrupt> {
+        get_counts(r, max_rows, |v, n| self.add_n(v, n))
+    }
+}
+
+/// Records `v`, growing the histogram's range as needed (its
+/// `saturating_record` would clamp to the range it has instead).
+pub(super) fn record(h: &mut Histogram<u64>, v: u64) {
+    if h.record(v).is_err() {
+        h.saturating_record(v);
+    }
+}
+
+/// `n` sorted (value, count) pairs as deltas of value and counts.
+pub(super) fn put_counts(out: &mut Vec<u8>, n: usize, pairs: impl Iterator<Item = (u64, u64)>) {
+    put(out, n as u64);
+    let mut prev = 0;
+    for (v, c) in pairs {
+        put(out, v - prev);
+        put(out, c);
+        prev = v;
+    }
+}
+
+/// Calls `f` with each pair [`put_counts`] wrote; the counts may add up
+/// to `max_rows` at most.
+pub(super) fn get_counts(
+    r: &mut Reader,
+    max_rows: u64,
+    mut f: impl FnMut(u64, u64),
+) -> Result<(), Corrupt> {
+    let (mut v, mut total) = (0u64, 0u64);
+    for _ in 0..r.get_len()? {
+        v = v.checked_add(r.get()?).ok_or(Corrupt)?;
+        let n = r.get()?;
+        total = total
+            .checked_add(n)
+            .filter(|t| *t <= max_rows)
+            .ok_or(Corrupt)?;
+        f(v, n);
+    }
+    Ok(())
+}
