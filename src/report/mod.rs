@@ -93,6 +93,8 @@ pub struct Report {
     pub priced: bool,
     /// Ordered by category (reclaimable first), then address.
     pub vms: Vec<VmReport>,
+    /// Summed once here; every renderer reads them.
+    totals: Totals,
 }
 
 /// Fleet totals. Every sum saturates: a spoofed figure of 2^64-1 must not
@@ -142,11 +144,13 @@ impl Report {
             })
             .collect();
         vms.sort_by_key(|v| (v.verdict.category, v.vm.ip));
+        let totals = totals_of(&vms);
         Report {
             window,
             rules,
             priced: prices.is_some(),
             vms,
+            totals,
         }
     }
 
@@ -155,26 +159,31 @@ impl Report {
     }
 
     pub fn totals(&self) -> Totals {
-        self.vms.iter().fold(Totals::default(), |t, v| {
-            let idle = v.verdict.category == Category::Idle;
-            let held = |x: u64| if idle { x } else { 0 };
-            Totals {
-                lost: t.lost.saturating_add(v.vm.lost),
-                duplicates: t.duplicates.saturating_add(v.vm.duplicates),
-                out_of_order: t.out_of_order.saturating_add(v.vm.out_of_order),
-                restarts: t.restarts.saturating_add(v.vm.restarts),
-                seq_jumps: t.seq_jumps.saturating_add(v.vm.seq_jumps),
-                recv_backwards: t.recv_backwards.saturating_add(v.vm.recv_backwards),
-                reclaimable_vcpus: t
-                    .reclaimable_vcpus
-                    .saturating_add(held(u64::from(v.vm.vcpus))),
-                reclaimable_mem_mib: t
-                    .reclaimable_mem_mib
-                    .saturating_add(held(u64::from(v.vm.mem_mib))),
-                savings: t.savings + v.savings.unwrap_or(0.0),
-            }
-        })
+        self.totals
     }
+}
+
+/// The fleet's totals over its VMs' reports.
+fn totals_of(vms: &[VmReport]) -> Totals {
+    vms.iter().fold(Totals::default(), |t, v| {
+        let idle = v.verdict.category == Category::Idle;
+        let held = |x: u64| if idle { x } else { 0 };
+        Totals {
+            lost: t.lost.saturating_add(v.vm.lost),
+            duplicates: t.duplicates.saturating_add(v.vm.duplicates),
+            out_of_order: t.out_of_order.saturating_add(v.vm.out_of_order),
+            restarts: t.restarts.saturating_add(v.vm.restarts),
+            seq_jumps: t.seq_jumps.saturating_add(v.vm.seq_jumps),
+            recv_backwards: t.recv_backwards.saturating_add(v.vm.recv_backwards),
+            reclaimable_vcpus: t
+                .reclaimable_vcpus
+                .saturating_add(held(u64::from(v.vm.vcpus))),
+            reclaimable_mem_mib: t
+                .reclaimable_mem_mib
+                .saturating_add(held(u64::from(v.vm.mem_mib))),
+            savings: t.savings + v.savings.unwrap_or(0.0),
+        }
+    })
 }
 
 /// What a report says in numbers, for the metrics endpoint.
@@ -1129,6 +1138,32 @@ mod tests {
             csv.lines().nth(1).unwrap().ends_with(",OK,IDLE,OK"),
             "{csv}"
         );
+    }
+
+    #[test]
+    fn csv_and_json_carry_every_count_of_the_summary() {
+        let vm = fortnight(|_| (100, 1_000, 1_000));
+        let end = Window::before(FORTNIGHT_END, None);
+        let r = Report::new(vec![vm], &Thresholds::default(), Policy::Vmstats, None, end);
+        let csv = render(&r, ReportFormat::Csv);
+        let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+        let json: serde_json::Value =
+            serde_json::from_str(&render(&r, ReportFormat::Json)).unwrap();
+        let datagrams = &json["vms"][0]["datagrams"];
+        for key in [
+            "lost",
+            "duplicates",
+            "out_of_order",
+            "restarts",
+            "seq_jumps",
+            "bad_rows",
+            "recv_backwards",
+        ] {
+            assert!(header.contains(&key), "CSV lacks {key}: {header:?}");
+            assert!(datagrams.get(key).is_some(), "JSON lacks {key}");
+        }
+        assert!(header.contains(&"last_size_change_ms"), "{header:?}");
+        assert!(header.contains(&"size_changes"), "{header:?}");
     }
 
     #[test]
