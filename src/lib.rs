@@ -15,10 +15,12 @@
 //! 4. [`report`]: the reclamation report is built from those files.
 //!
 //! [`aggregator`] wires these together for one run, [`stats`] counts what
-//! happened ([`metrics`] serves the counts to Prometheus), [`config`] holds the validated settings and [`sim`] is the VM
-//! simulator and load generator. [`agent`] is the other end: what runs on
-//! a real VM and sends its real figures; [`stop`] ends its sleeps (and the
-//! report cache refresh's) at once.
+//! happened, each counter named once ([`metrics`] serves the counts to
+//! Prometheus), [`config`] holds the validated settings and [`sim`] is the
+//! VM simulator and load generator. [`agent`] is the other end: what runs
+//! on a real VM and sends its real figures; [`stop`] ends its sleeps (and
+//! the report cache refresh's) at once. Log lines go through [`log_line`],
+//! and a line that may repeat through a [`RateLimited`].
 
 pub mod admission;
 pub mod agent;

@@ -1,6 +1,7 @@
-//! The report as text: a table for people, JSON and CSV for tools. Each
-//! format is one file; the words for a [`Reason`] and the shared number
-//! formats live here, so every format says the same thing the same way.
+//! The report as text: a table and an HTML page for people, JSON and CSV
+//! for tools. Each format is one file; the words for a [`Reason`] and the
+//! shared number formats live here, so every format says the same thing
+//! the same way.
 
 mod csv;
 mod html;
