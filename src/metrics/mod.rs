@@ -5,7 +5,7 @@
 //! keep ([`crate::stats::Stats`]) and the figures of the latest report the
 //! aggregator made while running ([`crate::report::Published`]); nothing on
 //! the datagram path changes for it. What the text says is in
-//! [`exposition`]; this file is the HTTP side.
+//! `exposition.rs`; this file is the HTTP side.
 //!
 //! The HTTP side is a small mio loop, not a crate's server: tiny_http, the
 //! obvious choice, starts a thread for each connection that finds its pool
