@@ -79,6 +79,33 @@ pub fn interval_field(interval: std::time::Duration) -> u16 {
     s.clamp(1, u128::from(MAX_INTERVAL_S)) as u16
 }
 
+/// The decoder's contract on any bytes, as the fuzz target and the replay
+/// of its corpus in the tests both check it (one function, so the two
+/// cannot drift): never a panic; anything but 72 bytes refused for its
+/// length; what is accepted encodes back to the same bytes (the reserved
+/// ones aside) and formats to a row that parses back to it. Panics on a
+/// violation.
+pub fn check_decode(data: &[u8]) {
+    match decode(data, false) {
+        Ok(stat) => {
+            assert_eq!(data.len(), DATAGRAM_LEN);
+            let again = encode(&stat);
+            assert_eq!(&again[..14], &data[..14]);
+            assert_eq!(&again[16..], &data[16..]);
+            let mut row = Vec::new();
+            push_row(&mut row, 1, &stat);
+            let text = std::str::from_utf8(&row).expect("a row is text");
+            let back = parse_row(text.trim_end()).expect("a row parses back");
+            assert_eq!(back.stat, stat);
+        }
+        Err(reason) => {
+            if data.len() != DATAGRAM_LEN {
+                assert_eq!(reason, Reject::BadLength);
+            }
+        }
+    }
+}
+
 /// Why a datagram was refused, in the order `PROTOCOL.md` checks them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Reject {

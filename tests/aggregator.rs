@@ -340,3 +340,28 @@ fn duration_stops_by_itself_and_prints_the_report() {
     assert_eq!(json["lookback_days"], 14.0);
     assert_eq!(json["summary"]["vms"], 0);
 }
+
+#[test]
+fn ten_thousand_vms_under_256_open_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "ulimit -n 256 && exec {AGGREGATOR} --listen 127.0.0.1:0 --data-dir {} --flush-interval 100ms --workers 1",
+            dir.path().display()
+        ))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let agg = Aggregator::from_command(cmd, dir.path());
+    // 256 less the 64 kept for sockets and stdio.
+    assert!(
+        agg.first_line().contains(" 192 open files each"),
+        "{}",
+        agg.first_line()
+    );
+    load(agg.port(), 10000, "10000", 20_000, "127.35.0.1", &[]);
+    let done = agg.stop();
+    assert!(done.success, "{}", done.stderr);
+    assert_eq!(done.counter("accepted"), 20_000, "{}", done.stderr);
+    assert_eq!(count_files_and_rows(dir.path()), (10_000, 20_000));
+}
