@@ -423,3 +423,258 @@ pub fn idle_day(day: &DaySummary, t: &Thresholds) -> bool {
         && day.net_bps() < t.idle_net_bps
         && day.disk_bps() < t.idle_disk_bps
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Policy, Prices, ReportFormat, Thresholds};
+    use crate::report::fixtures::*;
+    use crate::report::policy;
+    use crate::report::render::{render, summary_line};
+    use crate::report::{Category, Report};
+    use crate::wire;
+
+    #[test]
+    fn too_few_samples_is_insufficient_data() {
+        let (c, why) = category_of(&steady(4, 100, 1000, 0, 0));
+        assert_eq!(c, Category::InsufficientData);
+        assert_eq!(why, "4 samples < 5");
+    }
+
+    #[test]
+    fn quiet_without_final_flag_is_silent() {
+        let mut rows = steady(10, 5000, 5000, 10_000, 0);
+        for r in &mut rows {
+            r.recv_ms = AS_OF - 181_000;
+        }
+        let (c, why) = category_of(&rows);
+        assert_eq!(c, Category::Silent);
+        assert_eq!(why, "nothing for 181 s > 3 x 60 s interval");
+        // The same VM that said goodbye is judged on its data.
+        rows.last_mut().unwrap().stat.flags = wire::FLAG_FINAL;
+        assert_eq!(category_of(&rows).0, Category::Ok);
+    }
+
+    #[test]
+    fn low_cpu_network_and_disk_is_idle() {
+        let (c, why) = category_of(&steady(20, 310, 6000, 410, 0));
+        assert_eq!(c, Category::Idle);
+        assert_eq!(why, "p95 cpu 3.1% < 10%, net 410 B/s, disk 0 B/s");
+    }
+
+    #[test]
+    fn idle_cpu_with_traffic_is_not_idle() {
+        // CPU low, but a 5 kB/s network: a quiet server, not an idle one.
+        let (c, _) = category_of(&steady(20, 310, 2000, 5000, 0));
+        assert_eq!(c, Category::Oversized);
+        let (c, _) = category_of(&steady(20, 310, 6000, 0, 200_000));
+        assert_eq!(c, Category::Ok);
+    }
+
+    #[test]
+    fn memory_does_not_decide_idle() {
+        assert_eq!(category_of(&steady(20, 100, 9900, 0, 0)).0, Category::Idle);
+    }
+
+    #[test]
+    fn low_cpu_and_memory_is_oversized() {
+        let (c, why) = category_of(&steady(20, 2200, 3100, 50_000, 0));
+        assert_eq!(c, Category::Oversized);
+        assert_eq!(why, "p99 cpu 22.0% <= 40%, max mem 31.0% <= 40%");
+    }
+
+    #[test]
+    fn busy_cpu_or_full_memory_is_undersized() {
+        let (c, why) = category_of(&steady(20, 9100, 5000, 50_000, 0));
+        assert_eq!(
+            (c, why.as_str()),
+            (Category::Undersized, "p95 cpu 91.0% > 80%")
+        );
+        // One row's peak decides, and the reason says it rests on one
+        // sample (it could be one forged version 1 datagram).
+        let mut rows = steady(20, 5000, 5000, 50_000, 0);
+        rows[3].stat.mem_pct_x100 = 9500;
+        let (c, why) = category_of(&rows);
+        assert_eq!(
+            (c, why.as_str()),
+            (Category::Undersized, "max mem 95.0% > 90% (one sample)")
+        );
+        rows[7].stat.mem_pct_x100 = 9500;
+        let (c, why) = category_of(&rows);
+        assert_eq!(
+            (c, why.as_str()),
+            (Category::Undersized, "max mem 95.0% > 90%")
+        );
+    }
+
+    #[test]
+    fn middling_is_ok() {
+        let (c, why) = category_of(&steady(20, 5000, 6000, 50_000, 0));
+        assert_eq!(
+            (c, why.as_str()),
+            (Category::Ok, "p95 cpu 50.0%, max mem 60.0%")
+        );
+    }
+
+    #[test]
+    fn a_spike_in_the_top_five_percent_does_not_stop_idle() {
+        let mut rows = steady(40, 200, 5000, 100, 0);
+        rows[10].stat.cpu_pct_x100 = 9900;
+        rows[20].stat.cpu_pct_x100 = 9900;
+        let vm = summary_of(&rows);
+        assert_eq!(vm.cpu_max, 99.0);
+        assert_eq!(vm.cpu_p95, 2.0);
+        let v = policy::judge(&vm, &Thresholds::default(), AS_OF);
+        assert_eq!(v.category, Category::Idle);
+    }
+
+    // Section 6 of the report issue: one spoofed datagram must not change
+    // a verdict.
+
+    #[test]
+    fn one_datagram_claiming_a_long_interval_does_not_keep_a_vm_from_silent() {
+        let mut rows = steady(10, 5000, 5000, 10_000, 0);
+        for r in &mut rows {
+            r.recv_ms = AS_OF - 181_000;
+        }
+        rows[9].stat.interval_s = 3600;
+        let vm = summary_of(&rows);
+        assert_eq!(vm.interval_s, 60, "the most frequent interval");
+        assert_eq!(category_of(&rows).0, Category::Silent);
+    }
+
+    #[test]
+    fn a_final_flag_from_another_boot_does_not_count() {
+        let mut rows = steady(10, 5000, 5000, 10_000, 0);
+        for r in &mut rows {
+            r.recv_ms = AS_OF - 181_000;
+        }
+        let mut spoof = row(10, 5000, 5000, 10_000, 0);
+        spoof.recv_ms = AS_OF - 181_000;
+        spoof.stat.flags = wire::FLAG_FINAL;
+        spoof.stat.boot_id = 0xBAD;
+        rows.push(spoof);
+        assert!(!summary_of(&rows).stopped);
+        assert_eq!(category_of(&rows).0, Category::Silent);
+    }
+
+    #[test]
+    fn savings_are_all_of_an_idle_vm_and_half_of_an_oversized_one() {
+        let idle = summary_of(&steady(20, 310, 6000, 410, 0));
+        let mut over = summary_of(&steady(20, 2200, 3100, 50_000, 0));
+        over.ip = "127.1.0.2".parse().unwrap();
+        let mut ok = summary_of(&steady(20, 5000, 6000, 50_000, 0));
+        ok.ip = "127.1.0.3".parse().unwrap();
+        // 8 vCPUs at 20 and 16 GiB at 2.5 a month: 200 a VM.
+        let prices = Prices {
+            vcpu_month: 20.0,
+            gib_month: 2.5,
+        };
+        let r = Report::new(
+            vec![idle, over, ok],
+            &Thresholds::default(),
+            Policy::Vmstats,
+            Some(prices),
+            window(),
+        );
+        let saved: Vec<Option<f64>> = r.vms.iter().map(|v| v.savings).collect();
+        assert_eq!(saved, [Some(200.0), Some(100.0), Some(0.0)]);
+        assert_eq!(r.totals().savings, 300.0);
+        assert!(
+            summary_line(&r).ends_with("; estimated savings 300.00 a month"),
+            "{}",
+            summary_line(&r)
+        );
+        let table = render(&r, ReportFormat::Table);
+        assert!(table.lines().next().unwrap().contains("SAVE/MONTH"));
+        let json: serde_json::Value =
+            serde_json::from_str(&render(&r, ReportFormat::Json)).unwrap();
+        assert_eq!(json["vms"][0]["estimated_monthly_savings"], 200.0);
+        assert_eq!(json["summary"]["estimated_monthly_savings"], 300.0);
+        // Without prices, no money anywhere.
+        let plain = sample_report();
+        assert!(!render(&plain, ReportFormat::Table).contains("SAVE"));
+        let json: serde_json::Value =
+            serde_json::from_str(&render(&plain, ReportFormat::Json)).unwrap();
+        assert!(json["vms"][0]["estimated_monthly_savings"].is_null());
+    }
+
+    #[test]
+    fn aws_wants_four_low_days_of_average_cpu_and_network() {
+        // Four quiet days (5 % CPU, 100 kB a day), ten busy ones.
+        let quiet = |d: u64| {
+            if d < 4 {
+                (500, 2_000, 2_000)
+            } else {
+                (6000, 1_000_000, 1_000_000)
+            }
+        };
+        let (c, reasons) = finding(Rule::Aws, &fortnight(quiet));
+        assert_eq!(c, Category::Idle);
+        assert_eq!(
+            reasons,
+            [Reason::AwsLowDays {
+                days: 4,
+                of_days: 14,
+                min_days: 4
+            }]
+        );
+        let three = |d: u64| {
+            if d < 3 {
+                (500, 2_000, 2_000)
+            } else {
+                (6000, 1_000_000, 1_000_000)
+            }
+        };
+        assert_eq!(finding(Rule::Aws, &fortnight(three)).0, Category::Ok);
+        // 5 MB a day is the line: 24 rows of 250 kB are 6 MB, not low.
+        let chatty = |_| (500, 125_000, 125_000);
+        assert_eq!(finding(Rule::Aws, &fortnight(chatty)).0, Category::Ok);
+    }
+
+    #[test]
+    fn azure_wants_p95_under_3_and_a_quiet_last_three_days() {
+        let idle = |_| (100, 1_000, 1_000);
+        let (c, reasons) = finding(Rule::Azure, &fortnight(idle));
+        assert_eq!(c, Category::Idle);
+        assert_eq!(reasons.len(), 3);
+        // A 2.5 % day yesterday (7 % of the samples, so the p95): under
+        // the 3 % line, over the 2 % one of the last three days. The load
+        // fits half the VM, so Azure would resize it instead.
+        let busy_yesterday = |d: u64| {
+            if d == 12 {
+                (250, 1_000, 1_000)
+            } else {
+                (100, 1_000, 1_000)
+            }
+        };
+        let (c, reasons) = finding(Rule::Azure, &fortnight(busy_yesterday));
+        assert_eq!(c, Category::Oversized);
+        assert_eq!(
+            reasons,
+            [Reason::AzureFitsHalf {
+                cpu_p95: 2.5,
+                mem_p99: 20.0
+            }]
+        );
+        assert_eq!(
+            finding(Rule::Azure, &fortnight(|_| (5000, 1_000, 1_000))).0,
+            Category::Ok
+        );
+    }
+
+    #[test]
+    fn gcp_counts_vcpus_and_each_direction_of_traffic() {
+        // 0.5 % of 4 vCPUs is 0.02 vCPU: idle by Google's line.
+        let (c, _) = finding(Rule::Gcp, &fortnight(|_| (50, 3_600_000, 360_000)));
+        assert_eq!(c, Category::Idle);
+        // 1 % of 4 vCPUs is 0.04 vCPU: not idle for Google, yet idle for
+        // vmstats (p95 1 % < 10 %, 1.1 kB/s): the policies disagree.
+        let vm = fortnight(|_| (100, 3_600_000, 360_000));
+        assert_eq!(finding(Rule::Gcp, &vm).0, Category::Ok);
+        assert_eq!(finding(Rule::Vmstats, &vm).0, Category::Idle);
+        // Sent traffic has its own line: 1,000 B/s.
+        let sending = fortnight(|_| (50, 3_600_000, 7_200_000));
+        assert_eq!(finding(Rule::Gcp, &sending).0, Category::Ok);
+    }
+}

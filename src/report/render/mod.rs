@@ -278,4 +278,222 @@ mod tests {
             "p99 cpu 22.0% <= 40%, max mem 31.0% <= 40%"
         );
     }
+
+    use crate::config::{Policy, Prices, ReportFormat, Thresholds};
+    use crate::report::fixtures::*;
+    use crate::report::policy::Rule;
+    use crate::report::{Category, Report, Window};
+
+    #[test]
+    fn table_is_aligned_with_reasons() {
+        let text = render(&sample_report(), ReportFormat::Table);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 6);
+        assert!(
+            lines[0].starts_with("VM         CATEGORY    SAMPLES"),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[1].starts_with("127.1.0.1  IDLE"), "{}", lines[1]);
+        assert!(lines[1].ends_with("reclaim: p95 cpu 3.1% < 10%, net 410 B/s, disk 0 B/s"));
+        assert!(lines[1].contains("3.1/3.1/3.1/3.1"), "{}", lines[1]);
+        assert!(lines[2].starts_with("fd00::5    UNDERSIZED"));
+        let col = lines[0].find("SAMPLES").unwrap() + "SAMPLES".len();
+        assert!(lines.iter().take(4).all(|l| l.as_bytes()[col - 1] != b' '));
+        assert!(lines[4].starts_with("3 VMs: 1 idle"));
+        assert_eq!(
+            lines[5],
+            "datagrams: 0 lost, 0 duplicated, 0 out of order, 0 seq jumps; 0 agent restarts"
+        );
+    }
+
+    #[test]
+    fn json_names_fields_as_the_advisors_do() {
+        let text = render(&sample_report(), ReportFormat::Json);
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["as_of_ms"], AS_OF);
+        assert_eq!(json["lookback_days"], serde_json::Value::Null);
+        assert_eq!(json["summary"]["vms"], 3);
+        assert_eq!(json["summary"]["idle"], 1);
+        let vm = &json["vms"][0];
+        assert_eq!(vm["ip"], "127.1.0.1");
+        assert_eq!(vm["finding"], "IDLE");
+        assert_eq!(vm["advice"], "reclaim");
+        assert_eq!(vm["reasons"][0]["code"], "cpu_p95_below");
+        assert_eq!(vm["reasons"][0]["value"], 3.1);
+        assert_eq!(vm["reasons"][0]["threshold"], 10.0);
+        assert_eq!(vm["reason"], "p95 cpu 3.1% < 10%, net 410 B/s, disk 0 B/s");
+        assert_eq!(vm["utilization"]["cpu_p95"], 3.1);
+        assert_eq!(vm["size"]["vcpus"], 8);
+        assert_eq!(vm["datagrams"]["samples"], 20);
+        assert_eq!(vm["stopped"], false);
+    }
+
+    #[test]
+    fn csv_quotes_reasons_with_commas() {
+        let text = render(&sample_report(), ReportFormat::Csv);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4);
+        assert!(
+            lines[0].starts_with("ip,finding,advice,reason,samples,"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].starts_with(
+                "127.1.0.1,IDLE,reclaim,\"p95 cpu 3.1% < 10%, net 410 B/s, disk 0 B/s\",20,1,1,8,16384,"
+            ),
+            "{}",
+            lines[1]
+        );
+        let empty = Report::new(
+            vec![],
+            &Thresholds::default(),
+            Policy::Vmstats,
+            None,
+            window(),
+        );
+        assert_eq!(render(&empty, ReportFormat::Csv), "");
+    }
+
+    #[test]
+    fn day_numbers_become_dates() {
+        assert_eq!(date_of_day(0), "1970-01-01");
+        assert_eq!(date_of_day(20_418), "2025-11-26");
+        assert_eq!(date_of_day(11_016), "2000-02-29");
+    }
+
+    #[test]
+    fn policy_all_shows_where_they_disagree() {
+        // 1 % of 4 vCPUs, 1.1 kB/s: idle for vmstats and Azure; 95 MB a
+        // day is no low day for AWS; 0.04 vCPU is too busy for Google.
+        let vm = fortnight(|_| (100, 3_600_000, 360_000));
+        let end = Window::before(FORTNIGHT_END, None);
+        let r = Report::new(vec![vm], &Thresholds::default(), Policy::All, None, end);
+        let v = &r.vms[0];
+        assert_eq!(v.verdict.category, Category::Idle, "vmstats decides");
+        let others: Vec<(Rule, Category)> =
+            v.others.iter().map(|(r, v)| (*r, v.category)).collect();
+        assert_eq!(
+            others,
+            [
+                (Rule::Aws, Category::Ok),
+                (Rule::Azure, Category::Idle),
+                (Rule::Gcp, Category::Ok)
+            ]
+        );
+        let table = render(&r, ReportFormat::Table);
+        let head = table.lines().next().unwrap();
+        assert!(
+            head.starts_with("VM         CATEGORY  AWS  AZURE  GCP  SAMPLES"),
+            "{head}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&render(&r, ReportFormat::Json)).unwrap();
+        assert_eq!(json["policy"], "vmstats");
+        assert_eq!(json["vms"][0]["findings_by_policy"]["gcp"], "OK");
+        assert_eq!(json["vms"][0]["findings_by_policy"]["aws"], "OK");
+        let csv = render(&r, ReportFormat::Csv);
+        assert!(csv.lines().next().unwrap().ends_with(",aws,azure,gcp"));
+        assert!(
+            csv.lines().nth(1).unwrap().ends_with(",OK,IDLE,OK"),
+            "{csv}"
+        );
+    }
+
+    #[test]
+    fn csv_and_json_carry_every_count_of_the_summary() {
+        let vm = fortnight(|_| (100, 1_000, 1_000));
+        let end = Window::before(FORTNIGHT_END, None);
+        let r = Report::new(vec![vm], &Thresholds::default(), Policy::Vmstats, None, end);
+        let csv = render(&r, ReportFormat::Csv);
+        let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+        let json: serde_json::Value =
+            serde_json::from_str(&render(&r, ReportFormat::Json)).unwrap();
+        let datagrams = &json["vms"][0]["datagrams"];
+        for key in [
+            "lost",
+            "duplicates",
+            "out_of_order",
+            "restarts",
+            "seq_jumps",
+            "bad_rows",
+            "recv_backwards",
+        ] {
+            assert!(header.contains(&key), "CSV lacks {key}: {header:?}");
+            assert!(datagrams.get(key).is_some(), "JSON lacks {key}");
+        }
+        assert!(header.contains(&"last_size_change_ms"), "{header:?}");
+        assert!(header.contains(&"size_changes"), "{header:?}");
+    }
+
+    #[test]
+    fn html_is_one_page_with_rows_charts_and_no_outside_fetch() {
+        let idle = fortnight(|_| (100, 1_000, 1_000));
+        let mut busy = fortnight(|d| (5000 + d as u16 * 100, 1_000_000, 1_000_000));
+        busy.ip = "127.1.0.2".parse().unwrap();
+        let end = Window::before(
+            FORTNIGHT_END,
+            Some(std::time::Duration::from_secs(14 * 86_400)),
+        );
+        let prices = Some(Prices {
+            vcpu_month: 10.0,
+            gib_month: 1.0,
+        });
+        let r = Report::new(
+            vec![idle, busy],
+            &Thresholds::default(),
+            Policy::All,
+            prices,
+            end,
+        );
+        let page = render(&r, ReportFormat::Html);
+        assert!(page.starts_with("<!DOCTYPE html>"));
+        assert_eq!(page.matches("<tr data-cat=").count(), 2);
+        assert_eq!(page.matches("<svg class=\"chart\"").count(), 2);
+        assert!(page.contains("id=\"savings\""));
+        assert!(page.contains("<th id=\"th-p1\">aws</th>"));
+        // Nothing from outside: no URL to load a script, style or font from.
+        for outside in ["http://", "https://", "src=", "@import", "url("] {
+            assert!(!page.contains(outside), "{outside}");
+        }
+        // Text is escaped.
+        assert!(!page.contains("<= 40"), "a raw < in text");
+        // The summary once (the cards), the datagram totals once; each VM
+        // with its accounting and when it was last seen.
+        assert!(
+            !page.contains("2 VMs: "),
+            "the summary line repeats the cards"
+        );
+        assert_eq!(page.matches("datagrams: 0 lost").count(), 1);
+        assert!(page.contains("<th id=\"th-datagrams\">Lost/dup/ooo/rst</th>"));
+        assert!(page.contains("<th id=\"th-seen\">Seen</th>"));
+        assert!(page.contains("<td data-v=\"0\">0/0/0/0</td>"));
+    }
+
+    #[test]
+    fn a_one_day_chart_is_framed_dots_not_a_flat_line() {
+        let mut one_day = summary_of(&[row(0, 4000, 2000, 0, 0), row(1, 6000, 2000, 0, 0)]);
+        assert_eq!(one_day.days.len(), 1);
+        one_day.ip = "127.1.0.3".parse().unwrap();
+        let r = Report::new(
+            vec![one_day, fortnight(|_| (100, 1_000, 1_000))],
+            &Thresholds::default(),
+            Policy::Vmstats,
+            None,
+            Window::before(FORTNIGHT_END, None),
+        );
+        let page = render(&r, ReportFormat::Html);
+        let chart_of = |ip: &str| {
+            let row = &page[page.find(&format!("<td data-v=\"{ip}\">")).unwrap()..];
+            row[row.find("<svg").unwrap()..row.find("</svg>").unwrap()].to_string()
+        };
+        let one = chart_of("127.1.0.3");
+        assert!(one.contains("<rect class=\"frame\""), "{one}");
+        assert_eq!(one.matches("<circle ").count(), 3, "{one}");
+        assert!(!one.contains("<polyline"), "{one}");
+        let many = chart_of("127.1.0.1");
+        assert_eq!(many.matches("<polyline ").count(), 3, "{many}");
+        assert!(!many.contains("<circle"), "{many}");
+    }
 }

@@ -835,4 +835,101 @@ mod tests {
             absorb_and_finish(&segment_from(&values), bounds(max_rows));
         }
     }
+
+    use crate::report::fixtures::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank_and_exact() {
+        let rows: Vec<Row> = (1..=100).map(|s| row(s, s as u16 * 100, 0, s, 0)).collect();
+        let vm = summary_of(&rows);
+        assert_eq!(
+            (vm.cpu_p50, vm.cpu_p95, vm.cpu_p99, vm.cpu_max),
+            (50.0, 95.0, 99.0, 100.0)
+        );
+        assert_eq!(vm.net_p95_bps, 95.0);
+        assert_eq!(summary_of(&[row(0, 777, 0, 0, 0)]).cpu_p95, 7.77);
+    }
+
+    #[test]
+    fn loss_duplicates_reorder_and_restarts() {
+        let mut rows: Vec<Row> = [0, 1, 3, 2, 2, 5]
+            .iter()
+            .map(|s| row(*s, 0, 0, 0, 0))
+            .collect();
+        // A restart: new boot_id, seq from 0 again, no loss across it.
+        for s in 0..3 {
+            let mut r = row(s, 0, 0, 0, 0);
+            r.stat.boot_id = 8;
+            rows.push(r);
+        }
+        let vm = summary_of(&rows);
+        assert_eq!(vm.samples, 8, "the repeated (boot_id, seq) counts once");
+        assert_eq!(vm.lost, 1); // seq 4
+        assert_eq!(vm.duplicates, 1); // second 2
+        assert_eq!(vm.out_of_order, 1); // 2 after 3
+        assert_eq!(vm.restarts, 1);
+        assert_eq!(vm.seq_jumps, 0);
+    }
+
+    #[test]
+    fn rates_divide_by_the_interval() {
+        let mut r = row(0, 0, 0, 0, 0);
+        r.stat.interval_s = 10;
+        r.stat.net_rx_bytes = 30_000;
+        r.stat.net_tx_bytes = 10_000;
+        r.stat.disk_write_bytes = u64::MAX;
+        r.stat.disk_read_bytes = 5;
+        let vm = summary_of(&[r]);
+        assert_eq!(vm.net_p95_bps, 4000.0);
+        // Within the histogram's 0.1 %.
+        let expected = u64::MAX as f64 / 10.0;
+        assert!(
+            (vm.disk_p95_bps - expected).abs() / expected < 0.001,
+            "{}",
+            vm.disk_p95_bps
+        );
+    }
+
+    #[test]
+    fn one_datagram_claiming_a_huge_size_is_not_the_size() {
+        let mut rows = steady(20, 310, 6000, 410, 0);
+        rows[5].stat.vcpus = 65_535;
+        rows[5].stat.mem_mib = u32::MAX;
+        let vm = summary_of(&rows);
+        assert_eq!((vm.vcpus, vm.mem_mib), (8, 16_384));
+        assert_eq!(vm.size_changes, 2, "to the spoofed size and back");
+        assert_eq!(vm.last_size_change_ms, Some(rows[6].recv_ms));
+    }
+
+    #[test]
+    fn a_seq_of_two_to_the_64_is_a_jump_not_trillions_lost() {
+        let mut rows = steady(10, 0, 0, 0, 0);
+        let mut spoof = row(10, 0, 0, 0, 0);
+        spoof.stat.seq = u64::MAX;
+        rows.push(spoof);
+        let vm = summary_of(&rows);
+        assert_eq!(vm.lost, 0);
+        assert_eq!(vm.seq_jumps, 1);
+        // A plausible gap is still loss: 10 intervals of 60 s span 600 s.
+        let mut rows = steady(3, 0, 0, 0, 0);
+        let mut late = row(20, 0, 0, 0, 0);
+        late.recv_ms += 20 * 60_000;
+        rows.push(late);
+        let vm = summary_of(&rows);
+        assert_eq!((vm.lost, vm.seq_jumps), (17, 0));
+    }
+
+    #[test]
+    fn a_repeated_datagram_counts_once_in_every_figure() {
+        let mut rows = steady(10, 310, 6000, 410, 0);
+        for _ in 0..30 {
+            let mut copy = row(4, 9900, 9900, 0, 0);
+            copy.recv_ms += 1;
+            rows.push(copy);
+        }
+        let vm = summary_of(&rows);
+        assert_eq!(vm.samples, 10);
+        assert_eq!(vm.duplicates, 30);
+        assert_eq!(vm.cpu_max, 3.1, "the copies never reached the percentiles");
+    }
 }
