@@ -38,7 +38,7 @@ use foldhash::HashMap;
 
 use crate::dispatch::{Batch, ReopenSignal};
 use crate::stats::{Counter, Stats};
-use crate::store::{FileStore, Opened};
+use crate::store::{AppendError, FileStore, Opened};
 use crate::wire;
 
 /// Per-worker settings, derived from the aggregator config.
@@ -377,26 +377,7 @@ impl Worker {
                 }
                 vm.rows.len()
             }
-            Err(err) => {
-                self.stats.add(Counter::WriteErrors, 1);
-                if err.is_refusal() {
-                    if !vm.refused {
-                        vm.refused = true;
-                        self.stats.add(Counter::FilesRefused, 1);
-                        crate::log_line(&format!(
-                            "error: {err} (rows kept in memory, never written elsewhere)"
-                        ));
-                    }
-                } else {
-                    self.errors.log(|held| {
-                        format!(
-                            "error: {err} (rows kept, will retry){}",
-                            crate::held_back_note(held)
-                        )
-                    });
-                }
-                err.written
-            }
+            Err(err) => write_failed(&self.stats, &mut self.errors, &mut vm.refused, &err),
         };
         let done = vm.rows.consume(written);
         self.buffered -= done.bytes;
@@ -425,6 +406,35 @@ impl Worker {
             self.due.push(ip, now.plus_ms(retry_ms));
         }
     }
+}
+
+/// A failed append: counted, and said once for a file that is refused
+/// (not a regular file), at most once a second for other errors. Returns
+/// the bytes that did reach the file.
+fn write_failed(
+    stats: &Stats,
+    errors: &mut crate::RateLimited,
+    refused: &mut bool,
+    err: &AppendError,
+) -> usize {
+    stats.add(Counter::WriteErrors, 1);
+    if err.is_refusal() {
+        if !*refused {
+            *refused = true;
+            stats.add(Counter::FilesRefused, 1);
+            crate::log_line(&format!(
+                "error: {err} (rows kept in memory, never written elsewhere)"
+            ));
+        }
+    } else {
+        errors.log(|held| {
+            format!(
+                "error: {err} (rows kept, will retry){}",
+                crate::held_back_note(held)
+            )
+        });
+    }
+    err.written
 }
 
 /// Each worker adds its own change, so the shared gauge is the sum.

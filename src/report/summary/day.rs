@@ -1,6 +1,8 @@
 //! One UTC day of a VM: its samples, CPU counts in 0.1 % steps (a day in
 //! 4 KB), peaks and bytes, for the report's daily figures and charts.
 
+use crate::wire::MAX_PCT_X100;
+
 /// One UTC day of a VM.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DaySummary {
@@ -55,6 +57,22 @@ impl DayAcc {
             disk_bytes: 0,
             covered_s: 0,
         }
+    }
+
+    /// One row's figures; `secs` is its interval.
+    pub(super) fn add(&mut self, s: &crate::wire::Stat, secs: u64) {
+        self.samples += 1;
+        self.cpu[usize::from(s.cpu_pct_x100.min(MAX_PCT_X100) / 10)] += 1;
+        self.cpu_sum += u64::from(s.cpu_pct_x100);
+        self.cpu_max = self.cpu_max.max(s.cpu_pct_x100);
+        self.mem_max = self.mem_max.max(s.mem_pct_x100);
+        self.net_bytes = self
+            .net_bytes
+            .saturating_add(s.net_rx_bytes.saturating_add(s.net_tx_bytes));
+        self.disk_bytes = self
+            .disk_bytes
+            .saturating_add(s.disk_read_bytes.saturating_add(s.disk_write_bytes));
+        self.covered_s = self.covered_s.saturating_add(secs);
     }
 
     pub(super) fn finish(&self, day: u64) -> DaySummary {

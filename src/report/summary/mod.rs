@@ -224,11 +224,35 @@ impl Accumulator {
 
     pub fn add(&mut self, row: &Row) {
         let s = &row.stat;
+        if !self.take_seq(s) {
+            return;
+        }
+        let secs = u64::from(s.interval_s.max(1));
+        self.add_figures(s, secs);
+        self.days
+            .entry(row.recv_ms / DAY_MS)
+            .or_insert_with(DayAcc::new)
+            .add(s, secs);
+        let size = (s.vcpus, s.mem_mib);
+        if !count_value(&mut self.intervals, s.interval_s, 1)
+            | !count_value(&mut self.sizes, size, 1)
+        {
+            self.capped = true;
+        }
+        self.follow_size(size, row.recv_ms);
+        self.size = Some(size);
+        self.seen_at(row.recv_ms);
+        self.keep_latest(*row);
+    }
+
+    /// Takes the row's (boot_id, seq): false when it is a duplicate here,
+    /// or the same datagram already taken from another file.
+    fn take_seq(&mut self, s: &crate::wire::Stat) -> bool {
         let (seen, in_file) = self.file_seqs.insert(s.boot_id, s.seq);
         match seen {
             Seen::Duplicate => {
                 self.duplicates = self.duplicates.saturating_add(1);
-                return;
+                return false;
             }
             Seen::Untracked => self.capped = true,
             Seen::New => {}
@@ -239,15 +263,18 @@ impl Accumulator {
         in_file.take(s.seq, 1);
         let (seen, boot) = self.seqs.insert(s.boot_id, s.seq);
         match seen {
-            Seen::Duplicate => return,
+            Seen::Duplicate => return false,
             Seen::Untracked => self.capped = true,
             Seen::New => {}
         }
         boot.rows += 1;
+        true
+    }
 
+    /// CPU and memory counts, network and disk rates, GCP's idle lines.
+    fn add_figures(&mut self, s: &crate::wire::Stat, secs: u64) {
         self.cpu.add(s.cpu_pct_x100);
         self.mem.add(s.mem_pct_x100);
-        let secs = u64::from(s.interval_s.max(1));
         let net = s.net_rx_bytes.saturating_add(s.net_tx_bytes) / secs;
         let disk = s.disk_read_bytes.saturating_add(s.disk_write_bytes) / secs;
         self.net.add_n(net, 1);
@@ -262,40 +289,26 @@ impl Accumulator {
         for (count, low) in self.gcp_low.iter_mut().zip(lows) {
             *count += u64::from(low);
         }
-        let day = self
-            .days
-            .entry(row.recv_ms / DAY_MS)
-            .or_insert_with(DayAcc::new);
-        day.samples += 1;
-        day.cpu[usize::from(s.cpu_pct_x100.min(MAX_PCT_X100) / 10)] += 1;
-        day.cpu_sum += u64::from(s.cpu_pct_x100);
-        day.cpu_max = day.cpu_max.max(s.cpu_pct_x100);
-        day.mem_max = day.mem_max.max(s.mem_pct_x100);
-        day.net_bytes = day
-            .net_bytes
-            .saturating_add(s.net_rx_bytes.saturating_add(s.net_tx_bytes));
-        day.disk_bytes = day
-            .disk_bytes
-            .saturating_add(s.disk_read_bytes.saturating_add(s.disk_write_bytes));
-        day.covered_s = day.covered_s.saturating_add(secs);
-        let size = (s.vcpus, s.mem_mib);
-        if !count_value(&mut self.intervals, s.interval_s, 1)
-            | !count_value(&mut self.sizes, size, 1)
-        {
-            self.capped = true;
-        }
-        self.first.get_or_insert((size, row.recv_ms));
+    }
+
+    /// A row (or a segment's first row) of `size` at `ms` follows the
+    /// rows before it in its file: another size than theirs is a change.
+    fn follow_size(&mut self, size: (u16, u32), ms: u64) {
         if self.size.is_some_and(|was| was != size) {
             self.size_changes = self.size_changes.saturating_add(1);
-            self.last_size_change_ms = Some(row.recv_ms);
+            self.last_size_change_ms = Some(ms);
         }
-        self.size = Some(size);
-        self.first_seen_ms = Some(
-            self.first_seen_ms
-                .map_or(row.recv_ms, |f| f.min(row.recv_ms)),
-        );
+        self.first.get_or_insert((size, ms));
+    }
+
+    fn seen_at(&mut self, ms: u64) {
+        self.first_seen_ms = Some(self.first_seen_ms.map_or(ms, |f| f.min(ms)));
+    }
+
+    /// The latest row by receive time is the one the VM's state comes from.
+    fn keep_latest(&mut self, row: Row) {
         if self.last.is_none_or(|last| row.recv_ms >= last.recv_ms) {
-            self.last = Some(*row);
+            self.last = Some(row);
         }
     }
 
@@ -607,6 +620,35 @@ impl Accumulator {
         })?;
         self.net.absorb(r, max_rows)?;
         self.disk.absorb(r, max_rows)?;
+        self.absorb_seqs(r, max_rows)?;
+        self.duplicates = self.duplicates.saturating_add(get_count(r, max_rows)?);
+        self.out_of_order = self.out_of_order.saturating_add(get_count(r, max_rows)?);
+        for n in &mut self.gcp_low {
+            *n = n.saturating_add(get_count(r, max_rows)?);
+        }
+        self.absorb_sizes(r, max_rows)?;
+        if let Some(ms) = r.get_opt()? {
+            self.seen_at(ms);
+        }
+        if r.get_opt_flag()? {
+            let row = get_row(r)?;
+            self.keep_latest(row);
+        }
+        self.bad_rows = self
+            .bad_rows
+            .saturating_add(get_count(r, bounds.max_lines)?);
+        self.recv_backwards = self.recv_backwards.saturating_add(get_count(r, max_rows)?);
+        if r.get_opt_flag()? {
+            self.absorb_day(r, bounds.day)?;
+        }
+        if !r.is_empty() {
+            return Err(Unmergeable::Corrupt);
+        }
+        Ok(())
+    }
+
+    /// A segment's boots: each range joined to the VM's and the file's.
+    fn absorb_seqs(&mut self, r: &mut Reader, max_rows: u64) -> Result<(), Unmergeable> {
         for _ in 0..r.get_len()? {
             let id: u32 = r.get_as()?;
             let (max, rows) = (r.get()?, get_count(r, max_rows)?);
@@ -630,11 +672,11 @@ impl Accumulator {
             global.rows = global.rows.saturating_add(rows);
             self.capped |= self.seqs.over_cap() || self.file_seqs.over_cap();
         }
-        self.duplicates = self.duplicates.saturating_add(get_count(r, max_rows)?);
-        self.out_of_order = self.out_of_order.saturating_add(get_count(r, max_rows)?);
-        for n in &mut self.gcp_low {
-            *n = n.saturating_add(get_count(r, max_rows)?);
-        }
+        Ok(())
+    }
+
+    /// A segment's intervals and sizes, and its size changes.
+    fn absorb_sizes(&mut self, r: &mut Reader, max_rows: u64) -> Result<(), Corrupt> {
         for _ in 0..r.get_len()? {
             let (interval, n) = (r.get_as()?, get_count(r, max_rows)?);
             self.capped |= !count_value(&mut self.intervals, interval, n);
@@ -645,11 +687,7 @@ impl Accumulator {
         }
         if r.get_opt_flag()? {
             let (size, ms) = (get_size(r)?, r.get()?);
-            if self.size.is_some_and(|was| was != size) {
-                self.size_changes = self.size_changes.saturating_add(1);
-                self.last_size_change_ms = Some(ms);
-            }
-            self.first.get_or_insert((size, ms));
+            self.follow_size(size, ms);
         }
         if r.get_opt_flag()? {
             self.size = Some(get_size(r)?);
@@ -658,40 +696,29 @@ impl Accumulator {
         if let Some(ms) = r.get_opt()? {
             self.last_size_change_ms = Some(ms);
         }
-        if let Some(ms) = r.get_opt()? {
-            self.first_seen_ms = Some(self.first_seen_ms.map_or(ms, |f| f.min(ms)));
-        }
-        if r.get_opt_flag()? {
-            let row = get_row(r)?;
-            if self.last.is_none_or(|last| row.recv_ms >= last.recv_ms) {
-                self.last = Some(row);
-            }
-        }
-        self.bad_rows = self
-            .bad_rows
-            .saturating_add(get_count(r, bounds.max_lines)?);
-        self.recv_backwards = self.recv_backwards.saturating_add(get_count(r, max_rows)?);
-        if r.get_opt_flag()? {
-            let day = r.get()?;
-            if day != bounds.day {
-                return Err(Unmergeable::Corrupt);
-            }
-            let acc = self.days.entry(day).or_insert_with(DayAcc::new);
-            for (v, c) in &self.held {
-                acc.samples = acc.samples.saturating_add(*c);
-                let bucket = &mut acc.cpu[usize::from(*v / 10)];
-                *bucket = bucket.saturating_add((*c).min(u64::from(u32::MAX)) as u32);
-                acc.cpu_sum = acc.cpu_sum.saturating_add(u64::from(*v).saturating_mul(*c));
-            }
-            acc.cpu_max = acc.cpu_max.max(r.get_as()?);
-            acc.mem_max = acc.mem_max.max(r.get_as()?);
-            acc.net_bytes = acc.net_bytes.saturating_add(r.get()?);
-            acc.disk_bytes = acc.disk_bytes.saturating_add(r.get()?);
-            acc.covered_s = acc.covered_s.saturating_add(r.get()?);
-        }
-        if !r.is_empty() {
+        Ok(())
+    }
+
+    /// A segment's day: its samples and CPU counts are the segment's (held
+    /// while absorbing them), the rest of its figures follow. It must be
+    /// the day the segment lies in.
+    fn absorb_day(&mut self, r: &mut Reader, want: u64) -> Result<(), Unmergeable> {
+        let day = r.get()?;
+        if day != want {
             return Err(Unmergeable::Corrupt);
         }
+        let acc = self.days.entry(day).or_insert_with(DayAcc::new);
+        for (v, c) in &self.held {
+            acc.samples = acc.samples.saturating_add(*c);
+            let bucket = &mut acc.cpu[usize::from(*v / 10)];
+            *bucket = bucket.saturating_add((*c).min(u64::from(u32::MAX)) as u32);
+            acc.cpu_sum = acc.cpu_sum.saturating_add(u64::from(*v).saturating_mul(*c));
+        }
+        acc.cpu_max = acc.cpu_max.max(r.get_as()?);
+        acc.mem_max = acc.mem_max.max(r.get_as()?);
+        acc.net_bytes = acc.net_bytes.saturating_add(r.get()?);
+        acc.disk_bytes = acc.disk_bytes.saturating_add(r.get()?);
+        acc.covered_s = acc.covered_s.saturating_add(r.get()?);
         Ok(())
     }
 }
