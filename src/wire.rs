@@ -84,7 +84,8 @@ pub fn interval_field(interval: std::time::Duration) -> u16 {
 /// cannot drift): never a panic; anything but 72 bytes refused for its
 /// length; what is accepted encodes back to the same bytes (the reserved
 /// ones aside) and formats to a row that parses back to it. Panics on a
-/// violation.
+/// violation. Cold: it is for tests and the fuzzer, not the receive path.
+#[cold]
 pub fn check_decode(data: &[u8]) {
     match decode(data, false) {
         Ok(stat) => {
