@@ -47,8 +47,10 @@ pub const TEST_VECTOR: Stat = Stat {
     disk_write_bytes: 65_536,
 };
 
-/// One decoded, validated stat datagram.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// One decoded, validated stat datagram. (Serde is for the report's
+/// summary cache, which keeps a VM's latest row; the wire and file forms
+/// are the functions here.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Stat {
     pub flags: u8,
     pub interval_s: u16,
@@ -345,7 +347,7 @@ pub fn push_row(out: &mut Vec<u8>, recv_ms: u64, s: &Stat) {
 }
 
 /// A row read back from a VM file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Row {
     pub recv_ms: u64,
     pub stat: Stat,

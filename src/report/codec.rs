@@ -1,8 +1,10 @@
-//! The summary cache's compact integers: LEB128 varints written to a
+//! The summary cache entry's header fields (which file, which bytes, the
+//! probes, where each segment lies): LEB128 varints written to a
 //! `Vec<u8>` and read back from a slice that may be anything (the cache
 //! lives in the data dir, which the report trusts no more than the CSV
 //! files), so every read is bounds-checked and fails with [`Corrupt`]
-//! rather than panicking or allocating what a length field claims.
+//! rather than panicking or allocating what a length field claims. The
+//! segments' own state is serde's (`summary/stored.rs`).
 
 /// A cache file that does not decode; the report rebuilds its part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,11 +72,6 @@ impl<'a> Reader<'a> {
         Err(Corrupt)
     }
 
-    /// A varint that must fit `T` (a u16 field, a u32 field).
-    pub fn get_as<T: TryFrom<u64>>(&mut self) -> Result<T, Corrupt> {
-        T::try_from(self.get()?).map_err(|_| Corrupt)
-    }
-
     pub fn get_opt(&mut self) -> Result<Option<u64>, Corrupt> {
         if self.get_opt_flag()? {
             self.get().map(Some)
@@ -84,7 +81,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The 0 or 1 byte that says whether an optional value follows.
-    pub fn get_opt_flag(&mut self) -> Result<bool, Corrupt> {
+    fn get_opt_flag(&mut self) -> Result<bool, Corrupt> {
         match self.take(1)? {
             [0] => Ok(false),
             [1] => Ok(true),
@@ -135,10 +132,6 @@ mod tests {
         // Eleven continuation bytes, a length past the end, a wide value.
         assert_eq!(Reader::new(&[0xff; 11]).get(), Err(Corrupt));
         assert_eq!(Reader::new(&[5, 1]).get_len(), Err(Corrupt));
-        assert_eq!(
-            Reader::new(&[0x80, 0x80, 0x04]).get_as::<u16>(),
-            Err(Corrupt)
-        );
         assert_eq!(Reader::new(&[2]).get_opt(), Err(Corrupt));
     }
 }

@@ -3,7 +3,10 @@
 //! them: (value, count) pairs whose counts are bounded by the segment's
 //! rows.
 
+use std::borrow::Cow;
+
 use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
 
 use crate::report::codec::{Corrupt, Reader, put};
 use crate::wire::MAX_PCT_X100;
@@ -168,29 +171,27 @@ impl Rates {
 
     /// (bucket, count) pairs, each bucket named by its highest value. The
     /// values held become their buckets' highest, which ranks them the same.
-    pub(super) fn encode(&mut self, out: &mut Vec<u8>) {
+    pub(super) fn stored(&mut self) -> StoredCounts<'static> {
         if !self.spilled.is_empty() {
             let h = self.histogram();
-            let pairs = || {
+            return StoredCounts::of(
                 h.iter_recorded()
-                    .map(|b| (b.value_iterated_to(), b.count_at_value()))
-            };
-            return put_counts(out, pairs().count(), pairs());
+                    .map(|b| (b.value_iterated_to(), b.count_at_value())),
+            );
         }
         for v in &mut self.values {
             *v = self.spilled.highest_equivalent(*v);
         }
         self.values.sort_unstable();
-        let runs = || {
+        StoredCounts::of(
             self.values
                 .chunk_by(|a, b| a == b)
-                .map(|run| (run[0], run.len() as u64))
-        };
-        put_counts(out, runs().count(), runs());
+                .map(|run| (run[0], run.len() as u64)),
+        )
     }
 
-    pub(super) fn absorb(&mut self, r: &mut Reader, max_rows: u64) -> Result<(), Corrupt> {
-        get_counts(r, max_rows, |v, n| self.add_n(v, n))
+    pub(super) fn absorb(&mut self, stored: &StoredCounts, max_rows: u64) -> Result<(), Corrupt> {
+        stored.each(max_rows, |v, n| self.add_n(v, n))
     }
 }
 
@@ -202,33 +203,42 @@ pub(super) fn record(h: &mut Histogram<u64>, v: u64) {
     }
 }
 
-/// `n` sorted (value, count) pairs as deltas of value and counts.
-pub(super) fn put_counts(out: &mut Vec<u8>, n: usize, pairs: impl Iterator<Item = (u64, u64)>) {
-    put(out, n as u64);
-    let mut prev = 0;
-    for (v, c) in pairs {
-        put(out, v - prev);
-        put(out, c);
-        prev = v;
-    }
-}
+/// Sorted (value, count) pairs as a segment stores them: LEB128 varints,
+/// each value as its step from the one before, in a byte string that the
+/// derived state borrows. These are most of a segment (a few hundred pairs
+/// a day), so they are read in one tight pass that folds them straight
+/// into the counts: through serde, one allocation and one trait call per
+/// pair made the cached 10,000-VM report 21 % slower.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(super) struct StoredCounts<'a>(#[serde(borrow)] Cow<'a, [u8]>);
 
-/// Calls `f` with each pair [`put_counts`] wrote; the counts may add up
-/// to `max_rows` at most.
-pub(super) fn get_counts(
-    r: &mut Reader,
-    max_rows: u64,
-    mut f: impl FnMut(u64, u64),
-) -> Result<(), Corrupt> {
-    let (mut v, mut total) = (0u64, 0u64);
-    for _ in 0..r.get_len()? {
-        v = v.checked_add(r.get()?).ok_or(Corrupt)?;
-        let n = r.get()?;
-        total = total
-            .checked_add(n)
-            .filter(|t| *t <= max_rows)
-            .ok_or(Corrupt)?;
-        f(v, n);
+impl StoredCounts<'_> {
+    /// From (value, count) pairs in ascending value.
+    pub(super) fn of(pairs: impl Iterator<Item = (u64, u64)>) -> StoredCounts<'static> {
+        let mut out = Vec::new();
+        let mut prev = 0;
+        for (v, c) in pairs {
+            put(&mut out, v - prev);
+            put(&mut out, c);
+            prev = v;
+        }
+        StoredCounts(Cow::Owned(out))
     }
-    Ok(())
+
+    /// Calls `f` with each (value, count); the counts may add up to
+    /// `max_rows` at most, and no value may pass 2^64.
+    pub(super) fn each(&self, max_rows: u64, mut f: impl FnMut(u64, u64)) -> Result<(), Corrupt> {
+        let r = &mut Reader::new(&self.0);
+        let (mut v, mut total) = (0u64, 0u64);
+        while !r.is_empty() {
+            v = v.checked_add(r.get()?).ok_or(Corrupt)?;
+            let n = r.get()?;
+            total = total
+                .checked_add(n)
+                .filter(|t| *t <= max_rows)
+                .ok_or(Corrupt)?;
+            f(v, n);
+        }
+        Ok(())
+    }
 }

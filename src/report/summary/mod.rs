@@ -13,18 +13,20 @@
 //!
 //! The state is one [`Accumulator`]; its parts have rooms of their own:
 //! `counts` (exact percent counts and rate histograms), `seqs` (boots and
-//! their seq ranges), `day` (one UTC day's figures).
+//! their seq ranges), `day` (one UTC day's figures), and `stored` (a
+//! segment's state as the cache keeps it, and how one is merged).
 
 mod counts;
 mod day;
 mod seqs;
+mod stored;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-use super::codec::{Corrupt, Reader, put, put_opt};
-use crate::wire::{MAX_PCT_X100, Row};
-use counts::{PctCounts, Rates, get_counts, put_counts};
+use super::codec::Corrupt;
+use crate::wire::Row;
+use counts::{PctCounts, Rates};
 use day::DayAcc;
 pub use day::DaySummary;
 pub use seqs::jump_bound;
@@ -182,7 +184,8 @@ pub struct Accumulator {
     /// figures are still right for these rows, but merging them with
     /// others' could differ from reading all rows in order.
     capped: bool,
-    /// The CPU counts of the segment being absorbed, for its day.
+    /// The CPU counts of the segment being absorbed, for its day (read
+    /// once, used twice).
     held: Vec<(u16, u64)>,
 }
 
@@ -425,66 +428,6 @@ pub struct SegmentBounds {
     pub max_lines: u64,
 }
 
-/// A count decoded from a segment, refused past `max` (what the
-/// segment's bytes can hold).
-fn get_count(r: &mut Reader, max: u64) -> Result<u64, Corrupt> {
-    r.get()
-        .and_then(|n| if n <= max { Ok(n) } else { Err(Corrupt) })
-}
-
-/// Encodes the fields of a row the summary keeps.
-fn put_row(out: &mut Vec<u8>, row: &Row) {
-    let s = &row.stat;
-    for v in [
-        row.recv_ms,
-        u64::from(s.flags),
-        u64::from(s.interval_s),
-        u64::from(s.boot_id),
-        u64::from(s.vcpus),
-        s.seq,
-        s.timestamp_ms,
-        u64::from(s.cpu_pct_x100),
-        u64::from(s.mem_pct_x100),
-        u64::from(s.mem_mib),
-        s.net_rx_bytes,
-        s.net_tx_bytes,
-        s.disk_read_bytes,
-        s.disk_write_bytes,
-    ] {
-        put(out, v);
-    }
-}
-
-fn get_row(r: &mut Reader) -> Result<Row, Corrupt> {
-    Ok(Row {
-        recv_ms: r.get()?,
-        stat: crate::wire::Stat {
-            flags: r.get_as()?,
-            interval_s: r.get_as()?,
-            boot_id: r.get_as()?,
-            vcpus: r.get_as()?,
-            seq: r.get()?,
-            timestamp_ms: r.get()?,
-            cpu_pct_x100: r.get_as()?,
-            mem_pct_x100: r.get_as()?,
-            mem_mib: r.get_as()?,
-            net_rx_bytes: r.get()?,
-            net_tx_bytes: r.get()?,
-            disk_read_bytes: r.get()?,
-            disk_write_bytes: r.get()?,
-        },
-    })
-}
-
-fn put_size(out: &mut Vec<u8>, size: (u16, u32)) {
-    put(out, u64::from(size.0));
-    put(out, u64::from(size.1));
-}
-
-fn get_size(r: &mut Reader) -> Result<(u16, u32), Corrupt> {
-    Ok((r.get_as()?, r.get_as()?))
-}
-
 /// Segments: the rows of one file on one UTC day, summarized apart so the
 /// report can keep them (the summary cache) and merge the days a window
 /// covers without reading their rows again. Merging is exact when the
@@ -520,212 +463,12 @@ impl Accumulator {
     pub fn capped(&self) -> bool {
         self.capped
     }
-
-    /// The state of an accumulator that read one file (one segment of it),
-    /// in the form [`Accumulator::absorb`] takes.
-    pub fn encode(&mut self, out: &mut Vec<u8>) {
-        put(out, u64::from(self.capped));
-        for counts in [&self.cpu, &self.mem] {
-            let pairs = || counts.seen().map(|(v, c)| (v as u64, c));
-            put_counts(out, pairs().count(), pairs());
-        }
-        self.net.encode(out);
-        self.disk.encode(out);
-        put(out, self.seqs.len() as u64);
-        for (id, boot) in self.seqs.iter() {
-            let max = self.file_seqs.get(*id).map_or(boot.max, |b| b.max);
-            put(out, u64::from(*id));
-            put(out, max);
-            put(out, boot.rows);
-            put(out, boot.ranges.len() as u64);
-            for (a, b) in &boot.ranges {
-                put(out, *a);
-                put(out, b - a);
-            }
-        }
-        put(out, self.duplicates);
-        put(out, self.out_of_order);
-        self.gcp_low.iter().for_each(|n| put(out, *n));
-        put(out, self.intervals.len() as u64);
-        for (interval, n) in &self.intervals {
-            put(out, u64::from(*interval));
-            put(out, *n);
-        }
-        put(out, self.sizes.len() as u64);
-        for (size, n) in &self.sizes {
-            put_size(out, *size);
-            put(out, *n);
-        }
-        match self.first {
-            Some((size, ms)) => {
-                out.push(1);
-                put_size(out, size);
-                put(out, ms);
-            }
-            None => out.push(0),
-        }
-        match self.size {
-            Some(size) => {
-                out.push(1);
-                put_size(out, size);
-            }
-            None => out.push(0),
-        }
-        put(out, self.size_changes);
-        put_opt(out, self.last_size_change_ms);
-        put_opt(out, self.first_seen_ms);
-        match &self.last {
-            Some(row) => {
-                out.push(1);
-                put_row(out, row);
-            }
-            None => out.push(0),
-        }
-        put(out, self.bad_rows);
-        put(out, self.recv_backwards);
-        // A segment is one day: its samples and CPU counts are the ones
-        // above, so only the rest of the day's figures are stored.
-        debug_assert!(self.days.len() <= 1, "a segment holds one day");
-        out.push(u8::from(!self.days.is_empty()));
-        if let Some((day, acc)) = self.days.iter().next() {
-            put(out, *day);
-            for v in [
-                u64::from(acc.cpu_max),
-                u64::from(acc.mem_max),
-                acc.net_bytes,
-                acc.disk_bytes,
-                acc.covered_s,
-            ] {
-                put(out, v);
-            }
-        }
-    }
-
-    /// Adds an encoded segment that follows what was added so far in the
-    /// current file (call [`Accumulator::start_file`] first for a segment
-    /// of another file). On error the accumulator is left part-merged:
-    /// the caller starts the VM over.
-    pub fn absorb(&mut self, segment: &[u8], bounds: SegmentBounds) -> Result<(), Unmergeable> {
-        let max_rows = bounds.max_rows;
-        let r = &mut Reader::new(segment);
-        self.capped |= r.get()? != 0;
-        self.held.clear();
-        get_counts(r, max_rows, |v, c| {
-            let v = v.min(u64::from(MAX_PCT_X100)) as u16;
-            self.cpu.add_n(v, c);
-            self.held.push((v, c));
-        })?;
-        get_counts(r, max_rows, |v, c| {
-            self.mem.add_n(v.min(u64::from(MAX_PCT_X100)) as u16, c)
-        })?;
-        self.net.absorb(r, max_rows)?;
-        self.disk.absorb(r, max_rows)?;
-        self.absorb_seqs(r, max_rows)?;
-        self.duplicates = self.duplicates.saturating_add(get_count(r, max_rows)?);
-        self.out_of_order = self.out_of_order.saturating_add(get_count(r, max_rows)?);
-        for n in &mut self.gcp_low {
-            *n = n.saturating_add(get_count(r, max_rows)?);
-        }
-        self.absorb_sizes(r, max_rows)?;
-        if let Some(ms) = r.get_opt()? {
-            self.seen_at(ms);
-        }
-        if r.get_opt_flag()? {
-            let row = get_row(r)?;
-            self.keep_latest(row);
-        }
-        self.bad_rows = self
-            .bad_rows
-            .saturating_add(get_count(r, bounds.max_lines)?);
-        self.recv_backwards = self.recv_backwards.saturating_add(get_count(r, max_rows)?);
-        if r.get_opt_flag()? {
-            self.absorb_day(r, bounds.day)?;
-        }
-        if !r.is_empty() {
-            return Err(Unmergeable::Corrupt);
-        }
-        Ok(())
-    }
-
-    /// A segment's boots: each range joined to the VM's and the file's.
-    fn absorb_seqs(&mut self, r: &mut Reader, max_rows: u64) -> Result<(), Unmergeable> {
-        for _ in 0..r.get_len()? {
-            let id: u32 = r.get_as()?;
-            let (max, rows) = (r.get()?, get_count(r, max_rows)?);
-            // Both exist from here on, as a boot with no range would.
-            self.seqs.boot(id);
-            self.file_seqs.boot(id);
-            let mut lowest = None;
-            for _ in 0..r.get_len()? {
-                let a = r.get()?;
-                let b = a.checked_add(r.get()?).ok_or(Corrupt)?;
-                lowest = Some(lowest.map_or(a, |l: u64| l.min(a)));
-                self.seqs.join(id, (a, b))?;
-                self.file_seqs.join(id, (a, b))?;
-            }
-            let in_file = self.file_seqs.boot(id);
-            if lowest.is_some_and(|l| in_file.behind(l)) {
-                return Err(Unmergeable::Interleaved);
-            }
-            in_file.take(max, rows);
-            let global = self.seqs.boot(id);
-            global.rows = global.rows.saturating_add(rows);
-            self.capped |= self.seqs.over_cap() || self.file_seqs.over_cap();
-        }
-        Ok(())
-    }
-
-    /// A segment's intervals and sizes, and its size changes.
-    fn absorb_sizes(&mut self, r: &mut Reader, max_rows: u64) -> Result<(), Corrupt> {
-        for _ in 0..r.get_len()? {
-            let (interval, n) = (r.get_as()?, get_count(r, max_rows)?);
-            self.capped |= !count_value(&mut self.intervals, interval, n);
-        }
-        for _ in 0..r.get_len()? {
-            let (size, n) = (get_size(r)?, get_count(r, max_rows)?);
-            self.capped |= !count_value(&mut self.sizes, size, n);
-        }
-        if r.get_opt_flag()? {
-            let (size, ms) = (get_size(r)?, r.get()?);
-            self.follow_size(size, ms);
-        }
-        if r.get_opt_flag()? {
-            self.size = Some(get_size(r)?);
-        }
-        self.size_changes = self.size_changes.saturating_add(get_count(r, max_rows)?);
-        if let Some(ms) = r.get_opt()? {
-            self.last_size_change_ms = Some(ms);
-        }
-        Ok(())
-    }
-
-    /// A segment's day: its samples and CPU counts are the segment's (held
-    /// while absorbing them), the rest of its figures follow. It must be
-    /// the day the segment lies in.
-    fn absorb_day(&mut self, r: &mut Reader, want: u64) -> Result<(), Unmergeable> {
-        let day = r.get()?;
-        if day != want {
-            return Err(Unmergeable::Corrupt);
-        }
-        let acc = self.days.entry(day).or_insert_with(DayAcc::new);
-        for (v, c) in &self.held {
-            acc.samples = acc.samples.saturating_add(*c);
-            let bucket = &mut acc.cpu[usize::from(*v / 10)];
-            *bucket = bucket.saturating_add((*c).min(u64::from(u32::MAX)) as u32);
-            acc.cpu_sum = acc.cpu_sum.saturating_add(u64::from(*v).saturating_mul(*c));
-        }
-        acc.cpu_max = acc.cpu_max.max(r.get_as()?);
-        acc.mem_max = acc.mem_max.max(r.get_as()?);
-        acc.net_bytes = acc.net_bytes.saturating_add(r.get()?);
-        acc.disk_bytes = acc.disk_bytes.saturating_add(r.get()?);
-        acc.covered_s = acc.covered_s.saturating_add(r.get()?);
-        Ok(())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::codec::{Reader, put};
     use crate::wire::{Stat, TEST_VECTOR};
     use proptest::prelude::*;
 
@@ -823,11 +566,11 @@ mod tests {
     fn rate_counts_that_overflow_are_refused_not_allocated() {
         // The audit's pairs (1, 5), (2, 2^64 - 4): their total wraps.
         let mut r = Rates::new();
-        let bytes = segment_from(&[2, 1, 5, 1, u64::MAX - 3]);
-        assert_eq!(r.absorb(&mut Reader::new(&bytes), u64::MAX), Err(Corrupt));
+        let pairs = counts::StoredCounts::of([(1, 5), (2, u64::MAX - 3)].into_iter());
+        assert_eq!(r.absorb(&pairs, u64::MAX), Err(Corrupt));
         // Within the total but past what the bytes can hold.
-        let bytes = segment_from(&[1, 7, 1 << 40]);
-        assert_eq!(r.absorb(&mut Reader::new(&bytes), 1 << 20), Err(Corrupt));
+        let pairs = counts::StoredCounts::of([(7, 1 << 40)].into_iter());
+        assert_eq!(r.absorb(&pairs, 1 << 20), Err(Corrupt));
     }
 
     proptest! {
