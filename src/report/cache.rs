@@ -36,7 +36,9 @@ use crossbeam_channel::Sender;
 use crate::sys;
 
 use super::ReportError;
-use super::codec::{self, Corrupt, Reader};
+use serde::{Deserialize, Serialize};
+
+use super::codec::Corrupt;
 use super::scan::{self, Part, Window};
 use super::segment::{Builder, Segment};
 use super::summary::Accumulator;
@@ -44,7 +46,7 @@ use super::summary::Accumulator;
 /// The cache's directory inside a data dir.
 pub const DIR_NAME: &str = ".vmstats";
 
-const MAGIC: &[u8] = b"vmstats summary cache 4\n";
+const MAGIC: &[u8] = b"vmstats summary cache 5\n";
 
 /// Bytes of each probe of a plain file kept to recognize it.
 const TAIL: u64 = 32;
@@ -183,8 +185,9 @@ fn open_cache_dir(path: &Path) -> io::Result<CacheDir> {
     })
 }
 
-/// What the cache knows of one file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the cache knows of one file (serde's, written by postcard between
+/// the magic line and the checksum).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Entry {
     dev: u64,
     ino: u64,
@@ -200,6 +203,7 @@ struct Entry {
     /// The end of the last whole line read.
     covered: u64,
     /// Probes of the bytes before `covered` (plain files, [`probes_of`]).
+    #[serde(with = "serde_bytes")]
     probes: Vec<u8>,
     segments: Vec<Segment>,
 }
@@ -248,91 +252,37 @@ impl Entry {
     }
 
     fn encode(&self) -> Vec<u8> {
-        let mut out = MAGIC.to_vec();
-        for v in [
-            self.dev,
-            self.ino,
-            u64::from(self.gzip),
-            self.len,
-            self.mtime_ns,
-        ] {
-            codec::put(&mut out, v);
-        }
-        codec::put_opt(&mut out, self.complete_after_ms);
-        codec::put(&mut out, self.covered);
-        codec::put(&mut out, self.probes.len() as u64);
-        out.extend_from_slice(&self.probes);
-        codec::put(&mut out, self.segments.len() as u64);
-        for s in &self.segments {
-            for v in [s.day, s.first_byte, s.end_byte, s.min_ms, s.max_ms] {
-                codec::put(&mut out, v);
-            }
-            codec::put(&mut out, s.state.len() as u64);
-            out.extend_from_slice(&s.state);
-        }
+        let mut out = postcard::to_extend(self, MAGIC.to_vec()).expect("a Vec takes any bytes");
         let sum = checksum(&out);
         out.extend_from_slice(&sum.to_le_bytes());
         out
     }
 
+    /// The entry in `bytes`, refused unless its checksum matches and every
+    /// segment lies in the covered bytes, in its own day, in day order.
     fn decode(bytes: &[u8]) -> Result<Entry, Corrupt> {
         let (bytes, sum) = bytes.split_last_chunk::<8>().ok_or(Corrupt)?;
         if checksum(bytes) != u64::from_le_bytes(*sum) {
             return Err(Corrupt);
         }
         let body = bytes.strip_prefix(MAGIC).ok_or(Corrupt)?;
-        let r = &mut Reader::new(body);
-        let (dev, ino) = (r.get()?, r.get()?);
-        let gzip = match r.get()? {
-            0 => false,
-            1 => true,
-            _ => return Err(Corrupt),
-        };
-        let (len, mtime_ns) = (r.get()?, r.get()?);
-        let complete_after_ms = r.get_opt()?;
-        let covered = r.get()?;
-        let n = r.get_len()?;
-        if n as u64 > (PROBES + 1) * TAIL {
+        let (entry, rest) = postcard::take_from_bytes::<Entry>(body).map_err(|_| Corrupt)?;
+        if !rest.is_empty() || entry.probes.len() as u64 > (PROBES + 1) * TAIL {
             return Err(Corrupt);
         }
-        let probes = r.take(n)?.to_vec();
-        let mut segments = Vec::new();
-        for _ in 0..r.get_len()? {
-            let (day, first_byte, end_byte, min_ms, max_ms) =
-                (r.get()?, r.get()?, r.get()?, r.get()?, r.get()?);
-            let n = r.get_len()?;
-            let state = r.take(n)?.to_vec();
-            let ordered = segments.last().is_none_or(|s: &Segment| s.day < day);
-            let in_file = first_byte <= end_byte && end_byte <= covered;
-            let in_day = min_ms <= max_ms
-                && min_ms / super::summary::DAY_MS == day
-                && max_ms / super::summary::DAY_MS == day;
+        let mut day_before = None;
+        for s in &entry.segments {
+            let ordered = day_before.is_none_or(|d| d < s.day);
+            let in_file = s.first_byte <= s.end_byte && s.end_byte <= entry.covered;
+            let in_day = s.min_ms <= s.max_ms
+                && s.min_ms / super::summary::DAY_MS == s.day
+                && s.max_ms / super::summary::DAY_MS == s.day;
             if !(ordered && in_file && in_day) {
                 return Err(Corrupt);
             }
-            segments.push(Segment {
-                day,
-                first_byte,
-                end_byte,
-                min_ms,
-                max_ms,
-                state,
-            });
+            day_before = Some(s.day);
         }
-        if !r.is_empty() {
-            return Err(Corrupt);
-        }
-        Ok(Entry {
-            dev,
-            ino,
-            gzip,
-            len,
-            mtime_ns,
-            complete_after_ms,
-            covered,
-            probes,
-            segments,
-        })
+        Ok(entry)
     }
 }
 

@@ -1,16 +1,17 @@
-//! The summary cache entry's header fields (which file, which bytes, the
-//! probes, where each segment lies): LEB128 varints written to a
-//! `Vec<u8>` and read back from a slice that may be anything (the cache
-//! lives in the data dir, which the report trusts no more than the CSV
-//! files), so every read is bounds-checked and fails with [`Corrupt`]
-//! rather than panicking or allocating what a length field claims. The
-//! segments' own state is serde's (`summary/stored.rs`).
+//! The varints of a segment's count lists (LEB128: 7 bits a byte, low
+//! first), the one part of the summary cache still hand-coded because it
+//! is most of its bytes and read on every report (`summary/counts.rs`
+//! says why), and [`Corrupt`], what a cache file that does not decode is.
+//! The rest of an entry is serde's (`cache.rs`, `summary/stored.rs`).
+//! What is read may be anything (the cache lives in the data dir, which
+//! the report trusts no more than the CSV files), so every read is
+//! bounds-checked and fails with [`Corrupt`] rather than panicking.
 
 /// A cache file that does not decode; the report rebuilds its part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Corrupt;
 
-/// Appends `v` as a varint (7 bits a byte, low first).
+/// Appends `v` as a varint.
 pub fn put(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
@@ -19,18 +20,7 @@ pub fn put(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-/// Appends `Some(v)` as 1 then `v`, `None` as 0.
-pub fn put_opt(out: &mut Vec<u8>, v: Option<u64>) {
-    match v {
-        Some(v) => {
-            out.push(1);
-            put(out, v);
-        }
-        None => out.push(0),
-    }
-}
-
-/// Reads what [`put`] and [`put_opt`] wrote.
+/// Reads what [`put`] wrote.
 pub struct Reader<'a> {
     bytes: &'a [u8],
 }
@@ -71,42 +61,6 @@ impl<'a> Reader<'a> {
         }
         Err(Corrupt)
     }
-
-    pub fn get_opt(&mut self) -> Result<Option<u64>, Corrupt> {
-        if self.get_opt_flag()? {
-            self.get().map(Some)
-        } else {
-            Ok(None)
-        }
-    }
-
-    /// The 0 or 1 byte that says whether an optional value follows.
-    fn get_opt_flag(&mut self) -> Result<bool, Corrupt> {
-        match self.take(1)? {
-            [0] => Ok(false),
-            [1] => Ok(true),
-            _ => Err(Corrupt),
-        }
-    }
-
-    /// A count of items each at least one byte long: no count can claim
-    /// more items than bytes are left, so no loop or allocation runs away.
-    pub fn get_len(&mut self) -> Result<usize, Corrupt> {
-        let n = self.get()?;
-        if n > self.bytes.len() as u64 {
-            return Err(Corrupt);
-        }
-        Ok(n as usize)
-    }
-
-    pub fn take(&mut self, n: usize) -> Result<&'a [u8], Corrupt> {
-        if n > self.bytes.len() {
-            return Err(Corrupt);
-        }
-        let (head, rest) = self.bytes.split_at(n);
-        self.bytes = rest;
-        Ok(head)
-    }
 }
 
 #[cfg(test)]
@@ -119,19 +73,17 @@ mod tests {
         for v in [0, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX] {
             put(&mut out, v);
         }
-        put_opt(&mut out, None);
-        put_opt(&mut out, Some(5));
         let mut r = Reader::new(&out);
         for v in [0, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX] {
             assert_eq!(r.get(), Ok(v));
         }
-        assert_eq!(r.get_opt(), Ok(None));
-        assert_eq!(r.get_opt(), Ok(Some(5)));
         assert!(r.is_empty());
         assert_eq!(r.get(), Err(Corrupt));
-        // Eleven continuation bytes, a length past the end, a wide value.
+        // Eleven continuation bytes; a tenth byte past 64 bits; cut short.
         assert_eq!(Reader::new(&[0xff; 11]).get(), Err(Corrupt));
-        assert_eq!(Reader::new(&[5, 1]).get_len(), Err(Corrupt));
-        assert_eq!(Reader::new(&[2]).get_opt(), Err(Corrupt));
+        let mut wide = vec![0xff; 9];
+        wide.push(0x02);
+        assert_eq!(Reader::new(&wide).get(), Err(Corrupt));
+        assert_eq!(Reader::new(&[0x80, 0x80]).get(), Err(Corrupt));
     }
 }

@@ -18,7 +18,7 @@ use super::summary::{Accumulator, DAY_MS, SegmentBounds, TimeOrder};
 pub const MIN_ROW_BYTES: u64 = 2 * 14;
 
 /// One file's rows of one UTC day.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Segment {
     /// Days since the Unix epoch.
     pub day: u64,
@@ -30,6 +30,7 @@ pub struct Segment {
     pub min_ms: u64,
     pub max_ms: u64,
     /// The rows' summary ([`Accumulator::encode`]).
+    #[serde(with = "serde_bytes")]
     pub state: Vec<u8>,
 }
 
