@@ -169,18 +169,20 @@ fn totals_of(vms: &[VmReport]) -> Totals {
         let idle = v.verdict.category == Category::Idle;
         let held = |x: u64| if idle { x } else { 0 };
         Totals {
-            lost: t.lost.saturating_add(v.vm.lost),
-            duplicates: t.duplicates.saturating_add(v.vm.duplicates),
-            out_of_order: t.out_of_order.saturating_add(v.vm.out_of_order),
-            restarts: t.restarts.saturating_add(v.vm.restarts),
-            seq_jumps: t.seq_jumps.saturating_add(v.vm.seq_jumps),
-            recv_backwards: t.recv_backwards.saturating_add(v.vm.recv_backwards),
+            lost: t.lost.saturating_add(v.vm.datagrams.lost),
+            duplicates: t.duplicates.saturating_add(v.vm.datagrams.duplicates),
+            out_of_order: t.out_of_order.saturating_add(v.vm.datagrams.out_of_order),
+            restarts: t.restarts.saturating_add(v.vm.datagrams.restarts),
+            seq_jumps: t.seq_jumps.saturating_add(v.vm.datagrams.seq_jumps),
+            recv_backwards: t
+                .recv_backwards
+                .saturating_add(v.vm.datagrams.recv_backwards),
             reclaimable_vcpus: t
                 .reclaimable_vcpus
-                .saturating_add(held(u64::from(v.vm.vcpus))),
+                .saturating_add(held(u64::from(v.vm.size.vcpus))),
             reclaimable_mem_mib: t
                 .reclaimable_mem_mib
-                .saturating_add(held(u64::from(v.vm.mem_mib))),
+                .saturating_add(held(u64::from(v.vm.size.mem_mib))),
             savings: t.savings + v.savings.unwrap_or(0.0),
         }
     })
@@ -376,11 +378,11 @@ mod tests {
     #[test]
     fn fleet_totals_saturate() {
         let mut a = summary_of(&steady(20, 310, 6000, 410, 0));
-        a.lost = u64::MAX - 1;
-        a.vcpus = u16::MAX;
+        a.datagrams.lost = u64::MAX - 1;
+        a.size.vcpus = u16::MAX;
         let mut b = a.clone();
         b.ip = "127.1.0.2".parse().unwrap();
-        b.lost = 5;
+        b.datagrams.lost = 5;
         let r = Report::new(
             vec![a, b],
             &Thresholds::default(),
@@ -418,8 +420,8 @@ mod tests {
         std::fs::write(dir.path().join("README.txt"), "not a VM").unwrap();
         let r = build(&dirs(&dir), &report_cfg(None), AS_OF).unwrap();
         assert_eq!(r.vms.len(), 1);
-        assert_eq!(r.vms[0].vm.samples, 6);
-        assert_eq!(r.vms[0].vm.bad_rows, 1);
+        assert_eq!(r.vms[0].vm.datagrams.samples, 6);
+        assert_eq!(r.vms[0].vm.datagrams.bad_rows, 1);
         assert_eq!(r.vms[0].verdict.category, Category::Idle);
     }
 
@@ -438,13 +440,13 @@ mod tests {
         std::fs::write(dir.path().join("127.1.0.1.csv"), text).unwrap();
         let day = Some(std::time::Duration::from_secs(86_400));
         let r = build(&dirs(&dir), &report_cfg(day), AS_OF).unwrap();
-        assert_eq!(r.vms[0].vm.samples, 10);
+        assert_eq!(r.vms[0].vm.datagrams.samples, 10);
         assert_eq!(r.vms[0].verdict.category, Category::Idle);
         let r = build(&dirs(&dir), &report_cfg(None), AS_OF).unwrap();
-        assert_eq!(r.vms[0].vm.samples, 20);
+        assert_eq!(r.vms[0].vm.datagrams.samples, 20);
         // Nothing after --as-of: a report of the past is repeatable.
         let r = build(&dirs(&dir), &report_cfg(None), AS_OF - 86_400_000).unwrap();
-        assert_eq!(r.vms[0].vm.samples, 10);
+        assert_eq!(r.vms[0].vm.datagrams.samples, 10);
         assert_eq!(r.vms[0].verdict.category, Category::Silent);
     }
 
@@ -476,7 +478,14 @@ mod tests {
         let r = build(&dirs(&dir), &report_cfg(None), AS_OF).unwrap();
         assert_eq!(r.vms.len(), 1);
         let vm = &r.vms[0].vm;
-        assert_eq!((vm.samples, vm.lost, vm.duplicates), (30, 0, 0));
+        assert_eq!(
+            (
+                vm.datagrams.samples,
+                vm.datagrams.lost,
+                vm.datagrams.duplicates
+            ),
+            (30, 0, 0)
+        );
     }
 
     #[test]
@@ -521,12 +530,21 @@ mod tests {
         let r = build(&both, &report_cfg(None), AS_OF).unwrap();
         assert_eq!(r.vms.len(), 1);
         let vm = &r.vms[0].vm;
-        assert_eq!(vm.samples, 20, "every datagram once");
-        assert_eq!(vm.lost, 0, "what one missed, the other has");
-        assert_eq!(vm.duplicates, 1, "only the repeat within A");
-        assert_eq!(vm.out_of_order, 0, "a repeat is a duplicate, not also late");
+        assert_eq!(vm.datagrams.samples, 20, "every datagram once");
+        assert_eq!(vm.datagrams.lost, 0, "what one missed, the other has");
+        assert_eq!(vm.datagrams.duplicates, 1, "only the repeat within A");
+        assert_eq!(
+            vm.datagrams.out_of_order, 0,
+            "a repeat is a duplicate, not also late"
+        );
         let only_a = build(&dirs(&a), &report_cfg(None), AS_OF).unwrap();
-        assert_eq!((only_a.vms[0].vm.samples, only_a.vms[0].vm.lost), (19, 1));
+        assert_eq!(
+            (
+                only_a.vms[0].vm.datagrams.samples,
+                only_a.vms[0].vm.datagrams.lost
+            ),
+            (19, 1)
+        );
     }
 
     #[test]
@@ -613,7 +631,7 @@ mod tests {
         assert!(scan::read_part(&packed, &day, &mut full).unwrap() >= len - header);
         let ip = "127.1.0.1".parse().unwrap();
         let (a, b) = (seeking.finish(ip).unwrap(), full.finish(ip).unwrap());
-        assert_eq!(a.samples, 24 * 60);
+        assert_eq!(a.datagrams.samples, 24 * 60);
         assert_eq!(a, b);
     }
 }

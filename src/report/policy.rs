@@ -220,20 +220,20 @@ pub fn judge(vm: &VmSummary, t: &Thresholds, as_of_ms: u64) -> Verdict {
 /// against the VM's most frequent interval, so one datagram claiming a
 /// 3600 s interval cannot keep a quiet VM out of it for hours.
 fn gate(vm: &VmSummary, t: &Thresholds, as_of_ms: u64) -> Option<Verdict> {
-    if vm.samples < t.min_samples {
+    if vm.datagrams.samples < t.min_samples {
         let r = Reason::TooFewSamples {
-            samples: vm.samples,
+            samples: vm.datagrams.samples,
             min: t.min_samples,
         };
         return Some(verdict(Category::InsufficientData, vec![r]));
     }
     let quiet_ms = as_of_ms.saturating_sub(vm.last_seen_ms);
-    let limit_ms = u64::from(t.silent_intervals) * u64::from(vm.interval_s) * 1000;
+    let limit_ms = u64::from(t.silent_intervals) * u64::from(vm.size.interval_s) * 1000;
     if !vm.stopped && quiet_ms > limit_ms {
         let r = Reason::Quiet {
             quiet_ms,
             intervals: t.silent_intervals,
-            interval_s: vm.interval_s,
+            interval_s: vm.size.interval_s,
         };
         return Some(verdict(Category::Silent, vec![r]));
     }
@@ -242,60 +242,62 @@ fn gate(vm: &VmSummary, t: &Thresholds, as_of_ms: u64) -> Option<Verdict> {
 
 fn within_bounds(vm: &VmSummary) -> Verdict {
     let r = Reason::WithinBounds {
-        cpu_p95: vm.cpu_p95,
-        mem_max: vm.mem_max,
+        cpu_p95: vm.utilization.cpu_p95,
+        mem_max: vm.utilization.mem_max,
     };
     verdict(Category::Ok, vec![r])
 }
 
 fn vmstats(vm: &VmSummary, t: &Thresholds) -> Verdict {
-    if vm.cpu_p95 < t.idle_cpu_pct
-        && vm.net_p95_bps < t.idle_net_bps
-        && vm.disk_p95_bps < t.idle_disk_bps
+    if vm.utilization.cpu_p95 < t.idle_cpu_pct
+        && vm.utilization.net_p95_bps < t.idle_net_bps
+        && vm.utilization.disk_p95_bps < t.idle_disk_bps
     {
         return verdict(
             Category::Idle,
             vec![
                 Reason::CpuP95Below {
-                    p95: vm.cpu_p95,
+                    p95: vm.utilization.cpu_p95,
                     limit: t.idle_cpu_pct,
                 },
                 Reason::NetP95Below {
-                    bps: vm.net_p95_bps,
+                    bps: vm.utilization.net_p95_bps,
                     limit: t.idle_net_bps,
                 },
                 Reason::DiskP95Below {
-                    bps: vm.disk_p95_bps,
+                    bps: vm.utilization.disk_p95_bps,
                     limit: t.idle_disk_bps,
                 },
             ],
         );
     }
-    if vm.cpu_p99 <= t.oversized_cpu_pct && vm.mem_max <= t.oversized_mem_pct {
+    if vm.utilization.cpu_p99 <= t.oversized_cpu_pct
+        && vm.utilization.mem_max <= t.oversized_mem_pct
+    {
         return verdict(
             Category::Oversized,
             vec![
                 Reason::CpuP99AtMost {
-                    p99: vm.cpu_p99,
+                    p99: vm.utilization.cpu_p99,
                     limit: t.oversized_cpu_pct,
                 },
                 Reason::MemMaxAtMost {
-                    max: vm.mem_max,
+                    max: vm.utilization.mem_max,
                     limit: t.oversized_mem_pct,
                 },
             ],
         );
     }
-    if vm.cpu_p95 > t.undersized_cpu_pct {
+    if vm.utilization.cpu_p95 > t.undersized_cpu_pct {
         let r = Reason::CpuP95Above {
-            p95: vm.cpu_p95,
+            p95: vm.utilization.cpu_p95,
             limit: t.undersized_cpu_pct,
         };
         return verdict(Category::Undersized, vec![r]);
     }
-    if vm.mem_max > t.undersized_mem_pct {
+    if vm.utilization.mem_max > t.undersized_mem_pct {
         let r = Reason::MemMaxAbove {
-            max: vm.mem_max,
+            max: vm.utilization.mem_max,
             limit: t.undersized_mem_pct,
             samples: vm.mem_max_samples,
         };
@@ -347,15 +349,15 @@ fn azure(vm: &VmSummary, as_of_ms: u64) -> Verdict {
         .map(|d| d.cpu_max)
         .fold(0.0, f64::max);
     let net_limit = AZURE_ASSUMED_LINK_BPS * AZURE_NET_SHARE;
-    if vm.cpu_p95 < AZURE_CPU_P95_PCT
+    if vm.utilization.cpu_p95 < AZURE_CPU_P95_PCT
         && recent_max <= AZURE_RECENT_CPU_PCT
-        && vm.net_p95_bps < net_limit
+        && vm.utilization.net_p95_bps < net_limit
     {
         return verdict(
             Category::Idle,
             vec![
                 Reason::AzureCpuP95Below {
-                    p95: vm.cpu_p95,
+                    p95: vm.utilization.cpu_p95,
                     limit: AZURE_CPU_P95_PCT,
                 },
                 Reason::AzureRecentCpuMax {
@@ -363,20 +365,20 @@ fn azure(vm: &VmSummary, as_of_ms: u64) -> Verdict {
                     limit: AZURE_RECENT_CPU_PCT,
                 },
                 Reason::AzureNetBelow {
-                    bps: vm.net_p95_bps,
+                    bps: vm.utilization.net_p95_bps,
                     limit: net_limit,
                 },
             ],
         );
     }
     // Half the vCPUs doubles the CPU share; half the memory doubles its.
-    if vm.vcpus >= 2
-        && vm.cpu_p95 * 2.0 <= AZURE_TARGET_CPU_P95
-        && vm.mem_p99 * 2.0 <= AZURE_TARGET_MEM_P99
+    if vm.size.vcpus >= 2
+        && vm.utilization.cpu_p95 * 2.0 <= AZURE_TARGET_CPU_P95
+        && vm.utilization.mem_p99 * 2.0 <= AZURE_TARGET_MEM_P99
     {
         let r = Reason::AzureFitsHalf {
-            cpu_p95: vm.cpu_p95,
-            mem_p99: vm.mem_p99,
+            cpu_p95: vm.utilization.cpu_p95,
+            mem_p99: vm.utilization.mem_p99,
         };
         return verdict(Category::Oversized, vec![r]);
     }
@@ -389,7 +391,7 @@ const GCP_CPU_SHARE: f64 = 0.97;
 const GCP_NET_SHARE: f64 = 0.95;
 
 fn gcp(vm: &VmSummary) -> Verdict {
-    let n = vm.samples.max(1) as f64;
+    let n = vm.datagrams.samples.max(1) as f64;
     let (cpu, rx, tx) = (
         vm.gcp_cpu_low as f64 / n,
         vm.gcp_rx_low as f64 / n,
@@ -411,8 +413,8 @@ pub fn monthly_savings(vm: &VmSummary, category: Category, prices: Prices) -> f6
         Category::Oversized => 0.5,
         _ => return 0.0,
     };
-    let cost =
-        f64::from(vm.vcpus) * prices.vcpu_month + f64::from(vm.mem_mib) / 1024.0 * prices.gib_month;
+    let cost = f64::from(vm.size.vcpus) * prices.vcpu_month
+        + f64::from(vm.size.mem_mib) / 1024.0 * prices.gib_month;
     cost * share
 }
 
@@ -522,8 +524,8 @@ mod tests {
         rows[10].stat.cpu_pct_x100 = 9900;
         rows[20].stat.cpu_pct_x100 = 9900;
         let vm = summary_of(&rows);
-        assert_eq!(vm.cpu_max, 99.0);
-        assert_eq!(vm.cpu_p95, 2.0);
+        assert_eq!(vm.utilization.cpu_max, 99.0);
+        assert_eq!(vm.utilization.cpu_p95, 2.0);
         let v = policy::judge(&vm, &Thresholds::default(), AS_OF);
         assert_eq!(v.category, Category::Idle);
     }
@@ -539,7 +541,7 @@ mod tests {
         }
         rows[9].stat.interval_s = 3600;
         let vm = summary_of(&rows);
-        assert_eq!(vm.interval_s, 60, "the most frequent interval");
+        assert_eq!(vm.size.interval_s, 60, "the most frequent interval");
         assert_eq!(category_of(&rows).0, Category::Silent);
     }
 

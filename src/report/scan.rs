@@ -486,6 +486,6 @@ mod tests {
         let all = Window::before(u64::MAX, None);
         let part = Part { path, gzip: false };
         let vm = read_vm("127.6.0.3".parse().unwrap(), &[part], &all);
-        assert!(vm.is_none_or(|v| v.bad_rows == 1));
+        assert!(vm.is_none_or(|v| v.datagrams.bad_rows == 1));
     }
 }

@@ -268,27 +268,50 @@ pub fn render(r: &Report) -> String {
             let name = other.category.name();
             let _ = write!(out, "<td class=\"{name}\" data-v=\"{name}\">{name}</td>");
         }
-        out.push_str(&cell(&s.samples.to_string(), s.samples));
+        out.push_str(&cell(&s.datagrams.samples.to_string(), s.datagrams.samples));
         let idle = format!("{}/{}", v.idle_days(), s.days.len());
         out.push_str(&cell(&idle, v.idle_days()));
-        out.push_str(&cell(&s.vcpus.to_string(), s.vcpus));
-        out.push_str(&cell(&s.mem_mib.to_string(), s.mem_mib));
-        out.push_str(&cell(&format!("{:.1}", s.cpu_p95), s.cpu_p95));
-        out.push_str(&cell(&format!("{:.1}", s.cpu_max), s.cpu_max));
-        out.push_str(&cell(&format!("{:.1}", s.mem_max), s.mem_max));
-        out.push_str(&cell(&fmt_rate(s.net_p95_bps), s.net_p95_bps));
-        out.push_str(&cell(&fmt_rate(s.disk_p95_bps), s.disk_p95_bps));
+        out.push_str(&cell(&s.size.vcpus.to_string(), s.size.vcpus));
+        out.push_str(&cell(&s.size.mem_mib.to_string(), s.size.mem_mib));
+        out.push_str(&cell(
+            &format!("{:.1}", s.utilization.cpu_p95),
+            s.utilization.cpu_p95,
+        ));
+        out.push_str(&cell(
+            &format!("{:.1}", s.utilization.cpu_max),
+            s.utilization.cpu_max,
+        ));
+        out.push_str(&cell(
+            &format!("{:.1}", s.utilization.mem_max),
+            s.utilization.mem_max,
+        ));
+        out.push_str(&cell(
+            &fmt_rate(s.utilization.net_p95_bps),
+            s.utilization.net_p95_bps,
+        ));
+        out.push_str(&cell(
+            &fmt_rate(s.utilization.disk_p95_bps),
+            s.utilization.disk_p95_bps,
+        ));
         let datagrams = format!(
             "{}/{}/{}/{}",
-            s.lost, s.duplicates, s.out_of_order, s.restarts
+            s.datagrams.lost,
+            s.datagrams.duplicates,
+            s.datagrams.out_of_order,
+            s.datagrams.restarts
         );
-        out.push_str(&cell(&datagrams, s.lost));
+        out.push_str(&cell(&datagrams, s.datagrams.lost));
         let age = r.window.as_of_ms.saturating_sub(s.last_seen_ms);
         out.push_str(&cell(&fmt_age(age), age));
         if let Some(saved) = v.savings {
             out.push_str(&cell(&format!("{saved:.2}"), saved));
         }
-        let _ = write!(out, "<td data-v=\"{}\">{}</td>", s.cpu_p95, chart(v));
+        let _ = write!(
+            out,
+            "<td data-v=\"{}\">{}</td>",
+            s.utilization.cpu_p95,
+            chart(v)
+        );
         let reason = format!(
             "{}: {}",
             advice(v.verdict.category),

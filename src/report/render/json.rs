@@ -6,17 +6,18 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{advice, date_of_day, reason_figures, reason_text, reasons_text};
+use crate::report::summary::{Datagrams, SizeSummary, Utilization};
 use crate::report::{Category, Report, Rule, VmReport};
 
 #[derive(Serialize)]
-struct Document {
+struct Document<'a> {
     /// The rules whose verdict is each VM's finding.
     policy: &'static str,
     as_of_ms: u64,
     window_start_ms: Option<u64>,
     lookback_days: Option<f64>,
     summary: Summary,
-    vms: Vec<Vm>,
+    vms: Vec<Vm<'a>>,
 }
 
 #[derive(Serialize)]
@@ -40,7 +41,7 @@ struct Summary {
 }
 
 #[derive(Serialize)]
-struct Vm {
+struct Vm<'a> {
     ip: String,
     finding: &'static str,
     advice: &'static str,
@@ -48,9 +49,9 @@ struct Vm {
     findings_by_policy: BTreeMap<&'static str, &'static str>,
     reasons: Vec<ReasonOut>,
     reason: String,
-    size: Size,
-    utilization: Utilization,
-    datagrams: Datagrams,
+    size: &'a SizeSummary,
+    utilization: &'a Utilization,
+    datagrams: &'a Datagrams,
     idle_days: u64,
     days_with_data: usize,
     days: Vec<Day>,
@@ -80,40 +81,7 @@ struct ReasonOut {
     text: String,
 }
 
-#[derive(Serialize)]
-struct Size {
-    vcpus: u16,
-    mem_mib: u32,
-    interval_s: u16,
-    size_changes: u64,
-    last_size_change_ms: Option<u64>,
-}
-
-#[derive(Serialize)]
-struct Utilization {
-    cpu_p50: f64,
-    cpu_p95: f64,
-    cpu_p99: f64,
-    cpu_max: f64,
-    mem_p95: f64,
-    mem_max: f64,
-    net_p95_bps: f64,
-    disk_p95_bps: f64,
-}
-
-#[derive(Serialize)]
-struct Datagrams {
-    samples: u64,
-    lost: u64,
-    duplicates: u64,
-    out_of_order: u64,
-    restarts: u64,
-    seq_jumps: u64,
-    bad_rows: u64,
-    recv_backwards: u64,
-}
-
-fn vm(r: &VmReport, rule: Rule) -> Vm {
+fn vm(r: &VmReport, rule: Rule) -> Vm<'_> {
     let v = &r.vm;
     Vm {
         ip: v.ip.to_string(),
@@ -138,33 +106,9 @@ fn vm(r: &VmReport, rule: Rule) -> Vm {
             })
             .collect(),
         reason: reasons_text(&r.verdict.reasons),
-        size: Size {
-            vcpus: v.vcpus,
-            mem_mib: v.mem_mib,
-            interval_s: v.interval_s,
-            size_changes: v.size_changes,
-            last_size_change_ms: v.last_size_change_ms,
-        },
-        utilization: Utilization {
-            cpu_p50: v.cpu_p50,
-            cpu_p95: v.cpu_p95,
-            cpu_p99: v.cpu_p99,
-            cpu_max: v.cpu_max,
-            mem_p95: v.mem_p95,
-            mem_max: v.mem_max,
-            net_p95_bps: v.net_p95_bps,
-            disk_p95_bps: v.disk_p95_bps,
-        },
-        datagrams: Datagrams {
-            samples: v.samples,
-            lost: v.lost,
-            duplicates: v.duplicates,
-            out_of_order: v.out_of_order,
-            restarts: v.restarts,
-            seq_jumps: v.seq_jumps,
-            bad_rows: v.bad_rows,
-            recv_backwards: v.recv_backwards,
-        },
+        size: &v.size,
+        utilization: &v.utilization,
+        datagrams: &v.datagrams,
         idle_days: r.idle_days(),
         days_with_data: v.days.len(),
         days: v

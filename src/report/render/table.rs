@@ -35,36 +35,42 @@ fn cells(r: &VmReport, as_of_ms: u64) -> Vec<String> {
         advice(r.verdict.category),
         reasons_text(&r.verdict.reasons)
     );
-    if v.size_changes > 0 {
-        let when = v.last_size_change_ms.map_or(String::new(), |t| {
+    if v.size.size_changes > 0 {
+        let when = v.size.last_size_change_ms.map_or(String::new(), |t| {
             format!(", last {}", fmt_age(as_of_ms.saturating_sub(t)))
         });
         let _ = write!(
             advice_text,
             " (size changed {} times{when}; the most frequent is shown)",
-            v.size_changes
+            v.size.size_changes
         );
     }
-    if v.seq_jumps > 0 {
-        let _ = write!(advice_text, " ({} seq jumps)", v.seq_jumps);
+    if v.datagrams.seq_jumps > 0 {
+        let _ = write!(advice_text, " ({} seq jumps)", v.datagrams.seq_jumps);
     }
     let mut cells = vec![
         v.ip.to_string(),
         r.verdict.category.name().to_string(),
-        v.samples.to_string(),
+        v.datagrams.samples.to_string(),
         format!("{}/{}", r.idle_days(), v.days.len()),
-        v.vcpus.to_string(),
-        v.mem_mib.to_string(),
+        v.size.vcpus.to_string(),
+        v.size.mem_mib.to_string(),
         format!(
             "{:.1}/{:.1}/{:.1}/{:.1}",
-            v.cpu_p50, v.cpu_p95, v.cpu_p99, v.cpu_max
+            v.utilization.cpu_p50,
+            v.utilization.cpu_p95,
+            v.utilization.cpu_p99,
+            v.utilization.cpu_max
         ),
-        format!("{:.1}/{:.1}", v.mem_p95, v.mem_max),
-        fmt_rate(v.net_p95_bps),
-        fmt_rate(v.disk_p95_bps),
+        format!("{:.1}/{:.1}", v.utilization.mem_p95, v.utilization.mem_max),
+        fmt_rate(v.utilization.net_p95_bps),
+        fmt_rate(v.utilization.disk_p95_bps),
         format!(
             "{}/{}/{}/{}",
-            v.lost, v.duplicates, v.out_of_order, v.restarts
+            v.datagrams.lost,
+            v.datagrams.duplicates,
+            v.datagrams.out_of_order,
+            v.datagrams.restarts
         ),
         fmt_age(as_of_ms.saturating_sub(v.last_seen_ms)),
         advice_text,

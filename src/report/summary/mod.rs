@@ -32,26 +32,15 @@ pub use day::DaySummary;
 pub use seqs::jump_bound;
 use seqs::{Seen, Seqs};
 
-/// What one VM's rows say, before any verdict.
+/// What one VM's rows say, before any verdict. Its groups are what the
+/// JSON report shows under the same names (it serializes them as they
+/// are, so a field added here is in the report).
 #[derive(Debug, Clone, PartialEq)]
 pub struct VmSummary {
     pub ip: IpAddr,
-    /// Distinct (boot_id, seq) rows in the window.
-    pub samples: u64,
-    /// The most frequent size and interval in the window.
-    pub vcpus: u16,
-    pub mem_mib: u32,
-    pub interval_s: u16,
-    /// Times the size differed from the row before, and when it last did.
-    pub size_changes: u64,
-    pub last_size_change_ms: Option<u64>,
-    pub cpu_p50: f64,
-    pub cpu_p95: f64,
-    pub cpu_p99: f64,
-    pub cpu_max: f64,
-    pub mem_p95: f64,
-    pub mem_p99: f64,
-    pub mem_max: f64,
+    pub size: SizeSummary,
+    pub utilization: Utilization,
+    pub datagrams: Datagrams,
     /// Samples at `mem_max`: 1 says the peak rests on a single datagram.
     pub mem_max_samples: u64,
     /// Samples under GCP's idle lines: CPU below 0.03 vCPU, received below
@@ -59,10 +48,50 @@ pub struct VmSummary {
     pub gcp_cpu_low: u64,
     pub gcp_rx_low: u64,
     pub gcp_tx_low: u64,
+    pub first_seen_ms: u64,
+    pub last_seen_ms: u64,
+    /// The latest row carries the final flag, from a boot seen before it:
+    /// the agent stopped on purpose.
+    pub stopped: bool,
+    /// Per UTC day with data, oldest first.
+    pub days: Vec<DaySummary>,
+}
+
+/// The most frequent size and interval in the window, and its changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SizeSummary {
+    pub vcpus: u16,
+    pub mem_mib: u32,
+    pub interval_s: u16,
+    /// Times the size differed from the row before, and when it last did.
+    pub size_changes: u64,
+    pub last_size_change_ms: Option<u64>,
+}
+
+/// Percentiles of the window's samples (nearest rank; CPU and memory
+/// exact, rates within 0.1 %).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Utilization {
+    pub cpu_p50: f64,
+    pub cpu_p95: f64,
+    pub cpu_p99: f64,
+    pub cpu_max: f64,
+    pub mem_p95: f64,
+    /// Azure's memory line; not in the report's JSON.
+    #[serde(skip)]
+    pub mem_p99: f64,
+    pub mem_max: f64,
     /// p95 of (net rx + tx) / interval, bytes/s.
     pub net_p95_bps: f64,
     /// p95 of (disk read + write) / interval, bytes/s.
     pub disk_p95_bps: f64,
+}
+
+/// What the VM's sequence numbers and lines say about its datagrams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Datagrams {
+    /// Distinct (boot_id, seq) rows in the window.
+    pub samples: u64,
     /// Gaps in seq within a boot (each at most the bound of a seq jump).
     pub lost: u64,
     /// Rows whose (boot_id, seq) was already seen.
@@ -73,18 +102,11 @@ pub struct VmSummary {
     pub restarts: u64,
     /// Forward seq gaps too large to be loss (see [`jump_bound`]).
     pub seq_jumps: u64,
-    pub first_seen_ms: u64,
-    pub last_seen_ms: u64,
-    /// The latest row carries the final flag, from a boot seen before it:
-    /// the agent stopped on purpose.
-    pub stopped: bool,
     /// Lines of the files that are not rows (torn last line excluded).
     pub bad_rows: u64,
     /// Rows received earlier than the row before them in their file: the
     /// aggregator's clock stepped back (a boot before NTP), or an edit.
     pub recv_backwards: u64,
-    /// Per UTC day with data, oldest first.
-    pub days: Vec<DaySummary>,
 }
 
 /// Milliseconds in a day: days are UTC days of the receive time.
@@ -359,35 +381,41 @@ impl Accumulator {
             .is_some_and(|b| b.rows >= 2);
         Some(VmSummary {
             ip,
-            samples: self.cpu.n,
-            vcpus,
-            mem_mib,
-            interval_s,
-            size_changes: self.size_changes,
-            last_size_change_ms: self.last_size_change_ms,
-            cpu_p50,
-            cpu_p95,
-            cpu_p99,
-            cpu_max: self.cpu.max(),
-            mem_p95,
-            mem_p99,
-            mem_max: self.mem.max(),
+            size: SizeSummary {
+                vcpus,
+                mem_mib,
+                interval_s,
+                size_changes: self.size_changes,
+                last_size_change_ms: self.last_size_change_ms,
+            },
+            utilization: Utilization {
+                cpu_p50,
+                cpu_p95,
+                cpu_p99,
+                cpu_max: self.cpu.max(),
+                mem_p95,
+                mem_p99,
+                mem_max: self.mem.max(),
+                net_p95_bps: self.net.p95(),
+                disk_p95_bps: self.disk.p95(),
+            },
+            datagrams: Datagrams {
+                samples: self.cpu.n,
+                lost,
+                duplicates: self.duplicates,
+                out_of_order: self.out_of_order,
+                restarts: (self.seqs.len() as u64).saturating_sub(1),
+                seq_jumps,
+                bad_rows: self.bad_rows,
+                recv_backwards: self.recv_backwards,
+            },
             mem_max_samples: self.mem.at_max(),
             gcp_cpu_low: self.gcp_low[0],
             gcp_rx_low: self.gcp_low[1],
             gcp_tx_low: self.gcp_low[2],
-            net_p95_bps: self.net.p95(),
-            disk_p95_bps: self.disk.p95(),
-            lost,
-            duplicates: self.duplicates,
-            out_of_order: self.out_of_order,
-            restarts: (self.seqs.len() as u64).saturating_sub(1),
-            seq_jumps,
             first_seen_ms,
             last_seen_ms: last.recv_ms,
             stopped: last.stat.is_final() && own_boot,
-            bad_rows: self.bad_rows,
-            recv_backwards: self.recv_backwards,
             days: self
                 .days
                 .iter()
@@ -613,11 +641,19 @@ mod tests {
         let rows: Vec<Row> = (1..=100).map(|s| row(s, s as u16 * 100, 0, s, 0)).collect();
         let vm = summary_of(&rows);
         assert_eq!(
-            (vm.cpu_p50, vm.cpu_p95, vm.cpu_p99, vm.cpu_max),
+            (
+                vm.utilization.cpu_p50,
+                vm.utilization.cpu_p95,
+                vm.utilization.cpu_p99,
+                vm.utilization.cpu_max
+            ),
             (50.0, 95.0, 99.0, 100.0)
         );
-        assert_eq!(vm.net_p95_bps, 95.0);
-        assert_eq!(summary_of(&[row(0, 777, 0, 0, 0)]).cpu_p95, 7.77);
+        assert_eq!(vm.utilization.net_p95_bps, 95.0);
+        assert_eq!(
+            summary_of(&[row(0, 777, 0, 0, 0)]).utilization.cpu_p95,
+            7.77
+        );
     }
 
     #[test]
@@ -633,12 +669,15 @@ mod tests {
             rows.push(r);
         }
         let vm = summary_of(&rows);
-        assert_eq!(vm.samples, 8, "the repeated (boot_id, seq) counts once");
-        assert_eq!(vm.lost, 1); // seq 4
-        assert_eq!(vm.duplicates, 1); // second 2
-        assert_eq!(vm.out_of_order, 1); // 2 after 3
-        assert_eq!(vm.restarts, 1);
-        assert_eq!(vm.seq_jumps, 0);
+        assert_eq!(
+            vm.datagrams.samples, 8,
+            "the repeated (boot_id, seq) counts once"
+        );
+        assert_eq!(vm.datagrams.lost, 1); // seq 4
+        assert_eq!(vm.datagrams.duplicates, 1); // second 2
+        assert_eq!(vm.datagrams.out_of_order, 1); // 2 after 3
+        assert_eq!(vm.datagrams.restarts, 1);
+        assert_eq!(vm.datagrams.seq_jumps, 0);
     }
 
     #[test]
@@ -650,13 +689,13 @@ mod tests {
         r.stat.disk_write_bytes = u64::MAX;
         r.stat.disk_read_bytes = 5;
         let vm = summary_of(&[r]);
-        assert_eq!(vm.net_p95_bps, 4000.0);
+        assert_eq!(vm.utilization.net_p95_bps, 4000.0);
         // Within the histogram's 0.1 %.
         let expected = u64::MAX as f64 / 10.0;
         assert!(
-            (vm.disk_p95_bps - expected).abs() / expected < 0.001,
+            (vm.utilization.disk_p95_bps - expected).abs() / expected < 0.001,
             "{}",
-            vm.disk_p95_bps
+            vm.utilization.disk_p95_bps
         );
     }
 
@@ -666,9 +705,9 @@ mod tests {
         rows[5].stat.vcpus = 65_535;
         rows[5].stat.mem_mib = u32::MAX;
         let vm = summary_of(&rows);
-        assert_eq!((vm.vcpus, vm.mem_mib), (8, 16_384));
-        assert_eq!(vm.size_changes, 2, "to the spoofed size and back");
-        assert_eq!(vm.last_size_change_ms, Some(rows[6].recv_ms));
+        assert_eq!((vm.size.vcpus, vm.size.mem_mib), (8, 16_384));
+        assert_eq!(vm.size.size_changes, 2, "to the spoofed size and back");
+        assert_eq!(vm.size.last_size_change_ms, Some(rows[6].recv_ms));
     }
 
     #[test]
@@ -678,15 +717,15 @@ mod tests {
         spoof.stat.seq = u64::MAX;
         rows.push(spoof);
         let vm = summary_of(&rows);
-        assert_eq!(vm.lost, 0);
-        assert_eq!(vm.seq_jumps, 1);
+        assert_eq!(vm.datagrams.lost, 0);
+        assert_eq!(vm.datagrams.seq_jumps, 1);
         // A plausible gap is still loss: 10 intervals of 60 s span 600 s.
         let mut rows = steady(3, 0, 0, 0, 0);
         let mut late = row(20, 0, 0, 0, 0);
         late.recv_ms += 20 * 60_000;
         rows.push(late);
         let vm = summary_of(&rows);
-        assert_eq!((vm.lost, vm.seq_jumps), (17, 0));
+        assert_eq!((vm.datagrams.lost, vm.datagrams.seq_jumps), (17, 0));
     }
 
     #[test]
@@ -698,8 +737,11 @@ mod tests {
             rows.push(copy);
         }
         let vm = summary_of(&rows);
-        assert_eq!(vm.samples, 10);
-        assert_eq!(vm.duplicates, 30);
-        assert_eq!(vm.cpu_max, 3.1, "the copies never reached the percentiles");
+        assert_eq!(vm.datagrams.samples, 10);
+        assert_eq!(vm.datagrams.duplicates, 30);
+        assert_eq!(
+            vm.utilization.cpu_max, 3.1,
+            "the copies never reached the percentiles"
+        );
     }
 }
