@@ -237,18 +237,14 @@ fn hostile_tree(change: impl FnOnce(&std::path::Path, &std::path::Path)) -> temp
 /// The agent printing three readings of `tree` with at most 256
 /// descriptors: (exit status, stdout, stderr).
 fn print_tree(tree: &std::path::Path) -> (bool, String, String) {
-    let script = format!(
-        "ulimit -n 256 && exec {VMAGENT} --print --interval 100ms --no-jitter --duration 250ms --proc-root {0}/proc --sys-root {0}/sys",
-        tree.display()
+    let cmd = with_nofile_limit(
+        256,
+        &format!(
+            "{VMAGENT} --print --interval 100ms --no-jitter --duration 250ms --proc-root {0}/proc --sys-root {0}/sys",
+            tree.display()
+        ),
     );
-    let out = run_with_limit(
-        {
-            let mut cmd = Command::new("sh");
-            cmd.args(["-c", &script]);
-            cmd
-        },
-        Duration::from_secs(30),
-    );
+    let out = run_with_limit(cmd, Duration::from_secs(30));
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

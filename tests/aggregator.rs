@@ -344,14 +344,13 @@ fn duration_stops_by_itself_and_prints_the_report() {
 #[test]
 fn ten_thousand_vms_under_256_open_files() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = std::process::Command::new("sh");
-    cmd.arg("-c")
-        .arg(format!(
-            "ulimit -n 256 && exec {AGGREGATOR} --listen 127.0.0.1:0 --data-dir {} --flush-interval 100ms --workers 1",
+    let cmd = with_nofile_limit(
+        256,
+        &format!(
+            "{AGGREGATOR} --listen 127.0.0.1:0 --data-dir {} --flush-interval 100ms --workers 1",
             dir.path().display()
-        ))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
+        ),
+    );
     let agg = Aggregator::from_command(cmd, dir.path());
     // 256 less the 64 kept for sockets and stdio.
     assert!(

@@ -215,14 +215,9 @@ fn report_measured(dir: &std::path::Path, as_of: &str) -> (bool, String, String,
     };
     let out = drain(Box::new(child.stdout.take().unwrap()));
     let err = drain(Box::new(child.stderr.take().unwrap()));
-    let status_file = format!("/proc/{}/status", child.id());
     let mut peak_kib = 0;
     let status = loop {
-        let hwm = std::fs::read_to_string(&status_file).ok().and_then(|text| {
-            let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
-            line.split_whitespace().nth(1)?.parse::<u64>().ok()
-        });
-        peak_kib = peak_kib.max(hwm.unwrap_or(0));
+        peak_kib = peak_kib.max(status_kib(child.id() as i32, "VmHWM").unwrap_or(0));
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }

@@ -183,14 +183,13 @@ fn try_scrape(addr: std::net::SocketAddr) -> u16 {
 fn the_endpoint_outlives_running_out_of_descriptors() {
     let dir = tempfile::tempdir().unwrap();
     // 300 descriptors; the one worker takes its share of files from 400 VMs.
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(format!(
-            "ulimit -n 300 && exec {AGGREGATOR} --listen 127.0.0.1:0 --data-dir {} --workers 1 --flush-interval 100ms --metrics-listen 127.0.0.1:0",
+    let cmd = with_nofile_limit(
+        300,
+        &format!(
+            "{AGGREGATOR} --listen 127.0.0.1:0 --data-dir {} --workers 1 --flush-interval 100ms --metrics-listen 127.0.0.1:0",
             dir.path().display()
-        ))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
+        ),
+    );
     let mut agg = Aggregator::from_command(cmd, dir.path());
     let metrics = agg.metrics_addr();
     load(agg.port(), 400, "4000", 8000, "127.43.0.1", &[]);

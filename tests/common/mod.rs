@@ -272,12 +272,27 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 /// Resident memory of a process, KiB (Linux /proc).
 pub fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status_kib(pid, "VmRSS").expect("VmRSS in /proc status")
+}
+
+/// A `kB` figure of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), `None` once
+/// the process is gone.
+pub fn status_kib(pid: i32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc status")
+}
+
+/// `command_line` (a program and its arguments, as a shell reads them)
+/// run with at most `limit` open files, its output piped.
+pub fn with_nofile_limit(limit: u32, command_line: &str) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &format!("ulimit -n {limit} && exec {command_line}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
 }
 
 /// Sends `datagrams` from `sock`, about `per_sec` a second, so a debug
