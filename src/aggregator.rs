@@ -182,6 +182,8 @@ pub struct Started {
     pub net_loops: Vec<NetLoop>,
     workers: Vec<JoinHandle<WorkerOutcome>>,
     refresher: Option<report::Refresher>,
+    /// The exit report's settings, checked (and its catalog read) at start.
+    report: report::Settings,
     pub metrics: Option<MetricsServer>,
     stats: Arc<Stats>,
     started: Instant,
@@ -199,6 +201,7 @@ pub fn run(cfg: &AggregatorConfig, ctl: &net_loop::Control) -> Result<RunSummary
         net_loops,
         workers,
         refresher,
+        report,
         metrics,
         stats,
         started,
@@ -210,7 +213,7 @@ pub fn run(cfg: &AggregatorConfig, ctl: &net_loop::Control) -> Result<RunSummary
     if let Some(r) = refresher {
         r.stop();
     }
-    let summary = receivers.and_then(|()| finish(cfg, local, workers, &stats, started));
+    let summary = receivers.and_then(|()| finish(cfg, &report, local, workers, &stats, started));
     if let Some(m) = metrics {
         m.stop();
     }
@@ -257,6 +260,7 @@ fn run_receivers(
 /// (the discard baseline keeps only the socket and the loop).
 pub fn start(cfg: &AggregatorConfig) -> Result<Started, AggregatorError> {
     cfg.validate()?;
+    let report = report::Settings::new(&cfg.report)?;
     let files_cap = if cfg.discard {
         0
     } else {
@@ -300,7 +304,7 @@ pub fn start(cfg: &AggregatorConfig) -> Result<Started, AggregatorError> {
     let refresher = match cfg.cache_refresh {
         every if cfg.discard || every.is_zero() => None,
         every => Some(
-            report::Refresher::start(cfg.data_dir.clone(), cfg.report.clone(), every, published)
+            report::Refresher::start(cfg.data_dir.clone(), report.clone(), every, published)
                 .map_err(AggregatorError::Start)?,
         ),
     };
@@ -309,6 +313,7 @@ pub fn start(cfg: &AggregatorConfig) -> Result<Started, AggregatorError> {
         net_loops,
         workers: handles,
         refresher,
+        report,
         metrics,
         stats,
         started,
@@ -441,6 +446,7 @@ fn listening_line(
 /// prints the counters, writes the report, and reports any loss.
 fn finish(
     cfg: &AggregatorConfig,
+    settings: &report::Settings,
     local: SocketAddr,
     workers: Vec<JoinHandle<WorkerOutcome>>,
     stats: &Stats,
@@ -467,7 +473,7 @@ fn finish(
     eprint!("{}", stats::summary(&counters, elapsed_s, &latency));
     if !cfg.discard {
         let dirs = [cfg.data_dir.clone()];
-        let report = report::build(&dirs, &cfg.report, crate::unix_ms())?;
+        let report = report::build(&dirs, settings, crate::unix_ms())?;
         report::write(&report, cfg.report.format, cfg.report.file.as_deref())?;
     }
     if !losses.is_empty() {

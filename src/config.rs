@@ -194,18 +194,6 @@ pub struct Thresholds {
     /// ...and p95 disk read+write below this many bytes/s.
     #[arg(long, default_value_t = 100_000.0, value_name = "BYTES_PER_S")]
     pub idle_disk_bps: f64,
-    /// OVERSIZED: p99 CPU at or below this percentage...
-    #[arg(long, default_value_t = 40.0, value_name = "PCT")]
-    pub oversized_cpu_pct: f64,
-    /// ...and max memory at or below this percentage.
-    #[arg(long, default_value_t = 40.0, value_name = "PCT")]
-    pub oversized_mem_pct: f64,
-    /// UNDERSIZED: p95 CPU above this percentage...
-    #[arg(long, default_value_t = 80.0, value_name = "PCT")]
-    pub undersized_cpu_pct: f64,
-    /// ...or max memory above this percentage.
-    #[arg(long, default_value_t = 90.0, value_name = "PCT")]
-    pub undersized_mem_pct: f64,
 }
 
 impl Default for Thresholds {
@@ -216,17 +204,9 @@ impl Default for Thresholds {
 
 impl Thresholds {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let pcts = [
-            ("--idle-cpu-pct", self.idle_cpu_pct),
-            ("--oversized-cpu-pct", self.oversized_cpu_pct),
-            ("--oversized-mem-pct", self.oversized_mem_pct),
-            ("--undersized-cpu-pct", self.undersized_cpu_pct),
-            ("--undersized-mem-pct", self.undersized_mem_pct),
-        ];
-        for (flag, v) in pcts {
-            if !(0.0..=100.0).contains(&v) {
-                return Err(invalid(flag, format!("{v} is not a percentage in 0..=100")));
-            }
+        if !(0.0..=100.0).contains(&self.idle_cpu_pct) {
+            let why = format!("{} is not a percentage in 0..=100", self.idle_cpu_pct);
+            return Err(invalid("--idle-cpu-pct", why));
         }
         for (flag, v) in [
             ("--idle-net-bps", self.idle_net_bps),
@@ -238,6 +218,56 @@ impl Thresholds {
         }
         if self.silent_intervals == 0 {
             return Err(invalid("--silent-intervals", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// How OVERSIZED and UNDERSIZED VMs are sized (vmstats' policy; the
+/// vendors' have their own figures, see `docs/policies.md`).
+#[derive(Debug, Clone, PartialEq, clap::Args)]
+pub struct Rightsizing {
+    /// CPU is sized for this percentile of vCPUs busy (cpu% x vCPUs of
+    /// each sample) over the window...
+    #[arg(long, default_value_t = 99.5, value_name = "PCT")]
+    pub cpu_percentile: f64,
+    /// ...plus this much headroom, in percent.
+    #[arg(long, default_value_t = 20.0, value_name = "PCT")]
+    pub cpu_headroom: f64,
+    /// Memory is sized for its peak in use plus this much headroom, in
+    /// percent.
+    #[arg(long, default_value_t = 20.0, value_name = "PCT")]
+    pub mem_headroom: f64,
+    /// With 7 days of data or more, a VM whose daily demand grows is sized
+    /// for the trend's projection this long after --as-of.
+    #[arg(long, default_value = "30d", value_parser = parse_duration, value_name = "DUR")]
+    pub trend_horizon: Duration,
+    /// Sizes and monthly prices to choose targets from: a CSV with the
+    /// header name,vcpus,mem_gib,price_month (more columns are ignored).
+    /// Without it, targets are powers of two of vCPUs and GiB.
+    #[arg(long, value_name = "FILE")]
+    pub catalog: Option<PathBuf>,
+}
+
+impl Rightsizing {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.cpu_percentile > 0.0 && self.cpu_percentile <= 100.0) {
+            let why = format!("{} is not a percentile in (0, 100]", self.cpu_percentile);
+            return Err(invalid("--cpu-percentile", why));
+        }
+        for (flag, v) in [
+            ("--cpu-headroom", self.cpu_headroom),
+            ("--mem-headroom", self.mem_headroom),
+        ] {
+            if !(0.0..=1000.0).contains(&v) {
+                return Err(invalid(
+                    flag,
+                    format!("{v} is not a headroom in 0..=1000 %"),
+                ));
+            }
+        }
+        if self.trend_horizon > Duration::from_secs(3650 * 86_400) {
+            return Err(invalid("--trend-horizon", "is more than ten years"));
         }
         Ok(())
     }
@@ -256,8 +286,11 @@ pub struct ReportConfig {
     pub policy: Policy,
     #[command(flatten)]
     pub thresholds: Thresholds,
-    /// Monthly price of one vCPU: with it (or --price-gib-month), each VM
-    /// gets an estimated monthly saving and the fleet a total.
+    #[command(flatten)]
+    pub rightsizing: Rightsizing,
+    /// Monthly price of one vCPU: with it (or --price-gib-month, or
+    /// --catalog), each VM gets an estimated monthly saving and the fleet
+    /// a total. Sizes not in the catalog are priced per unit.
     #[arg(long, value_name = "PRICE")]
     pub price_vcpu_month: Option<f64>,
     /// Monthly price of one GiB of memory.
@@ -287,6 +320,7 @@ pub struct Prices {
 impl ReportConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.thresholds.validate()?;
+        self.rightsizing.validate()?;
         for (flag, v) in [
             ("--price-vcpu-month", self.price_vcpu_month),
             ("--price-gib-month", self.price_gib_month),

@@ -31,6 +31,35 @@ fn bad_flag_values_name_the_flag() {
 }
 
 #[test]
+fn a_bad_catalog_names_its_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("sizes.csv");
+    std::fs::write(
+        &catalog,
+        "name,vcpus,mem_gib,price_month\nm.large,2,8,70.08\nm.xlarge,four,16,140.16\n",
+    )
+    .unwrap();
+    let c = catalog.to_str().unwrap();
+    let want = format!("catalog {c} (--catalog), line 3, column vcpus: `four` is not");
+    let d = dir.path().to_str().unwrap();
+    // The collector refuses to start (not to report at exit)...
+    fails_with(
+        &["--listen", "127.0.0.1:0", "--data-dir", d, "--catalog", c],
+        &want,
+    );
+    // ...and the report command says the same.
+    fails_with(&["report", "--data-dir", d, "--catalog", c], &want);
+    fails_with(
+        &["report", "--data-dir", d, "--catalog", "/nonexistent.csv"],
+        "cannot read catalog /nonexistent.csv (--catalog)",
+    );
+    fails_with(
+        &["report", "--data-dir", d, "--cpu-percentile", "0"],
+        "--cpu-percentile",
+    );
+}
+
+#[test]
 fn a_port_in_use_names_the_address() {
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();

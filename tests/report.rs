@@ -110,7 +110,7 @@ fn each_category_and_live_equals_offline() {
     );
     assert_eq!(
         lines[lines.len() - 2],
-        "7 VMs: 2 idle, 1 oversized, 1 undersized, 1 silent, 1 insufficient data, 1 ok; reclaimable now: 8 vCPUs, 16.0 GiB"
+        "7 VMs: 2 idle, 1 oversized, 1 undersized, 1 silent, 1 insufficient data, 1 ok; reclaimable now: 8 vCPUs, 16.0 GiB; 2 to resize"
     );
 }
 
@@ -118,7 +118,8 @@ fn each_category_and_live_equals_offline() {
 fn thresholds_are_flags() {
     let dir = tempfile::tempdir().unwrap();
     let agg = Aggregator::start(dir.path(), &[]);
-    send_series(&agg, "127.21.0.1", 10, shaped(1500, 6000, 410, 0));
+    // Half of 4 vCPUs busy (x 1.2 = 2.4, so 4) and 60 % of 8 GiB (5.8, so 8).
+    send_series(&agg, "127.21.0.1", 10, shaped(5000, 6000, 410, 0));
     assert!(agg.stop().success);
     let report = |extra: &[&str]| {
         let out = Command::new(AGGREGATOR)
@@ -130,8 +131,90 @@ fn thresholds_are_flags() {
         String::from_utf8(out.stdout).unwrap()
     };
     assert!(report(&[]).contains("127.21.0.1,OK,"));
-    assert!(report(&["--idle-cpu-pct", "20"]).contains("127.21.0.1,IDLE,"));
+    assert!(report(&["--idle-cpu-pct", "60"]).contains("127.21.0.1,IDLE,"));
     assert!(report(&["--min-samples", "11"]).contains("127.21.0.1,INSUFFICIENT_DATA,"));
+    // 2 busy x 2.5 = 5 vCPUs: more than today's 4.
+    assert!(report(&["--cpu-headroom", "150"]).contains("127.21.0.1,UNDERSIZED,grow,"));
+    assert!(report(&["--mem-headroom", "100"]).contains("127.21.0.1,UNDERSIZED,grow,"));
+}
+
+/// A VM file of 200 rows a minute apart before `as_of` on a 4-vCPU,
+/// 16-GiB VM: 1 vCPU busy (one sample at 4), 5 GiB in use.
+fn write_m6i_xlarge(dir: &std::path::Path, as_of: u64) {
+    let mut text = vmstats::wire::CSV_HEADER.as_bytes().to_vec();
+    for i in 0..200u64 {
+        let s = Stat {
+            vcpus: 4,
+            mem_mib: 16_384,
+            cpu_pct_x100: if i == 100 { 10_000 } else { 2500 },
+            mem_pct_x100: 3125,
+            net_rx_bytes: 3_000_000,
+            ..stat(i)
+        };
+        vmstats::wire::push_row(&mut text, as_of - (200 - i) * 60_000, &s);
+    }
+    std::fs::write(dir.join("127.22.0.1.csv"), text).unwrap();
+}
+
+#[test]
+fn the_example_catalog_names_the_target_its_risk_and_the_money() {
+    let dir = tempfile::tempdir().unwrap();
+    // Now: a part last written before the window would not be read.
+    let as_of = vmstats::unix_ms();
+    write_m6i_xlarge(dir.path(), as_of);
+    let catalog =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/catalog-example.csv");
+    let report = |format: &str| {
+        let out = report_with(&[
+            "--data-dir".as_ref(),
+            dir.path().as_os_str(),
+            "--as-of".as_ref(),
+            as_of.to_string().as_ref(),
+            "--catalog".as_ref(),
+            catalog.as_os_str(),
+            "--report-format".as_ref(),
+            format.as_ref(),
+        ]);
+        String::from_utf8(out).unwrap()
+    };
+    // P99.5 1 vCPU x 1.2 and 5 GiB x 1.2 = 6: m6i.large (2, 8 GiB) is the
+    // cheapest that holds it; the one minute at 4 vCPUs is 0.5 %: low.
+    let table = report("table");
+    assert!(
+        table.contains(
+            "4 vCPU/16 GiB (m6i.xlarge) -> 2 vCPU/8 GiB (m6i.large), risk low, saves 70.08"
+        ),
+        "{table}"
+    );
+    assert!(
+        table.contains("; 1 to resize; estimated savings 70.08 a month"),
+        "{table}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&report("json")).unwrap();
+    let rec = &json["vms"][0]["recommendation"];
+    let names: Vec<&str> = rec["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["m6i.large", "r6i.large", "c6i.xlarge"]);
+    assert_eq!(rec["target"]["price_month"], 70.08);
+    assert_eq!(rec["options"][0]["performance_risk"]["level"], "low");
+    assert_eq!(rec["options"][0]["performance_risk"]["share"], 0.005);
+    assert_eq!(rec["options"][0]["projected_utilization"]["cpu_max"], 200.0);
+    assert_eq!(rec["cpu_need_vcpus"], 1.2);
+    assert_eq!(rec["estimated_monthly_savings"], 140.16 - 70.08);
+    assert!(rec["trend"].is_null(), "one day of data");
+    let csv = report("csv");
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let head = reader.headers().unwrap().clone();
+    let row = reader.records().next().unwrap().unwrap();
+    let col = |name: &str| &row[head.iter().position(|h| h == name).unwrap()];
+    assert_eq!(
+        (col("target_name"), col("target_vcpus"), col("risk_level")),
+        ("m6i.large", "2", "low")
+    );
 }
 
 #[test]

@@ -4,11 +4,11 @@
 
 use std::path::PathBuf;
 
-use super::policy::{self, Reason, Rule};
+use super::policy::{self, Probe, Reason, Rule};
 use super::render::reasons_text;
 use super::summary::{self, Accumulator, VmSummary};
-use super::{Category, Report, Window};
-use crate::config::{Policy, ReportConfig, Thresholds};
+use super::{Category, Report, Settings, Window};
+use crate::config::{Policy, Prices, ReportConfig};
 use crate::wire::{self, Row, Stat};
 
 pub(crate) const AS_OF: u64 = 1_000_000_000;
@@ -35,14 +35,59 @@ pub(crate) fn row(seq: u64, cpu_x100: u16, mem_x100: u16, net: u64, disk: u64) -
     }
 }
 
-pub(crate) fn summary_of(rows: &[Row]) -> VmSummary {
+/// The settings of `--policy` and per-unit `prices`, every other flag at
+/// its default.
+pub(crate) fn settings(policy: Policy, prices: Option<Prices>) -> Settings {
+    Settings::new(&ReportConfig {
+        policy,
+        price_vcpu_month: prices.map(|p| p.vcpu_month),
+        price_gib_month: prices.map(|p| p.gib_month),
+        ..ReportConfig::default()
+    })
+    .unwrap()
+}
+
+/// The summary of `rows` as a report by `settings` at `as_of_ms` makes it.
+pub(crate) fn summary_with(rows: &[Row], settings: &Settings, as_of_ms: u64) -> VmSummary {
     let mut acc = Accumulator::default();
     rows.iter().for_each(|r| acc.add(r));
-    acc.finish("127.1.0.1".parse().unwrap()).unwrap()
+    let probe = Probe { settings, as_of_ms };
+    acc.finish("127.1.0.1".parse().unwrap(), &probe).unwrap()
+}
+
+/// Every policy's probe at [`AS_OF`], owning its settings.
+pub(crate) struct AllRules(Settings);
+
+impl summary::Probe for AllRules {
+    fn cpu_percentile(&self) -> f64 {
+        self.0.rightsizing.cpu_percentile
+    }
+
+    fn sizes(&self, vm: &VmSummary) -> Vec<(u32, f64)> {
+        let probe = Probe {
+            settings: &self.0,
+            as_of_ms: AS_OF,
+        };
+        summary::Probe::sizes(&probe, vm)
+    }
+}
+
+pub(crate) fn probe() -> AllRules {
+    AllRules(settings(Policy::All, None))
+}
+
+/// `acc`'s summary as [`summary_of`] makes it.
+pub(crate) fn finish(acc: &Accumulator, ip: std::net::IpAddr) -> Option<VmSummary> {
+    acc.finish(ip, &probe())
+}
+
+/// The summary of `rows`, probed for every policy's sizes (no catalog).
+pub(crate) fn summary_of(rows: &[Row]) -> VmSummary {
+    summary_with(rows, &settings(Policy::All, None), AS_OF)
 }
 
 pub(crate) fn category_of(rows: &[Row]) -> (Category, String) {
-    let v = policy::judge(&summary_of(rows), &Thresholds::default(), AS_OF);
+    let v = policy::judge(&summary_of(rows), &settings(Policy::Vmstats, None), AS_OF);
     (v.category, reasons_text(&v.reasons))
 }
 
@@ -58,9 +103,7 @@ pub(crate) fn sample_report() -> Report {
     ok.ip = "127.1.0.0".parse().unwrap();
     Report::new(
         vec![ok, busy, idle],
-        &Thresholds::default(),
-        Policy::Vmstats,
-        None,
+        &settings(Policy::Vmstats, None),
         window(),
     )
 }
@@ -69,11 +112,12 @@ pub(crate) fn dirs(dir: &tempfile::TempDir) -> Vec<PathBuf> {
     vec![dir.path().to_path_buf()]
 }
 
-pub(crate) fn report_cfg(window: Option<std::time::Duration>) -> ReportConfig {
-    ReportConfig {
+pub(crate) fn report_cfg(window: Option<std::time::Duration>) -> Settings {
+    Settings::new(&ReportConfig {
         window: window.map_or(crate::config::Lookback::All, crate::config::Lookback::Last),
         ..ReportConfig::default()
-    }
+    })
+    .unwrap()
 }
 
 /// A VM file holding `rows`, with the header.
@@ -114,10 +158,10 @@ pub(crate) fn fortnight(day_shape: impl Fn(u64) -> (u16, u64, u64)) -> VmSummary
             rows.push(r);
         }
     }
-    summary_of(&rows)
+    summary_with(&rows, &settings(Policy::All, None), FORTNIGHT_END)
 }
 
 pub(crate) fn finding(rule: Rule, vm: &VmSummary) -> (Category, Vec<Reason>) {
-    let v = policy::judge_by(rule, vm, &Thresholds::default(), FORTNIGHT_END);
+    let v = policy::judge_by(rule, vm, &settings(Policy::All, None), FORTNIGHT_END);
     (v.category, v.reasons)
 }

@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use crossbeam_channel::Sender;
 
 use super::cache::{self, CacheDirs};
+use super::policy::Probe;
 use super::scan::{self, Part, Window};
 use super::segment::{Cover, Segment, cover};
 use super::summary::{Accumulator, DAY_MS, TimeOrder, Unmergeable, VmSummary};
@@ -41,6 +42,7 @@ pub fn summarize_vm(
     ip: IpAddr,
     parts: &[Part],
     window: &Window,
+    probe: &Probe,
     caches: &CacheDirs,
     scratch: &mut Scratch,
 ) -> Option<VmSummary> {
@@ -64,14 +66,14 @@ pub fn summarize_vm(
                     caches.forget(part, &file);
                 }
                 // Merging would not be exact: read the VM's rows in order.
-                return scan::read_vm(ip, parts, window);
+                return scan::read_vm(ip, parts, window, probe);
             }
         }
     }
     if scratch.vm.capped() {
-        return scan::read_vm(ip, parts, window);
+        return scan::read_vm(ip, parts, window, probe);
     }
-    scratch.vm.finish(ip)
+    scratch.vm.finish(ip, probe)
 }
 
 /// Adds a part's segments in the window to `scratch.vm`; on error, why a

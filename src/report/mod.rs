@@ -19,18 +19,23 @@
 //!    `merge` puts a VM's segments together into its summary, and
 //!    [`Refresher`] keeps them current while the aggregator runs;
 //! 4. [`policy`]: the [`Verdict`] on each VM, a category and typed
-//!    [`Reason`]s with their numbers;
+//!    [`Reason`]s with their numbers, and [`rightsize`]: the size each
+//!    rule recommends (from `catalog`, the operator's price list, when
+//!    given), its risk and what it saves, all by the checked [`Settings`];
 //! 5. [`render`]: the table, JSON, CSV and HTML forms of the same
 //!    [`Report`].
 
 mod cache;
+pub mod catalog;
 mod codec;
 mod merge;
 pub mod policy;
 mod refresh;
 pub mod render;
+pub mod rightsize;
 pub mod scan;
 mod segment;
+mod settings;
 pub mod summary;
 
 use std::io;
@@ -38,12 +43,14 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::config::{OfflineReportConfig, Policy, Prices, ReportConfig, ReportFormat, Thresholds};
+use crate::config::{OfflineReportConfig, ReportFormat};
 use crate::stop::Stop;
 
+pub use catalog::CatalogError;
 pub use policy::{Category, Reason, Rule, Verdict};
 pub use refresh::Refresher;
 pub use scan::Window;
+pub use settings::Settings;
 pub use summary::{DaySummary, VmSummary};
 
 /// A report that could not be built or written, with the path at fault.
@@ -51,6 +58,8 @@ pub use summary::{DaySummary, VmSummary};
 pub enum ReportError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
     #[error("cannot read data dir {path}: {error}")]
     DataDir { path: PathBuf, error: io::Error },
     #[error("cannot read {path}: {error}")]
@@ -71,11 +80,25 @@ pub struct VmReport {
     pub others: Vec<(Rule, Verdict)>,
     /// Whether it looked idle, for each of `vm.days`.
     pub day_idle: Vec<bool>,
-    /// Estimated monthly saving, when prices were given.
+    /// Estimated monthly saving by the deciding verdict (negative: what
+    /// growing costs), when its prices are known.
     pub savings: Option<f64>,
 }
 
 impl VmReport {
+    /// Whether the deciding verdict moves the VM to another size (an IDLE
+    /// VM goes rather than moves).
+    pub fn moves(&self) -> bool {
+        matches!(
+            self.verdict.category,
+            Category::Oversized | Category::Undersized
+        ) && self
+            .verdict
+            .recommendation
+            .as_ref()
+            .is_some_and(|r| r.moves())
+    }
+
     /// Days (of those with data) on which it looked idle.
     pub fn idle_days(&self) -> u64 {
         self.day_idle.iter().filter(|idle| **idle).count() as u64
@@ -89,7 +112,7 @@ pub struct Report {
     pub window: Window,
     /// The rules applied; the first decides each VM's category.
     pub rules: &'static [Rule],
-    /// Whether savings were estimated (prices given).
+    /// Whether savings were estimated (prices or a catalog given).
     pub priced: bool,
     /// Ordered by category (reclaimable first), then address.
     pub vms: Vec<VmReport>,
@@ -111,29 +134,37 @@ pub struct Totals {
     /// What the IDLE VMs hold.
     pub reclaimable_vcpus: u64,
     pub reclaimable_mem_mib: u64,
-    /// Estimated monthly savings of the fleet (0 without prices).
+    /// VMs whose recommended size is another than today's.
+    pub moves: u64,
+    /// Estimated monthly savings of the fleet: reclaimed and shrunk VMs
+    /// (0 without prices)...
     pub savings: f64,
+    /// ...and what growing the undersized ones costs.
+    pub growth_cost: f64,
 }
 
 impl Report {
-    pub fn new(
-        summaries: Vec<VmSummary>,
-        t: &Thresholds,
-        policy: Policy,
-        prices: Option<Prices>,
-        window: Window,
-    ) -> Report {
-        let rules = Rule::of(policy);
+    pub fn new(summaries: Vec<VmSummary>, s: &Settings, window: Window) -> Report {
+        let rules = Rule::of(s.policy);
+        let priced = s.prices.priced();
         let mut vms: Vec<VmReport> = summaries
             .into_iter()
             .map(|vm| {
-                let verdict = policy::judge_by(rules[0], &vm, t, window.as_of_ms);
+                let verdict = policy::judge_by(rules[0], &vm, s, window.as_of_ms);
                 let others = rules[1..]
                     .iter()
-                    .map(|r| (*r, policy::judge_by(*r, &vm, t, window.as_of_ms)))
+                    .map(|r| (*r, policy::judge_by(*r, &vm, s, window.as_of_ms)))
                     .collect();
-                let savings = prices.map(|p| policy::monthly_savings(&vm, verdict.category, p));
-                let day_idle = vm.days.iter().map(|d| policy::idle_day(d, t)).collect();
+                let savings = if priced {
+                    policy::monthly_savings(&verdict)
+                } else {
+                    None
+                };
+                let day_idle = vm
+                    .days
+                    .iter()
+                    .map(|d| policy::idle_day(d, &s.thresholds))
+                    .collect();
                 VmReport {
                     vm,
                     verdict,
@@ -148,7 +179,7 @@ impl Report {
         Report {
             window,
             rules,
-            priced: prices.is_some(),
+            priced,
             vms,
             totals,
         }
@@ -183,7 +214,9 @@ fn totals_of(vms: &[VmReport]) -> Totals {
             reclaimable_mem_mib: t
                 .reclaimable_mem_mib
                 .saturating_add(held(u64::from(v.vm.size.mem_mib))),
-            savings: t.savings + v.savings.unwrap_or(0.0),
+            moves: t.moves + u64::from(v.moves()),
+            savings: t.savings + v.savings.unwrap_or(0.0).max(0.0),
+            growth_cost: t.growth_cost - v.savings.unwrap_or(0.0).min(0.0),
         }
     })
 }
@@ -217,21 +250,21 @@ pub type Published = std::sync::Arc<std::sync::Mutex<Option<Figures>>>;
 /// reported on stderr and left out, so one bad file hides nothing else.
 pub fn build(
     data_dirs: &[PathBuf],
-    cfg: &ReportConfig,
+    settings: &Settings,
     as_of_ms: u64,
 ) -> Result<Report, ReportError> {
-    build_all(data_dirs, cfg, as_of_ms, Files::MayBeNone)
+    build_all(data_dirs, settings, as_of_ms, Files::MayBeNone)
 }
 
 /// [`build`] on all cores, with or without VM files required.
 fn build_all(
     data_dirs: &[PathBuf],
-    cfg: &ReportConfig,
+    settings: &Settings,
     as_of_ms: u64,
     files: Files,
 ) -> Result<Report, ReportError> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) * READERS_PER_CORE;
-    let report = build_with(data_dirs, cfg, as_of_ms, threads, None, files)?;
+    let report = build_with(data_dirs, settings, as_of_ms, threads, None, files)?;
     Ok(report.expect("a report without a stop is never stopped"))
 }
 
@@ -247,13 +280,14 @@ enum Files {
 /// is requested before every VM was read.
 fn build_with(
     data_dirs: &[PathBuf],
-    cfg: &ReportConfig,
+    settings: &Settings,
     as_of_ms: u64,
     threads: usize,
     stop: Option<&Stop>,
     files: Files,
 ) -> Result<Option<Report>, ReportError> {
-    let window = Window::before(as_of_ms, cfg.window.length());
+    let window = Window::before(as_of_ms, settings.window);
+    let probe = policy::Probe { settings, as_of_ms };
     let vms: Vec<_> = scan::vm_files(data_dirs)?.into_iter().collect();
     if vms.is_empty() && files == Files::Required {
         let dirs: Vec<String> = data_dirs.iter().map(|d| d.display().to_string()).collect();
@@ -267,19 +301,13 @@ fn build_with(
         .collect();
     let caches = cache::CacheDirs::open(data_dirs, &with_files);
     let summaries = cache::with_writer(&caches, |writes| {
-        summarize_all(&vms, &window, &caches, writes, threads, stop)
+        summarize_all(&vms, &window, &probe, &caches, writes, threads, stop)
     });
     caches.prune(&vms.iter().flat_map(|(_, parts)| parts).collect::<Vec<_>>());
     if stop.is_some_and(Stop::requested) {
         return Ok(None);
     }
-    Ok(Some(Report::new(
-        summaries,
-        &cfg.thresholds,
-        cfg.policy,
-        cfg.prices(),
-        window,
-    )))
+    Ok(Some(Report::new(summaries, settings, window)))
 }
 
 /// Reading threads per core: with the files cold the scan waits on the
@@ -294,6 +322,7 @@ const READERS_PER_CORE: usize = 2;
 fn summarize_all(
     vms: &[(IpAddr, Vec<scan::Part>)],
     window: &Window,
+    probe: &policy::Probe,
     caches: &cache::CacheDirs,
     writes: crossbeam_channel::Sender<cache::EntryWrite>,
     threads: usize,
@@ -318,6 +347,7 @@ fn summarize_all(
                                 *ip,
                                 parts,
                                 window,
+                                probe,
                                 caches,
                                 &mut scratch,
                             ));
@@ -336,10 +366,10 @@ fn summarize_all(
 
 /// `udp-aggregator report`: the report of a data dir, from its files alone.
 pub fn offline(cfg: &OfflineReportConfig) -> Result<(), ReportError> {
-    cfg.report.validate()?;
+    let settings = Settings::new(&cfg.report)?;
     let as_of = cfg.as_of.unwrap_or_else(crate::unix_ms);
     // An empty or mistaken dir is an error, not an empty table.
-    let report = build_all(&cfg.data_dirs, &cfg.report, as_of, Files::Required)?;
+    let report = build_all(&cfg.data_dirs, &settings, as_of, Files::Required)?;
     write(&report, cfg.report.format, cfg.report.file.as_deref())
 }
 
@@ -373,6 +403,7 @@ mod tests {
     use super::render::{render, summary_line};
     use super::summary::Accumulator;
     use super::*;
+    use crate::config::{Policy, ReportFormat};
     use crate::wire::{self, Row};
 
     #[test]
@@ -383,13 +414,7 @@ mod tests {
         let mut b = a.clone();
         b.ip = "127.1.0.2".parse().unwrap();
         b.datagrams.lost = 5;
-        let r = Report::new(
-            vec![a, b],
-            &Thresholds::default(),
-            Policy::Vmstats,
-            None,
-            window(),
-        );
+        let r = Report::new(vec![a, b], &settings(Policy::Vmstats, None), window());
         let t = r.totals();
         assert_eq!(t.lost, u64::MAX);
         assert_eq!(t.reclaimable_vcpus, 2 * u64::from(u16::MAX));
@@ -402,7 +427,7 @@ mod tests {
         assert_eq!(cats, [Category::Idle, Category::Undersized, Category::Ok]);
         assert_eq!(
             summary_line(&r),
-            "3 VMs: 1 idle, 0 oversized, 1 undersized, 0 silent, 0 insufficient data, 1 ok; reclaimable now: 8 vCPUs, 16.0 GiB"
+            "3 VMs: 1 idle, 0 oversized, 1 undersized, 0 silent, 0 insufficient data, 1 ok; reclaimable now: 8 vCPUs, 16.0 GiB; 1 to resize"
         );
     }
 
@@ -573,13 +598,7 @@ mod tests {
             (vm.days[1].net_bytes, vm.days[1].net_bps()),
             (60_000, 100.0)
         );
-        let r = Report::new(
-            vec![vm],
-            &Thresholds::default(),
-            Policy::Vmstats,
-            None,
-            window(),
-        );
+        let r = Report::new(vec![vm], &settings(Policy::Vmstats, None), window());
         assert_eq!(r.vms[0].idle_days(), 2);
         let table = render(&r, ReportFormat::Table);
         assert!(table.lines().nth(1).unwrap().contains(" 2/3 "), "{table}");
@@ -630,7 +649,10 @@ mod tests {
         let header = wire::CSV_HEADER.len() as u64;
         assert!(scan::read_part(&packed, &day, &mut full).unwrap() >= len - header);
         let ip = "127.1.0.1".parse().unwrap();
-        let (a, b) = (seeking.finish(ip).unwrap(), full.finish(ip).unwrap());
+        let (a, b) = (
+            crate::report::fixtures::finish(&seeking, ip).unwrap(),
+            crate::report::fixtures::finish(&full, ip).unwrap(),
+        );
         assert_eq!(a.datagrams.samples, 24 * 60);
         assert_eq!(a, b);
     }

@@ -3,14 +3,18 @@
 //! into words, so a rule never depends on how it is displayed.
 //!
 //! vmstats' categories, first match wins (thresholds are flags, see
-//! [`Thresholds`]): INSUFFICIENT_DATA, SILENT, IDLE, OVERSIZED,
-//! UNDERSIZED, OK. The vendors' rules ([`Rule`]; `docs/policies.md` quotes
-//! each and says where this data makes us approximate) share the first two
-//! gates and then say IDLE, OVERSIZED (Azure only) or OK.
+//! [`Thresholds`]): INSUFFICIENT_DATA, SILENT, IDLE, then by the VM's
+//! recommended size ([`rightsize`]): UNDERSIZED when today's size does not
+//! hold the need, OVERSIZED when the target is another size, else OK. The
+//! vendors' rules ([`Rule`]; `docs/policies.md` quotes each and says where
+//! this data makes us approximate) share the first two gates, then apply
+//! their own idle line and (AWS and Azure) their own sizing figures.
 
-use crate::config::{Policy, Prices, Thresholds};
+use crate::config::{Policy, Thresholds};
 
-use super::summary::{DaySummary, VmSummary};
+use super::rightsize::{self, Recommendation, Sizer};
+use super::settings::Settings;
+use super::summary::{self, DaySummary, VmSummary};
 
 /// The verdict's category.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -73,24 +77,34 @@ pub enum Reason {
         bps: f64,
         limit: f64,
     },
-    CpuP99AtMost {
-        p99: f64,
-        limit: f64,
+    /// CPU's need: vCPUs busy at `percentile` (or the trend's projection,
+    /// when higher) times `factor`, and the vCPUs of the target.
+    CpuNeed {
+        percentile: f64,
+        observed: f64,
+        projected: Option<f64>,
+        factor: f64,
+        need: f64,
+        target: Option<u32>,
     },
-    MemMaxAtMost {
-        max: f64,
-        limit: f64,
-    },
-    CpuP95Above {
-        p95: f64,
-        limit: f64,
-    },
-    MemMaxAbove {
-        max: f64,
-        limit: f64,
+    /// Memory's: the peak in use, GiB (or the projection), times `factor`.
+    MemNeed {
+        observed: f64,
+        projected: Option<f64>,
+        factor: f64,
+        need: f64,
+        target: Option<f64>,
         /// Samples at that peak: 1 says one datagram decided it.
         samples: u64,
     },
+    /// The daily demand grows: the need is the projection at the horizon.
+    Trend {
+        cpu_vcpus_per_day: f64,
+        mem_gib_per_day: f64,
+        horizon_days: f64,
+    },
+    /// No catalog entry holds the need.
+    NoFit,
     /// Nothing to change: the figures an operator looks at first.
     WithinBounds {
         cpu_p95: f64,
@@ -118,12 +132,6 @@ pub enum Reason {
         bps: f64,
         limit: f64,
     },
-    /// Azure resize: the load fits a SKU half the size at Azure's targets
-    /// (p95 CPU <= 40 %, p99 memory <= 60 % after halving).
-    AzureFitsHalf {
-        cpu_p95: f64,
-        mem_p99: f64,
-    },
     /// GCP: shares of samples under its idle lines.
     GcpIdleShares {
         cpu: f64,
@@ -141,30 +149,35 @@ impl Reason {
             Reason::CpuP95Below { .. } => "cpu_p95_below",
             Reason::NetP95Below { .. } => "net_p95_below",
             Reason::DiskP95Below { .. } => "disk_p95_below",
-            Reason::CpuP99AtMost { .. } => "cpu_p99_at_most",
-            Reason::MemMaxAtMost { .. } => "mem_max_at_most",
-            Reason::CpuP95Above { .. } => "cpu_p95_above",
-            Reason::MemMaxAbove { .. } => "mem_max_above",
+            Reason::CpuNeed { .. } => "cpu_need",
+            Reason::MemNeed { .. } => "mem_need",
+            Reason::Trend { .. } => "trend",
+            Reason::NoFit => "no_fit",
             Reason::WithinBounds { .. } => "within_bounds",
             Reason::AwsLowDays { .. } => "aws_low_utilization_days",
             Reason::AzureCpuP95Below { .. } => "azure_cpu_p95_below",
             Reason::AzureRecentCpuMax { .. } => "azure_recent_cpu_max",
             Reason::AzureNetBelow { .. } => "azure_network_below",
-            Reason::AzureFitsHalf { .. } => "azure_fits_half_size",
             Reason::GcpIdleShares { .. } => "gcp_idle_shares",
         }
     }
 }
 
-/// A category and why.
+/// A category, why, and the size the rule recommends (for every VM past
+/// the gates; an IDLE VM's is what it would need were it kept).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
     pub category: Category,
     pub reasons: Vec<Reason>,
+    pub recommendation: Option<Recommendation>,
 }
 
 fn verdict(category: Category, reasons: Vec<Reason>) -> Verdict {
-    Verdict { category, reasons }
+    Verdict {
+        category,
+        reasons,
+        recommendation: None,
+    }
 }
 
 /// One policy's rules.
@@ -196,24 +209,105 @@ impl Rule {
             Policy::All => &[Rule::Vmstats, Rule::Aws, Rule::Azure, Rule::Gcp],
         }
     }
+
+    /// How the rule sizes a VM; `None`: it only finds idle ones.
+    pub fn sizer(self, s: &Settings) -> Option<Sizer> {
+        match self {
+            Rule::Vmstats => Some(Sizer::vmstats(&s.rightsizing)),
+            Rule::Aws => Some(Sizer::AWS),
+            Rule::Azure => Some(Sizer::AZURE),
+            Rule::Gcp => None,
+        }
+    }
 }
 
 /// Judges one VM by `rule` at `as_of_ms`.
-pub fn judge_by(rule: Rule, vm: &VmSummary, t: &Thresholds, as_of_ms: u64) -> Verdict {
+pub fn judge_by(rule: Rule, vm: &VmSummary, s: &Settings, as_of_ms: u64) -> Verdict {
+    let t = &s.thresholds;
     if let Some(v) = gate(vm, t, as_of_ms) {
         return v;
     }
-    match rule {
-        Rule::Vmstats => vmstats(vm, t),
-        Rule::Aws => aws(vm),
-        Rule::Azure => azure(vm, as_of_ms),
-        Rule::Gcp => gcp(vm),
-    }
+    let idle = match rule {
+        Rule::Vmstats => vmstats_idle(vm, t),
+        Rule::Aws => aws_idle(vm),
+        Rule::Azure => azure_idle(vm, as_of_ms),
+        Rule::Gcp => gcp_idle(vm),
+    };
+    let Some(sizer) = rule.sizer(s) else {
+        return idle.unwrap_or_else(|| within_bounds(vm));
+    };
+    let rec = rightsize::recommend(vm, &sizer, &s.prices, as_of_ms);
+    let mut v = idle.unwrap_or_else(|| sized(&rec, &sizer, vm));
+    v.recommendation = Some(rec);
+    v
 }
 
 /// Judges one VM by vmstats' rules at `as_of_ms`.
-pub fn judge(vm: &VmSummary, t: &Thresholds, as_of_ms: u64) -> Verdict {
-    judge_by(Rule::Vmstats, vm, t, as_of_ms)
+pub fn judge(vm: &VmSummary, s: &Settings, as_of_ms: u64) -> Verdict {
+    judge_by(Rule::Vmstats, vm, s, as_of_ms)
+}
+
+/// The category a recommendation gives, and the figures that decided it.
+fn sized(rec: &Recommendation, sizer: &Sizer, vm: &VmSummary) -> Verdict {
+    let category = if rec.grows() {
+        Category::Undersized
+    } else if rec.moves() {
+        Category::Oversized
+    } else {
+        Category::Ok
+    };
+    let target = rec.target.as_ref();
+    let mut reasons = vec![
+        Reason::CpuNeed {
+            percentile: sizer.cpu_percentile,
+            observed: rec.cpu.observed,
+            projected: rec.cpu.projected,
+            factor: rec.cpu.factor,
+            need: rec.cpu.need,
+            target: target.map(|t| t.vcpus),
+        },
+        Reason::MemNeed {
+            observed: rec.mem.observed,
+            projected: rec.mem.projected,
+            factor: rec.mem.factor,
+            need: rec.mem.need,
+            target: target.map(|t| t.mem_gib),
+            samples: vm.demand.mem_max_samples,
+        },
+    ];
+    if let Some(t) = rec.trend.filter(|t| t.cpu_decided || t.mem_decided) {
+        reasons.push(Reason::Trend {
+            cpu_vcpus_per_day: t.cpu_vcpus_per_day,
+            mem_gib_per_day: t.mem_gib_per_day,
+            horizon_days: t.horizon_days,
+        });
+    }
+    if target.is_none() {
+        reasons.push(Reason::NoFit);
+    }
+    verdict(category, reasons)
+}
+
+/// What the rules of `s` ask of a VM's demand when it is summarized at
+/// `as_of_ms`: the sizes each rule will show, so their risk is counted.
+pub struct Probe<'a> {
+    pub settings: &'a Settings,
+    pub as_of_ms: u64,
+}
+
+impl summary::Probe for Probe<'_> {
+    fn cpu_percentile(&self) -> f64 {
+        self.settings.rightsizing.cpu_percentile
+    }
+
+    fn sizes(&self, vm: &VmSummary) -> Vec<(u32, f64)> {
+        let s = self.settings;
+        Rule::of(s.policy)
+            .iter()
+            .filter_map(|r| r.sizer(s))
+            .flat_map(|sizer| rightsize::sizes_shown(vm, &sizer, &s.prices, self.as_of_ms))
+            .collect()
+    }
 }
 
 /// Too little data, or quiet: no rule can judge it. SILENT is judged
@@ -248,62 +342,31 @@ fn within_bounds(vm: &VmSummary) -> Verdict {
     verdict(Category::Ok, vec![r])
 }
 
-fn vmstats(vm: &VmSummary, t: &Thresholds) -> Verdict {
-    if vm.utilization.cpu_p95 < t.idle_cpu_pct
-        && vm.utilization.net_p95_bps < t.idle_net_bps
-        && vm.utilization.disk_p95_bps < t.idle_disk_bps
-    {
-        return verdict(
+/// vmstats' idle line: CPU, network and disk p95 all under theirs.
+fn vmstats_idle(vm: &VmSummary, t: &Thresholds) -> Option<Verdict> {
+    let u = &vm.utilization;
+    let idle = u.cpu_p95 < t.idle_cpu_pct
+        && u.net_p95_bps < t.idle_net_bps
+        && u.disk_p95_bps < t.idle_disk_bps;
+    idle.then(|| {
+        verdict(
             Category::Idle,
             vec![
                 Reason::CpuP95Below {
-                    p95: vm.utilization.cpu_p95,
+                    p95: u.cpu_p95,
                     limit: t.idle_cpu_pct,
                 },
                 Reason::NetP95Below {
-                    bps: vm.utilization.net_p95_bps,
+                    bps: u.net_p95_bps,
                     limit: t.idle_net_bps,
                 },
                 Reason::DiskP95Below {
-                    bps: vm.utilization.disk_p95_bps,
+                    bps: u.disk_p95_bps,
                     limit: t.idle_disk_bps,
                 },
             ],
-        );
-    }
-    if vm.utilization.cpu_p99 <= t.oversized_cpu_pct
-        && vm.utilization.mem_max <= t.oversized_mem_pct
-    {
-        return verdict(
-            Category::Oversized,
-            vec![
-                Reason::CpuP99AtMost {
-                    p99: vm.utilization.cpu_p99,
-                    limit: t.oversized_cpu_pct,
-                },
-                Reason::MemMaxAtMost {
-                    max: vm.utilization.mem_max,
-                    limit: t.oversized_mem_pct,
-                },
-            ],
-        );
-    }
-    if vm.utilization.cpu_p95 > t.undersized_cpu_pct {
-        let r = Reason::CpuP95Above {
-            p95: vm.utilization.cpu_p95,
-            limit: t.undersized_cpu_pct,
-        };
-        return verdict(Category::Undersized, vec![r]);
-    }
-    if vm.utilization.mem_max > t.undersized_mem_pct {
-        let r = Reason::MemMaxAbove {
-            max: vm.utilization.mem_max,
-            limit: t.undersized_mem_pct,
-            samples: vm.mem_max_samples,
-        };
-        return verdict(Category::Undersized, vec![r]);
-    }
-    within_bounds(vm)
+        )
+    })
 }
 
 /// Trusted Advisor's line: a day whose average CPU is at most 10 % and
@@ -312,7 +375,7 @@ const AWS_DAY_CPU_PCT: f64 = 10.0;
 const AWS_DAY_NET_BYTES: u64 = 5_000_000;
 const AWS_MIN_DAYS: u64 = 4;
 
-fn aws(vm: &VmSummary) -> Verdict {
+fn aws_idle(vm: &VmSummary) -> Option<Verdict> {
     let low = vm
         .days
         .iter()
@@ -324,9 +387,9 @@ fn aws(vm: &VmSummary) -> Verdict {
             of_days: vm.days.len() as u64,
             min_days: AWS_MIN_DAYS,
         };
-        return verdict(Category::Idle, vec![r]);
+        return Some(verdict(Category::Idle, vec![r]));
     }
-    within_bounds(vm)
+    None
 }
 
 /// Azure Advisor's shutdown lines, and the link speed its outbound share
@@ -336,12 +399,9 @@ const AZURE_RECENT_CPU_PCT: f64 = 2.0;
 const AZURE_RECENT_DAYS: u64 = 3;
 const AZURE_ASSUMED_LINK_BPS: f64 = 125_000_000.0;
 const AZURE_NET_SHARE: f64 = 0.02;
-/// Its resize targets for user-facing load, met after halving the VM.
-const AZURE_TARGET_CPU_P95: f64 = 40.0;
-const AZURE_TARGET_MEM_P99: f64 = 60.0;
 
-fn azure(vm: &VmSummary, as_of_ms: u64) -> Verdict {
-    let today = as_of_ms / super::summary::DAY_MS;
+fn azure_idle(vm: &VmSummary, as_of_ms: u64) -> Option<Verdict> {
+    let today = as_of_ms / summary::DAY_MS;
     let recent_max = vm
         .days
         .iter()
@@ -353,7 +413,7 @@ fn azure(vm: &VmSummary, as_of_ms: u64) -> Verdict {
         && recent_max <= AZURE_RECENT_CPU_PCT
         && vm.utilization.net_p95_bps < net_limit
     {
-        return verdict(
+        return Some(verdict(
             Category::Idle,
             vec![
                 Reason::AzureCpuP95Below {
@@ -369,20 +429,9 @@ fn azure(vm: &VmSummary, as_of_ms: u64) -> Verdict {
                     limit: net_limit,
                 },
             ],
-        );
+        ));
     }
-    // Half the vCPUs doubles the CPU share; half the memory doubles its.
-    if vm.size.vcpus >= 2
-        && vm.utilization.cpu_p95 * 2.0 <= AZURE_TARGET_CPU_P95
-        && vm.utilization.mem_p99 * 2.0 <= AZURE_TARGET_MEM_P99
-    {
-        let r = Reason::AzureFitsHalf {
-            cpu_p95: vm.utilization.cpu_p95,
-            mem_p99: vm.utilization.mem_p99,
-        };
-        return verdict(Category::Oversized, vec![r]);
-    }
-    within_bounds(vm)
+    None
 }
 
 /// Google's idle VM recommender: CPU under 0.03 vCPU for 97 % of the time,
@@ -390,7 +439,7 @@ fn azure(vm: &VmSummary, as_of_ms: u64) -> Verdict {
 const GCP_CPU_SHARE: f64 = 0.97;
 const GCP_NET_SHARE: f64 = 0.95;
 
-fn gcp(vm: &VmSummary) -> Verdict {
+fn gcp_idle(vm: &VmSummary) -> Option<Verdict> {
     let n = vm.datagrams.samples.max(1) as f64;
     let (cpu, rx, tx) = (
         vm.gcp_cpu_low as f64 / n,
@@ -399,23 +448,21 @@ fn gcp(vm: &VmSummary) -> Verdict {
     );
     if cpu >= GCP_CPU_SHARE && rx >= GCP_NET_SHARE && tx >= GCP_NET_SHARE {
         let r = Reason::GcpIdleShares { cpu, rx, tx };
-        return verdict(Category::Idle, vec![r]);
+        return Some(verdict(Category::Idle, vec![r]));
     }
-    within_bounds(vm)
+    None
 }
 
-/// What a verdict would save a month at `prices`: all of an IDLE VM (it can
-/// go), half of an OVERSIZED one (the advice is to halve it), nothing
-/// otherwise.
-pub fn monthly_savings(vm: &VmSummary, category: Category, prices: Prices) -> f64 {
-    let share = match category {
-        Category::Idle => 1.0,
-        Category::Oversized => 0.5,
-        _ => return 0.0,
-    };
-    let cost = f64::from(vm.size.vcpus) * prices.vcpu_month
-        + f64::from(vm.size.mem_mib) / 1024.0 * prices.gib_month;
-    cost * share
+/// What a verdict would save a month: all of an IDLE VM's price (it can
+/// go), today's price minus the target's otherwise (negative: what
+/// growing costs); `None` where a price is unknown.
+pub fn monthly_savings(v: &Verdict) -> Option<f64> {
+    let rec = v.recommendation.as_ref()?;
+    match v.category {
+        Category::Idle => rec.current.price_month,
+        Category::Oversized | Category::Undersized => rec.saving(),
+        _ => Some(0.0),
+    }
 }
 
 /// Whether a day looks idle by the IDLE thresholds: its CPU p95 and its
@@ -429,10 +476,10 @@ pub fn idle_day(day: &DaySummary, t: &Thresholds) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Policy, Prices, ReportFormat, Thresholds};
+    use crate::config::{Policy, Prices, ReportFormat};
     use crate::report::fixtures::*;
     use crate::report::policy;
-    use crate::report::render::{render, summary_line};
+    use crate::report::render::{reasons_text, render, summary_line};
     use crate::report::{Category, Report};
     use crate::wire;
 
@@ -469,8 +516,13 @@ mod tests {
         // CPU low, but a 5 kB/s network: a quiet server, not an idle one.
         let (c, _) = category_of(&steady(20, 310, 2000, 5000, 0));
         assert_eq!(c, Category::Oversized);
-        let (c, _) = category_of(&steady(20, 310, 6000, 0, 200_000));
-        assert_eq!(c, Category::Ok);
+        // Or a disk at 200 kB/s: the VM is kept, but at a smaller size.
+        let (c, why) = category_of(&steady(20, 310, 6000, 0, 200_000));
+        assert_eq!(c, Category::Oversized);
+        assert_eq!(
+            why,
+            "cpu p99.5 0.2 vCPUs x 1.2 = 0.3 -> 1 vCPU, mem max 9.6 GiB x 1.2 = 11.5 -> 16 GiB"
+        );
     }
 
     #[test]
@@ -482,7 +534,11 @@ mod tests {
     fn low_cpu_and_memory_is_oversized() {
         let (c, why) = category_of(&steady(20, 2200, 3100, 50_000, 0));
         assert_eq!(c, Category::Oversized);
-        assert_eq!(why, "p99 cpu 22.0% <= 40%, max mem 31.0% <= 40%");
+        // 22 % of 8 vCPUs and 31 % of 16 GiB, with 20 % headroom each.
+        assert_eq!(
+            why,
+            "cpu p99.5 1.8 vCPUs x 1.2 = 2.1 -> 4 vCPUs, mem max 5.0 GiB x 1.2 = 6.0 -> 8 GiB"
+        );
     }
 
     #[test]
@@ -490,7 +546,10 @@ mod tests {
         let (c, why) = category_of(&steady(20, 9100, 5000, 50_000, 0));
         assert_eq!(
             (c, why.as_str()),
-            (Category::Undersized, "p95 cpu 91.0% > 80%")
+            (
+                Category::Undersized,
+                "cpu p99.5 7.3 vCPUs x 1.2 = 8.7 -> 16 vCPUs, mem max 8.0 GiB x 1.2 = 9.6 -> 16 GiB"
+            )
         );
         // One row's peak decides, and the reason says it rests on one
         // sample (it could be one forged version 1 datagram).
@@ -499,13 +558,17 @@ mod tests {
         let (c, why) = category_of(&rows);
         assert_eq!(
             (c, why.as_str()),
-            (Category::Undersized, "max mem 95.0% > 90% (one sample)")
+            (
+                Category::Undersized,
+                "cpu p99.5 4.0 vCPUs x 1.2 = 4.8 -> 8 vCPUs, mem max 15.2 GiB (one sample) x 1.2 = 18.2 -> 32 GiB"
+            )
         );
         rows[7].stat.mem_pct_x100 = 9500;
         let (c, why) = category_of(&rows);
-        assert_eq!(
-            (c, why.as_str()),
-            (Category::Undersized, "max mem 95.0% > 90%")
+        assert_eq!(c, Category::Undersized);
+        assert!(
+            why.ends_with("mem max 15.2 GiB x 1.2 = 18.2 -> 32 GiB"),
+            "{why}"
         );
     }
 
@@ -514,7 +577,10 @@ mod tests {
         let (c, why) = category_of(&steady(20, 5000, 6000, 50_000, 0));
         assert_eq!(
             (c, why.as_str()),
-            (Category::Ok, "p95 cpu 50.0%, max mem 60.0%")
+            (
+                Category::Ok,
+                "cpu p99.5 4.0 vCPUs x 1.2 = 4.8 -> 8 vCPUs, mem max 9.6 GiB x 1.2 = 11.5 -> 16 GiB"
+            )
         );
     }
 
@@ -526,7 +592,7 @@ mod tests {
         let vm = summary_of(&rows);
         assert_eq!(vm.utilization.cpu_max, 99.0);
         assert_eq!(vm.utilization.cpu_p95, 2.0);
-        let v = policy::judge(&vm, &Thresholds::default(), AS_OF);
+        let v = policy::judge(&vm, &settings(Policy::Vmstats, None), AS_OF);
         assert_eq!(v.category, Category::Idle);
     }
 
@@ -561,22 +627,21 @@ mod tests {
     }
 
     #[test]
-    fn savings_are_all_of_an_idle_vm_and_half_of_an_oversized_one() {
+    fn savings_are_all_of_an_idle_vm_and_the_step_down_of_an_oversized_one() {
         let idle = summary_of(&steady(20, 310, 6000, 410, 0));
         let mut over = summary_of(&steady(20, 2200, 3100, 50_000, 0));
         over.ip = "127.1.0.2".parse().unwrap();
         let mut ok = summary_of(&steady(20, 5000, 6000, 50_000, 0));
         ok.ip = "127.1.0.3".parse().unwrap();
-        // 8 vCPUs at 20 and 16 GiB at 2.5 a month: 200 a VM.
+        // 8 vCPUs at 20 and 16 GiB at 2.5 a month: 200 a VM; the oversized
+        // one fits 4 vCPUs and 8 GiB, 100.
         let prices = Prices {
             vcpu_month: 20.0,
             gib_month: 2.5,
         };
         let r = Report::new(
             vec![idle, over, ok],
-            &Thresholds::default(),
-            Policy::Vmstats,
-            Some(prices),
+            &settings(Policy::Vmstats, Some(prices)),
             window(),
         );
         let saved: Vec<Option<f64>> = r.vms.iter().map(|v| v.savings).collect();
@@ -588,14 +653,18 @@ mod tests {
             summary_line(&r)
         );
         let table = render(&r, ReportFormat::Table);
-        assert!(table.lines().next().unwrap().contains("SAVE/MONTH"));
+        assert!(
+            table.contains("  8 vCPU/16 GiB -> 4 vCPU/8 GiB, risk very low, saves 100.00  "),
+            "{table}"
+        );
+        assert!(table.contains("  8 vCPU/16 GiB -> reclaim, saves 200.00  "));
         let json: serde_json::Value =
             serde_json::from_str(&render(&r, ReportFormat::Json)).unwrap();
         assert_eq!(json["vms"][0]["estimated_monthly_savings"], 200.0);
         assert_eq!(json["summary"]["estimated_monthly_savings"], 300.0);
         // Without prices, no money anywhere.
         let plain = sample_report();
-        assert!(!render(&plain, ReportFormat::Table).contains("SAVE"));
+        assert!(!render(&plain, ReportFormat::Table).contains("saves"));
         let json: serde_json::Value =
             serde_json::from_str(&render(&plain, ReportFormat::Json)).unwrap();
         assert!(json["vms"][0]["estimated_monthly_savings"].is_null());
@@ -628,10 +697,17 @@ mod tests {
                 (6000, 1_000_000, 1_000_000)
             }
         };
-        assert_eq!(finding(Rule::Aws, &fortnight(three)).0, Category::Ok);
+        // Not idle, so Compute Optimizer sizes it: 60 % of 4 vCPUs is
+        // 2.4 busy (x 1.2 = 2.9, so 4 stay), but 3.2 GiB of 16 fits in 4.
+        let (c, reasons) = finding(Rule::Aws, &fortnight(three));
+        assert_eq!(c, Category::Oversized);
+        assert_eq!(
+            reasons_text(&reasons),
+            "cpu p99.5 2.4 vCPUs x 1.2 = 2.9 -> 4 vCPUs, mem max 3.2 GiB x 1.2 = 3.8 -> 4 GiB"
+        );
         // 5 MB a day is the line: 24 rows of 250 kB are 6 MB, not low.
         let chatty = |_| (500, 125_000, 125_000);
-        assert_eq!(finding(Rule::Aws, &fortnight(chatty)).0, Category::Ok);
+        assert_ne!(finding(Rule::Aws, &fortnight(chatty)).0, Category::Idle);
     }
 
     #[test]
@@ -641,8 +717,9 @@ mod tests {
         assert_eq!(c, Category::Idle);
         assert_eq!(reasons.len(), 3);
         // A 2.5 % day yesterday (7 % of the samples, so the p95): under
-        // the 3 % line, over the 2 % one of the last three days. The load
-        // fits half the VM, so Azure would resize it instead.
+        // the 3 % line, over the 2 % one of the last three days. Azure
+        // sizes it instead: 0.1 vCPU at p95 is 40 % of 0.25, and 3.2 GiB
+        // at its peak 60 % of 5.3.
         let busy_yesterday = |d: u64| {
             if d == 12 {
                 (250, 1_000, 1_000)
@@ -653,15 +730,13 @@ mod tests {
         let (c, reasons) = finding(Rule::Azure, &fortnight(busy_yesterday));
         assert_eq!(c, Category::Oversized);
         assert_eq!(
-            reasons,
-            [Reason::AzureFitsHalf {
-                cpu_p95: 2.5,
-                mem_p99: 20.0
-            }]
+            reasons_text(&reasons),
+            "cpu p95 0.1 vCPUs x 2.5 = 0.2 -> 1 vCPU, mem max 3.2 GiB x 1.67 = 5.3 -> 8 GiB"
         );
+        // 2 vCPUs busy is 40 % of 5: more than today's 4.
         assert_eq!(
             finding(Rule::Azure, &fortnight(|_| (5000, 1_000, 1_000))).0,
-            Category::Ok
+            Category::Undersized
         );
     }
 

@@ -16,10 +16,9 @@ use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::config::ReportConfig;
 use crate::stop::Stop;
 
-use super::Published;
+use super::{Published, Settings};
 
 /// The refresh thread; [`Refresher::stop`] ends it between two VMs.
 pub struct Refresher {
@@ -28,11 +27,11 @@ pub struct Refresher {
 }
 
 impl Refresher {
-    /// Starts building `data_dir`'s report as `cfg` says every `every`,
+    /// Starts building `data_dir`'s report by `settings` every `every`,
     /// publishing its figures to `published`.
     pub fn start(
         data_dir: PathBuf,
-        cfg: ReportConfig,
+        settings: Settings,
         every: Duration,
         published: Published,
     ) -> std::io::Result<Refresher> {
@@ -51,7 +50,7 @@ impl Refresher {
                     let built = crate::quietly(true, || {
                         super::build_with(
                             &dirs,
-                            &cfg,
+                            &settings,
                             crate::unix_ms(),
                             1,
                             Some(&stop),
@@ -89,9 +88,10 @@ mod tests {
         };
         crate::sim::history::write(&sim, dir.path(), crate::unix_ms()).unwrap();
         let published = Published::default();
-        let cfg = crate::config::defaults::<ReportConfig>();
+        let settings = Settings::new(&crate::config::ReportConfig::default()).unwrap();
         let every = Duration::from_millis(10);
-        let r = Refresher::start(dir.path().to_path_buf(), cfg, every, published.clone()).unwrap();
+        let r =
+            Refresher::start(dir.path().to_path_buf(), settings, every, published.clone()).unwrap();
         let started = Instant::now();
         while published.lock().unwrap().is_none() && started.elapsed() < Duration::from_secs(20) {
             std::thread::sleep(Duration::from_millis(10));

@@ -24,7 +24,7 @@ use crate::store::{self, OpenError};
 use crate::wire;
 
 use super::ReportError;
-use super::summary::{Accumulator, TimeOrder, VmSummary};
+use super::summary::{Accumulator, Probe, TimeOrder, VmSummary};
 
 /// The rows a report covers: received after `from_ms` (`None`: from the
 /// first) and no later than `as_of_ms`, by the aggregator's clock.
@@ -139,14 +139,19 @@ pub fn vm_files(dirs: &[PathBuf]) -> Result<BTreeMap<IpAddr, Vec<Part>>, ReportE
 /// One VM's summary over `window` from all its parts, or `None` when no
 /// row of it lies in the window. A part that cannot be read is named on
 /// stderr and left out; the VM's other parts still count.
-pub fn read_vm(ip: IpAddr, parts: &[Part], window: &Window) -> Option<VmSummary> {
+pub fn read_vm(
+    ip: IpAddr,
+    parts: &[Part],
+    window: &Window,
+    probe: &dyn Probe,
+) -> Option<VmSummary> {
     let mut acc = Accumulator::default();
     for part in parts {
         if let Err(e) = read_part(part, window, &mut acc) {
             crate::log_line(&format!("warning: {e}; file left out of the report"));
         }
     }
-    acc.finish(ip)
+    acc.finish(ip, probe)
 }
 
 /// Adds a part's rows in `window` to `acc`: header checked, torn last line
@@ -423,6 +428,7 @@ pub fn reader_at<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::fixtures::probe;
 
     #[test]
     fn lines_are_bounded_and_torn_ends_seen() {
@@ -471,7 +477,7 @@ mod tests {
         let vms = vm_files(&[dir.path().to_path_buf()]).unwrap();
         assert_eq!(vms.len(), 2);
         for (ip, parts) in vms {
-            assert_eq!(read_vm(ip, &parts, &all), None);
+            assert_eq!(read_vm(ip, &parts, &all, &probe()), None);
         }
     }
 
@@ -485,7 +491,7 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let all = Window::before(u64::MAX, None);
         let part = Part { path, gzip: false };
-        let vm = read_vm("127.6.0.3".parse().unwrap(), &[part], &all);
+        let vm = read_vm("127.6.0.3".parse().unwrap(), &[part], &all, &probe());
         assert!(vm.is_none_or(|v| v.datagrams.bad_rows == 1));
     }
 }

@@ -279,7 +279,10 @@ mod tests {
                 }
             }
             if mergeable {
-                assert_eq!(merged.finish(ip), in_order.finish(ip));
+                assert_eq!(
+                    crate::report::fixtures::finish(&merged, ip),
+                    crate::report::fixtures::finish(&in_order, ip)
+                );
                 exact += 1;
             }
         }

@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use super::{advice, reasons_text};
+use crate::report::rightsize::RiskLevel;
 use crate::report::{Report, Rule, VmReport};
 
 #[derive(Serialize)]
@@ -27,6 +28,19 @@ struct Row {
     mem_max: f64,
     net_p95_bps: f64,
     disk_p95_bps: f64,
+    /// The deciding policy's sizing (empty for a VM it could not judge).
+    current_name: Option<String>,
+    current_mem_gib: Option<f64>,
+    current_price_month: Option<f64>,
+    target_name: Option<String>,
+    target_vcpus: Option<u32>,
+    target_mem_gib: Option<f64>,
+    target_price_month: Option<f64>,
+    cpu_need_vcpus: Option<f64>,
+    mem_need_gib: Option<f64>,
+    risk_share: Option<f64>,
+    risk_level: Option<RiskLevel>,
+    trend_decided: Option<bool>,
     estimated_monthly_savings: Option<f64>,
     lost: u64,
     duplicates: u64,
@@ -46,6 +60,11 @@ struct Row {
 
 fn row(r: &VmReport) -> Row {
     let v = &r.vm;
+    let rec = r.verdict.recommendation.as_ref();
+    let target = rec.and_then(|rec| rec.target.as_ref());
+    let risk = rec
+        .and_then(|rec| rec.options.first())
+        .map(|o| o.performance_risk);
     let by = |rule: Rule| {
         r.others
             .iter()
@@ -73,6 +92,18 @@ fn row(r: &VmReport) -> Row {
         mem_max: v.utilization.mem_max,
         net_p95_bps: v.utilization.net_p95_bps,
         disk_p95_bps: v.utilization.disk_p95_bps,
+        current_name: rec.and_then(|rec| rec.current.name.as_deref().map(str::to_string)),
+        current_mem_gib: rec.map(|rec| rec.current.mem_gib),
+        current_price_month: rec.and_then(|rec| rec.current.price_month),
+        target_name: target.and_then(|t| t.name.as_deref().map(str::to_string)),
+        target_vcpus: target.map(|t| t.vcpus),
+        target_mem_gib: target.map(|t| t.mem_gib),
+        target_price_month: target.and_then(|t| t.price_month),
+        cpu_need_vcpus: rec.map(|rec| rec.cpu.need),
+        mem_need_gib: rec.map(|rec| rec.mem.need),
+        risk_share: risk.map(|r| r.share),
+        risk_level: risk.map(|r| r.level),
+        trend_decided: rec.map(|rec| rec.trend.is_some_and(|t| t.cpu_decided || t.mem_decided)),
         estimated_monthly_savings: r.savings,
         lost: v.datagrams.lost,
         duplicates: v.datagrams.duplicates,

@@ -1,10 +1,11 @@
 //! HTML: one self-contained file (styles, script and charts inline, nothing
 //! fetched, so it opens on an air-gapped laptop). The fleet summary on top;
 //! a table that sorts by any column (click its header) and filters by
-//! category; per VM a small framed chart of its daily CPU p95 and max and
-//! memory max over the window (inline SVG; one day is drawn as dots, since a
-//! line needs two), its datagram accounting, when it was last seen, and the
-//! reason in words.
+//! category; per VM its recommended size (current -> target, the risk,
+//! the money), a small framed chart of its daily CPU p95 and max and
+//! memory max over the window with the target's capacity drawn across it
+//! (inline SVG; one day is drawn as dots, since a line needs two), its
+//! datagram accounting, when it was last seen, and the reason in words.
 //!
 //! The page reads two things from its URL's fragment, so a headless
 //! browser can drive it without a remote-control protocol:
@@ -14,7 +15,10 @@
 
 use std::fmt::Write as _;
 
-use super::{advice, date_of_day, fmt_age, fmt_rate, reasons_text, seq_line};
+use super::{
+    advice, date_of_day, finding_text, fmt_age, fmt_rate, reasons_text, recommendation_text,
+    seq_line,
+};
 use crate::report::{Category, Report, VmReport};
 
 /// Escapes text for HTML content and attribute values.
@@ -63,6 +67,27 @@ fn series(class: &str, values: &[f64]) -> String {
     )
 }
 
+/// The target's CPU and memory capacity as lines across the chart, in
+/// percent of today's size (above 100 % they sit on the top edge), so the
+/// reader sees the daily figures fit under them.
+fn target_lines(r: &VmReport) -> String {
+    let Some(rec) = &r.verdict.recommendation else {
+        return String::new();
+    };
+    let Some(target) = rec.target.as_ref().filter(|_| r.moves()) else {
+        return String::new();
+    };
+    let cpu = f64::from(target.vcpus) / f64::from(rec.current.vcpus.max(1)) * 100.0;
+    let mem = target.mem_gib / rec.current.mem_gib.max(f64::MIN_POSITIVE) * 100.0;
+    let line = |class: &str, pct: f64| {
+        format!(
+            "<line class=\"{class}\" x1=\"0\" y1=\"{y:.1}\" x2=\"{CHART_W}\" y2=\"{y:.1}\"/>",
+            y = y_of(pct)
+        )
+    };
+    format!("{}{}", line("tcpu", cpu), line("tmem", mem))
+}
+
 /// The VM's daily CPU p95 (solid), CPU max (dotted) and memory max chart.
 fn chart(r: &VmReport) -> String {
     let days = &r.vm.days;
@@ -83,11 +108,16 @@ fn chart(r: &VmReport) -> String {
             d.mem_max
         );
     }
+    if let Some(rec) = r.verdict.recommendation.as_ref().filter(|_| r.moves())
+        && let Some(target) = &rec.target
+    {
+        let _ = write!(title, "target {}", super::size_text(target));
+    }
     // A frame (0 and 100 %) and a 50 % line make it read as a chart.
     format!(
         "<svg class=\"chart\" width=\"{CHART_W}\" height=\"{CHART_H}\" viewBox=\"-1 -1 {} {}\" role=\"img\"><title>{}</title>\
 <rect class=\"frame\" x=\"0\" y=\"0\" width=\"{CHART_W}\" height=\"{CHART_H}\"/>\
-<line class=\"grid\" x1=\"0\" y1=\"{:.1}\" x2=\"{CHART_W}\" y2=\"{:.1}\"/>{}{}{}</svg>",
+<line class=\"grid\" x1=\"0\" y1=\"{:.1}\" x2=\"{CHART_W}\" y2=\"{:.1}\"/>{}{}{}{}</svg>",
         CHART_W + 2.0,
         CHART_H + 2.0,
         esc(title.trim_end()),
@@ -96,6 +126,7 @@ fn chart(r: &VmReport) -> String {
         series("cpumax", &max),
         series("mem", &mem),
         series("cpu", &p95),
+        target_lines(r),
     )
 }
 
@@ -122,6 +153,7 @@ td.n{text-align:right}\
 svg.chart polyline{fill:none;stroke-width:1.5}\
 svg.chart .frame{fill:#fafafa;stroke:#ccc;stroke-width:1}svg.chart .grid{stroke:#e0e0e0;stroke-width:1}\
 svg.chart .cpu{stroke:#1565c0}svg.chart .cpumax{stroke:#5c8fd6;stroke-dasharray:4 2}svg.chart .mem{stroke:#ef6c00}\
+svg.chart .tcpu{stroke:#1565c0;stroke-width:1;stroke-dasharray:1 2}svg.chart .tmem{stroke:#ef6c00;stroke-width:1;stroke-dasharray:1 2}\
 svg.chart circle{stroke:none}svg.chart circle.cpu{fill:#1565c0}svg.chart circle.cpumax{fill:#5c8fd6}svg.chart circle.mem{fill:#ef6c00}\
 .legend span{margin-right:1em}";
 
@@ -215,7 +247,19 @@ pub fn render(r: &Report) -> String {
             "<div class=\"card\" id=\"savings\"><b>{:.2}</b>estimated savings a month</div>",
             t.savings
         );
+        if t.growth_cost > 0.0 {
+            let _ = write!(
+                out,
+                "<div class=\"card\" id=\"growth-cost\"><b>{:.2}</b>a month to grow the undersized</div>",
+                t.growth_cost
+            );
+        }
     }
+    let _ = write!(
+        out,
+        "<div class=\"card\" id=\"moves\"><b>{}</b>VMs to resize</div>",
+        t.moves
+    );
     // The cards are the summary; the datagram totals are not in them.
     out.push_str("</div>\n<p id=\"datagrams\">");
     out.push_str(&esc(&seq_line(r)));
@@ -229,7 +273,7 @@ pub fn render(r: &Report) -> String {
         out,
         "</select></label> <span id=\"shown\">{}</span> shown. <span class=\"legend\">Chart, per day: \
 <span style=\"color:#1565c0\">CPU p95</span><span style=\"color:#5c8fd6\">CPU max (dashed)</span>\
-<span style=\"color:#ef6c00\">memory max</span> (0-100 %, line at 50 %)</span></p>",
+<span style=\"color:#ef6c00\">memory max</span> (0-100 % of today's size, line at 50 %; dotted: the target's capacity)</span></p>",
         r.vms.len()
     );
     let mut head: Vec<(&str, &str)> = vec![("th-vm", "VM"), ("th-category", "Category")];
@@ -252,7 +296,11 @@ pub fn render(r: &Report) -> String {
     if r.priced {
         head.push(("th-savings", "Save/month"));
     }
-    head.extend([("th-chart", "Daily"), ("th-reason", "Advice: reason")]);
+    head.extend([
+        ("th-recommendation", "Recommendation"),
+        ("th-chart", "Daily"),
+        ("th-reason", "Advice: reason"),
+    ]);
     out.push_str("<table id=\"vms\"><thead><tr>");
     for (id, label) in &head {
         let _ = write!(out, "<th id=\"{id}\">{}</th>", esc(label));
@@ -266,7 +314,8 @@ pub fn render(r: &Report) -> String {
         let _ = write!(out, "<td class=\"{cat}\" data-v=\"{cat}\">{cat}</td>");
         for (_, other) in &v.others {
             let name = other.category.name();
-            let _ = write!(out, "<td class=\"{name}\" data-v=\"{name}\">{name}</td>");
+            let text = esc(&finding_text(other));
+            let _ = write!(out, "<td class=\"{name}\" data-v=\"{name}\">{text}</td>");
         }
         out.push_str(&cell(&s.datagrams.samples.to_string(), s.datagrams.samples));
         let idle = format!("{}/{}", v.idle_days(), s.days.len());
@@ -306,6 +355,15 @@ pub fn render(r: &Report) -> String {
         if let Some(saved) = v.savings {
             out.push_str(&cell(&format!("{saved:.2}"), saved));
         }
+        let target = v
+            .verdict
+            .recommendation
+            .as_ref()
+            .and_then(|rec| rec.target.as_ref());
+        out.push_str(&cell(
+            &recommendation_text(&v.verdict, v.savings),
+            target.map_or(0, |t| t.vcpus),
+        ));
         let _ = write!(
             out,
             "<td data-v=\"{}\">{}</td>",

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{advice, date_of_day, reason_figures, reason_text, reasons_text};
+use crate::report::rightsize::{Need, Risk, Size, SizeOption, Trend};
 use crate::report::summary::{Datagrams, SizeSummary, Utilization};
 use crate::report::{Category, Report, Rule, VmReport};
 
@@ -37,7 +38,11 @@ struct Summary {
     seq_jumps: u64,
     restarts: u64,
     recv_backwards: u64,
+    /// VMs whose recommended size is another than today's.
+    resize: u64,
     estimated_monthly_savings: Option<f64>,
+    /// What growing the undersized VMs costs a month.
+    estimated_monthly_growth_cost: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -47,6 +52,10 @@ struct Vm<'a> {
     advice: &'static str,
     /// Every applied policy's finding (one with `--policy` other than all).
     findings_by_policy: BTreeMap<&'static str, &'static str>,
+    /// And its target size (null: none, or the rule does not size).
+    targets_by_policy: BTreeMap<&'static str, Option<&'a Size>>,
+    /// The deciding policy's sizing; null for a VM it could not judge.
+    recommendation: Option<RecommendationOut<'a>>,
     reasons: Vec<ReasonOut>,
     reason: String,
     size: &'a SizeSummary,
@@ -58,6 +67,22 @@ struct Vm<'a> {
     estimated_monthly_savings: Option<f64>,
     last_seen_ms: u64,
     stopped: bool,
+}
+
+#[derive(Serialize)]
+struct RecommendationOut<'a> {
+    current: &'a Size,
+    target: Option<&'a Size>,
+    options: &'a [SizeOption],
+    cpu_need_vcpus: f64,
+    mem_need_gib: f64,
+    /// How each need was found: the window's figure, the trend's
+    /// projection when it decided, the factor.
+    cpu: &'a Need,
+    mem: &'a Need,
+    trend: Option<&'a Trend>,
+    current_performance_risk: &'a Risk,
+    estimated_monthly_savings: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -83,14 +108,37 @@ struct ReasonOut {
 
 fn vm(r: &VmReport, rule: Rule) -> Vm<'_> {
     let v = &r.vm;
+    let verdicts =
+        || std::iter::once((rule, &r.verdict)).chain(r.others.iter().map(|(rule, v)| (*rule, v)));
     Vm {
         ip: v.ip.to_string(),
         finding: r.verdict.category.name(),
         advice: advice(r.verdict.category),
-        findings_by_policy: std::iter::once((rule, &r.verdict))
-            .chain(r.others.iter().map(|(rule, v)| (*rule, v)))
+        findings_by_policy: verdicts()
             .map(|(rule, v)| (rule.name(), v.category.name()))
             .collect(),
+        targets_by_policy: verdicts()
+            .map(|(rule, v)| {
+                let target = v.recommendation.as_ref().and_then(|r| r.target.as_ref());
+                (rule.name(), target)
+            })
+            .collect(),
+        recommendation: r
+            .verdict
+            .recommendation
+            .as_ref()
+            .map(|rec| RecommendationOut {
+                current: &rec.current,
+                target: rec.target.as_ref(),
+                options: &rec.options,
+                cpu_need_vcpus: rec.cpu.need,
+                mem_need_gib: rec.mem.need,
+                cpu: &rec.cpu,
+                mem: &rec.mem,
+                trend: rec.trend.as_ref(),
+                current_performance_risk: &rec.current_risk,
+                estimated_monthly_savings: r.savings,
+            }),
         reasons: r
             .verdict
             .reasons
@@ -156,7 +204,9 @@ pub fn render(r: &Report) -> String {
             seq_jumps: t.seq_jumps,
             restarts: t.restarts,
             recv_backwards: t.recv_backwards,
+            resize: t.moves,
             estimated_monthly_savings: r.priced.then_some(t.savings),
+            estimated_monthly_growth_cost: r.priced.then_some(t.growth_cost),
         },
         vms: r.vms.iter().map(|v| vm(v, r.rules[0])).collect(),
     };

@@ -12,7 +12,8 @@ use std::fmt::Write as _;
 
 use crate::config::ReportFormat;
 
-use super::{Category, Reason, Report};
+use super::rightsize::Size;
+use super::{Category, Reason, Report, Verdict};
 
 /// The report in the chosen format.
 pub fn render(r: &Report, format: ReportFormat) -> String {
@@ -30,7 +31,7 @@ pub fn advice(c: Category) -> &'static str {
         Category::InsufficientData => "wait",
         Category::Silent => "check the VM",
         Category::Idle => "reclaim",
-        Category::Oversized => "halve vCPUs / memory",
+        Category::Oversized => "shrink",
         Category::Undersized => "grow",
         Category::Ok => "keep",
     }
@@ -109,18 +110,49 @@ pub fn reason_text(r: &Reason) -> String {
         Reason::CpuP95Below { p95, limit } => format!("p95 cpu {p95:.1}% < {limit}%"),
         Reason::NetP95Below { bps, .. } => format!("net {}", fmt_rate(bps)),
         Reason::DiskP95Below { bps, .. } => format!("disk {}", fmt_rate(bps)),
-        Reason::CpuP99AtMost { p99, limit } => format!("p99 cpu {p99:.1}% <= {limit}%"),
-        Reason::MemMaxAtMost { max, limit } => format!("max mem {max:.1}% <= {limit}%"),
-        Reason::CpuP95Above { p95, limit } => format!("p95 cpu {p95:.1}% > {limit}%"),
-        Reason::MemMaxAbove {
-            max,
-            limit,
+        Reason::CpuNeed {
+            percentile,
+            observed,
+            projected,
+            factor,
+            need,
+            target,
+        } => {
+            let to = target.map_or("none".to_string(), |v| {
+                format!("{v} vCPU{}", if v == 1 { "" } else { "s" })
+            });
+            format!(
+                "cpu p{} {observed:.1} vCPUs{} x {} = {need:.1} -> {to}",
+                fmt_num(percentile),
+                trend_text(projected),
+                fmt_factor(factor)
+            )
+        }
+        Reason::MemNeed {
+            observed,
+            projected,
+            factor,
+            need,
+            target,
             samples,
         } => {
             // A peak on one sample could be one forged v1 datagram: say so.
             let single = if samples == 1 { " (one sample)" } else { "" };
-            format!("max mem {max:.1}% > {limit}%{single}")
+            let to = target.map_or("none".to_string(), |g| format!("{} GiB", fmt_num(g)));
+            format!(
+                "mem max {observed:.1} GiB{single}{} x {} = {need:.1} -> {to}",
+                trend_text(projected),
+                fmt_factor(factor)
+            )
         }
+        Reason::Trend {
+            cpu_vcpus_per_day,
+            mem_gib_per_day,
+            horizon_days,
+        } => format!(
+            "trend {cpu_vcpus_per_day:+.3} vCPUs/day, {mem_gib_per_day:+.3} GiB/day, projected {horizon_days:.0} days ahead"
+        ),
+        Reason::NoFit => "no catalog size holds it".to_string(),
         Reason::WithinBounds { cpu_p95, mem_max } => {
             format!("p95 cpu {cpu_p95:.1}%, max mem {mem_max:.1}%")
         }
@@ -138,9 +170,6 @@ pub fn reason_text(r: &Reason) -> String {
         Reason::AzureNetBelow { bps, limit } => {
             format!("net {} < {}", fmt_rate(bps), fmt_rate(limit))
         }
-        Reason::AzureFitsHalf { cpu_p95, mem_p99 } => format!(
-            "fits half the size: p95 cpu {cpu_p95:.1}% x 2 <= 40%, p99 mem {mem_p99:.1}% x 2 <= 60%"
-        ),
         Reason::GcpIdleShares { cpu, rx, tx } => format!(
             "cpu < 0.03 vCPU {:.1}% of samples (>= 97%), rx < 2000 B/s {:.1}%, tx < 1000 B/s {:.1}% (>= 95%)",
             cpu * 100.0,
@@ -148,6 +177,72 @@ pub fn reason_text(r: &Reason) -> String {
             tx * 100.0
         ),
     }
+}
+
+/// `4 vCPU/16 GiB`, or with its catalog name `2 vCPU/8 GiB (m6i.large)`.
+pub fn size_text(s: &Size) -> String {
+    let mut text = format!("{} vCPU/{} GiB", s.vcpus, fmt_num(s.mem_gib));
+    if let Some(name) = &s.name {
+        let _ = write!(text, " ({name})");
+    }
+    text
+}
+
+/// What a verdict recommends, in one line: `4 vCPU/16 GiB -> 2 vCPU/8 GiB
+/// (m6i.large), risk low, saves 70.08`; `-` for a VM no rule sized.
+pub fn recommendation_text(v: &Verdict, savings: Option<f64>) -> String {
+    let Some(rec) = &v.recommendation else {
+        return "-".to_string();
+    };
+    let now = size_text(&rec.current);
+    let mut text = match (v.category, &rec.target) {
+        (Category::Idle, _) => format!("{now} -> reclaim"),
+        (Category::Oversized | Category::Undersized, Some(target)) => {
+            let risk = rec.options[0].performance_risk.level;
+            format!("{now} -> {}, risk {}", size_text(target), risk.name())
+        }
+        (_, None) => format!("{now} -> no catalog size fits"),
+        _ => format!("{now}, keep, risk {}", rec.current_risk.level.name()),
+    };
+    match savings {
+        Some(s) if s > 0.0 => {
+            let _ = write!(text, ", saves {s:.2}");
+        }
+        Some(s) if s < 0.0 => {
+            let _ = write!(text, ", costs {:.2}", -s);
+        }
+        _ => {}
+    }
+    text
+}
+
+/// A vendor's finding beside vmstats': its category, and its target when
+/// it would move the VM (`OVERSIZED -> 2 vCPU/8 GiB`).
+pub fn finding_text(v: &Verdict) -> String {
+    let name = v.category.name();
+    match (&v.recommendation, v.category) {
+        (Some(rec), Category::Oversized | Category::Undersized) if rec.moves() => {
+            let target = rec.target.as_ref().expect("a move has a target");
+            format!("{name} -> {}", size_text(target))
+        }
+        _ => name.to_string(),
+    }
+}
+
+/// A figure without trailing zeros: `99.5`, `95`, `0.5`, `16`.
+fn fmt_num(x: f64) -> String {
+    let text = format!("{x:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// A sizing factor to two places: `1.2`, `2.5`, `1.67`.
+fn fmt_factor(f: f64) -> String {
+    fmt_num((f * 100.0).round() / 100.0)
+}
+
+/// `, trend 4.2` when the projection decided.
+fn trend_text(projected: Option<f64>) -> String {
+    projected.map_or(String::new(), |p| format!(", trend {p:.1}"))
 }
 
 /// A verdict's reasons in words, one sentence.
@@ -168,22 +263,21 @@ fn reason_figures(r: &Reason) -> (f64, Option<f64>) {
             quiet_ms as f64 / 1000.0,
             Some(f64::from(intervals) * f64::from(interval_s)),
         ),
-        Reason::CpuP95Below { p95, limit } | Reason::CpuP95Above { p95, limit } => {
-            (p95, Some(limit))
-        }
+        Reason::CpuP95Below { p95, limit } => (p95, Some(limit)),
         Reason::NetP95Below { bps, limit } | Reason::DiskP95Below { bps, limit } => {
             (bps, Some(limit))
         }
-        Reason::CpuP99AtMost { p99, limit } => (p99, Some(limit)),
-        Reason::MemMaxAtMost { max, limit } | Reason::MemMaxAbove { max, limit, .. } => {
-            (max, Some(limit))
-        }
+        Reason::CpuNeed { need, target, .. } => (need, target.map(f64::from)),
+        Reason::MemNeed { need, target, .. } => (need, target),
+        Reason::Trend {
+            cpu_vcpus_per_day, ..
+        } => (cpu_vcpus_per_day, None),
+        Reason::NoFit => (0.0, None),
         Reason::WithinBounds { cpu_p95, .. } => (cpu_p95, None),
         Reason::AwsLowDays { days, min_days, .. } => (days as f64, Some(min_days as f64)),
         Reason::AzureCpuP95Below { p95, limit } => (p95, Some(limit)),
         Reason::AzureRecentCpuMax { max, limit } => (max, Some(limit)),
         Reason::AzureNetBelow { bps, limit } => (bps, Some(limit)),
-        Reason::AzureFitsHalf { cpu_p95, .. } => (cpu_p95, Some(20.0)),
         Reason::GcpIdleShares { cpu, .. } => (cpu, Some(0.97)),
     }
 }
@@ -204,8 +298,14 @@ pub fn summary_line(r: &Report) -> String {
             t.reclaimable_mem_mib as f64 / 1024.0
         );
     }
+    if t.moves > 0 {
+        let _ = write!(out, "; {} to resize", t.moves);
+    }
     if r.priced {
         let _ = write!(out, "; estimated savings {:.2} a month", t.savings);
+        if t.growth_cost > 0.0 {
+            let _ = write!(out, ", growing costs {:.2}", t.growth_cost);
+        }
     }
     out
 }
@@ -264,22 +364,31 @@ mod tests {
         assert_eq!(reason_text(&r), "nothing for 181 s > 3 x 60 s interval");
         assert_eq!(reason_figures(&r), (181.0, Some(180.0)));
         let both = [
-            Reason::CpuP99AtMost {
-                p99: 22.0,
-                limit: 40.0,
+            Reason::CpuNeed {
+                percentile: 99.5,
+                observed: 3.1,
+                projected: None,
+                factor: 1.2,
+                need: 3.72,
+                target: Some(4),
             },
-            Reason::MemMaxAtMost {
-                max: 31.0,
-                limit: 40.0,
+            Reason::MemNeed {
+                observed: 9.8,
+                projected: None,
+                factor: 1.2,
+                need: 11.76,
+                target: Some(16.0),
+                samples: 3,
             },
         ];
         assert_eq!(
             reasons_text(&both),
-            "p99 cpu 22.0% <= 40%, max mem 31.0% <= 40%"
+            "cpu p99.5 3.1 vCPUs x 1.2 = 3.7 -> 4 vCPUs, mem max 9.8 GiB x 1.2 = 11.8 -> 16 GiB"
         );
+        assert_eq!(reason_figures(&both[0]), (3.72, Some(4.0)));
     }
 
-    use crate::config::{Policy, Prices, ReportFormat, Thresholds};
+    use crate::config::{Policy, Prices, ReportFormat};
     use crate::report::fixtures::*;
     use crate::report::policy::Rule;
     use crate::report::{Category, Report, Window};
@@ -346,13 +455,7 @@ mod tests {
             "{}",
             lines[1]
         );
-        let empty = Report::new(
-            vec![],
-            &Thresholds::default(),
-            Policy::Vmstats,
-            None,
-            window(),
-        );
+        let empty = Report::new(vec![], &settings(Policy::Vmstats, None), window());
         assert_eq!(render(&empty, ReportFormat::Csv), "");
     }
 
@@ -366,10 +469,11 @@ mod tests {
     #[test]
     fn policy_all_shows_where_they_disagree() {
         // 1 % of 4 vCPUs, 1.1 kB/s: idle for vmstats and Azure; 95 MB a
-        // day is no low day for AWS; 0.04 vCPU is too busy for Google.
+        // day is no low day for AWS, which would shrink it instead; 0.04
+        // vCPU is too busy for Google.
         let vm = fortnight(|_| (100, 3_600_000, 360_000));
         let end = Window::before(FORTNIGHT_END, None);
-        let r = Report::new(vec![vm], &Thresholds::default(), Policy::All, None, end);
+        let r = Report::new(vec![vm], &settings(Policy::All, None), end);
         let v = &r.vms[0];
         assert_eq!(v.verdict.category, Category::Idle, "vmstats decides");
         let others: Vec<(Rule, Category)> =
@@ -377,7 +481,7 @@ mod tests {
         assert_eq!(
             others,
             [
-                (Rule::Aws, Category::Ok),
+                (Rule::Aws, Category::Oversized),
                 (Rule::Azure, Category::Idle),
                 (Rule::Gcp, Category::Ok)
             ]
@@ -385,18 +489,24 @@ mod tests {
         let table = render(&r, ReportFormat::Table);
         let head = table.lines().next().unwrap();
         assert!(
-            head.starts_with("VM         CATEGORY  AWS  AZURE  GCP  SAMPLES"),
+            head.starts_with("VM         CATEGORY  AWS                        AZURE  GCP  SAMPLES"),
             "{head}"
+        );
+        assert!(
+            table.contains("  OVERSIZED -> 1 vCPU/4 GiB  IDLE  "),
+            "{table}"
         );
         let json: serde_json::Value =
             serde_json::from_str(&render(&r, ReportFormat::Json)).unwrap();
         assert_eq!(json["policy"], "vmstats");
         assert_eq!(json["vms"][0]["findings_by_policy"]["gcp"], "OK");
-        assert_eq!(json["vms"][0]["findings_by_policy"]["aws"], "OK");
+        assert_eq!(json["vms"][0]["findings_by_policy"]["aws"], "OVERSIZED");
+        assert_eq!(json["vms"][0]["targets_by_policy"]["aws"]["vcpus"], 1);
+        assert!(json["vms"][0]["targets_by_policy"]["gcp"].is_null());
         let csv = render(&r, ReportFormat::Csv);
         assert!(csv.lines().next().unwrap().ends_with(",aws,azure,gcp"));
         assert!(
-            csv.lines().nth(1).unwrap().ends_with(",OK,IDLE,OK"),
+            csv.lines().nth(1).unwrap().ends_with(",OVERSIZED,IDLE,OK"),
             "{csv}"
         );
     }
@@ -405,7 +515,7 @@ mod tests {
     fn csv_and_json_carry_every_count_of_the_summary() {
         let vm = fortnight(|_| (100, 1_000, 1_000));
         let end = Window::before(FORTNIGHT_END, None);
-        let r = Report::new(vec![vm], &Thresholds::default(), Policy::Vmstats, None, end);
+        let r = Report::new(vec![vm], &settings(Policy::Vmstats, None), end);
         let csv = render(&r, ReportFormat::Csv);
         let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
         let json: serde_json::Value =
@@ -440,13 +550,7 @@ mod tests {
             vcpu_month: 10.0,
             gib_month: 1.0,
         });
-        let r = Report::new(
-            vec![idle, busy],
-            &Thresholds::default(),
-            Policy::All,
-            prices,
-            end,
-        );
+        let r = Report::new(vec![idle, busy], &settings(Policy::All, prices), end);
         let page = render(&r, ReportFormat::Html);
         assert!(page.starts_with("<!DOCTYPE html>"));
         assert_eq!(page.matches("<tr data-cat=").count(), 2);
@@ -478,9 +582,7 @@ mod tests {
         one_day.ip = "127.1.0.3".parse().unwrap();
         let r = Report::new(
             vec![one_day, fortnight(|_| (100, 1_000, 1_000))],
-            &Thresholds::default(),
-            Policy::Vmstats,
-            None,
+            &settings(Policy::Vmstats, None),
             Window::before(FORTNIGHT_END, None),
         );
         let page = render(&r, ReportFormat::Html);

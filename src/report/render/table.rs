@@ -2,10 +2,13 @@
 
 use std::fmt::Write as _;
 
-use super::{advice, fmt_age, fmt_rate, reasons_text, seq_line, summary_line};
+use super::{
+    advice, finding_text, fmt_age, fmt_rate, reasons_text, recommendation_text, seq_line,
+    summary_line,
+};
 use crate::report::{Report, Rule, VmReport};
 
-const HEAD: [&str; 13] = [
+const HEAD: [&str; 14] = [
     "VM",
     "CATEGORY",
     "SAMPLES",
@@ -18,15 +21,12 @@ const HEAD: [&str; 13] = [
     "DISK p95",
     "LOST/DUP/OOO/RST",
     "SEEN",
+    "RECOMMENDATION",
     "ADVICE: REASON",
 ];
 
-/// The money column, after DISK p95, when prices were given.
-const SAVINGS: &str = "SAVE/MONTH";
-const SAVINGS_AT: usize = 10;
-
 /// Columns aligned to the right (numbers).
-const RIGHT: [&str; 5] = ["SAMPLES", "IDLE_DAYS", "VCPU", "MEM_MIB", SAVINGS];
+const RIGHT: [&str; 4] = ["SAMPLES", "IDLE_DAYS", "VCPU", "MEM_MIB"];
 
 fn cells(r: &VmReport, as_of_ms: u64) -> Vec<String> {
     let v = &r.vm;
@@ -73,13 +73,11 @@ fn cells(r: &VmReport, as_of_ms: u64) -> Vec<String> {
             v.datagrams.restarts
         ),
         fmt_age(as_of_ms.saturating_sub(v.last_seen_ms)),
+        recommendation_text(&r.verdict, r.savings),
         advice_text,
     ];
-    if let Some(saved) = r.savings {
-        cells.insert(SAVINGS_AT, format!("{saved:.2}"));
-    }
     for (i, (_, other)) in r.others.iter().enumerate() {
-        cells.insert(OTHERS_AT + i, other.category.name().to_string());
+        cells.insert(OTHERS_AT + i, finding_text(other));
     }
     cells
 }
@@ -99,9 +97,6 @@ fn rule_header(rule: Rule) -> &'static str {
 
 pub fn render(r: &Report) -> String {
     let mut head = HEAD.to_vec();
-    if r.priced {
-        head.insert(SAVINGS_AT, SAVINGS);
-    }
     for (i, rule) in r.rules[1..].iter().enumerate() {
         head.insert(OTHERS_AT + i, rule_header(*rule));
     }

@@ -92,11 +92,6 @@ impl PctCounts {
             self.hi as f64 / 100.0
         }
     }
-
-    /// How many values equal the highest.
-    pub(super) fn at_max(&self) -> u64 {
-        if self.n == 0 { 0 } else { self.counts[self.hi] }
-    }
 }
 
 /// Rates, bytes/s, to 3 significant digits (0.1 %).

@@ -1,5 +1,6 @@
 //! One UTC day of a VM: its samples, CPU counts in 0.1 % steps (a day in
-//! 4 KB), peaks and bytes, for the report's daily figures and charts.
+//! 4 KB), peaks and bytes, for the report's daily figures and charts, and
+//! the day's demand, which the rightsizing trend is fitted to.
 
 use crate::wire::MAX_PCT_X100;
 
@@ -19,6 +20,12 @@ pub struct DaySummary {
     /// Seconds the day's samples cover (samples x their intervals), which
     /// turns its byte counts into rates.
     pub covered_s: u64,
+    /// vCPUs busy at the report's CPU percentile: the day's percentile of
+    /// CPU (within 0.1 point) times the most vCPUs it ran with (exact for
+    /// a day without a resize; a resize day is taken at its larger size).
+    pub cpu_demand: f64,
+    /// The most memory in use, GiB (exact).
+    pub mem_in_use_gib: f64,
 }
 
 impl DaySummary {
@@ -43,6 +50,9 @@ pub(super) struct DayAcc {
     pub(super) net_bytes: u64,
     pub(super) disk_bytes: u64,
     pub(super) covered_s: u64,
+    pub(super) vcpus: u16,
+    /// Memory in use at its peak, in hundredths of a percent of a MiB.
+    pub(super) mem_in_use_x100: u64,
 }
 
 impl DayAcc {
@@ -56,6 +66,8 @@ impl DayAcc {
             net_bytes: 0,
             disk_bytes: 0,
             covered_s: 0,
+            vcpus: 0,
+            mem_in_use_x100: 0,
         }
     }
 
@@ -73,12 +85,17 @@ impl DayAcc {
             .disk_bytes
             .saturating_add(s.disk_read_bytes.saturating_add(s.disk_write_bytes));
         self.covered_s = self.covered_s.saturating_add(secs);
+        self.vcpus = self.vcpus.max(s.vcpus);
+        self.mem_in_use_x100 = self
+            .mem_in_use_x100
+            .max(u64::from(s.mem_pct_x100) * u64::from(s.mem_mib));
     }
 
-    pub(super) fn finish(&self, day: u64) -> DaySummary {
-        let rank = (0.95 * self.samples as f64).ceil().max(1.0) as u64;
+    /// The day's nearest-rank CPU percentile in percent, 0.1 % steps.
+    fn cpu_percentile(&self, p: f64) -> f64 {
+        let rank = (p / 100.0 * self.samples as f64).ceil().max(1.0) as u64;
         let mut seen = 0u64;
-        let p95 = self
+        let bucket = self
             .cpu
             .iter()
             .position(|c| {
@@ -86,16 +103,23 @@ impl DayAcc {
                 seen >= rank
             })
             .unwrap_or(0);
+        bucket as f64 / 10.0
+    }
+
+    /// The day's figures; its demand at `cpu_percentile`.
+    pub(super) fn finish(&self, day: u64, cpu_percentile: f64) -> DaySummary {
         DaySummary {
             day,
             samples: self.samples,
             cpu_avg: self.cpu_sum as f64 / self.samples.max(1) as f64 / 100.0,
-            cpu_p95: p95 as f64 / 10.0,
+            cpu_p95: self.cpu_percentile(95.0),
             cpu_max: f64::from(self.cpu_max) / 100.0,
             mem_max: f64::from(self.mem_max) / 100.0,
             net_bytes: self.net_bytes,
             disk_bytes: self.disk_bytes,
             covered_s: self.covered_s,
+            cpu_demand: self.cpu_percentile(cpu_percentile) / 100.0 * f64::from(self.vcpus),
+            mem_in_use_gib: self.mem_in_use_x100 as f64 / 10_000.0 / 1024.0,
         }
     }
 }

@@ -12,12 +12,15 @@
 //! only from the VM's own boot, and every total saturates.
 //!
 //! The state is one [`Accumulator`]; its parts have rooms of their own:
-//! `counts` (exact percent counts and rate histograms), `seqs` (boots and
-//! their seq ranges), `day` (one UTC day's figures), and `stored` (a
-//! segment's state as the cache keeps it, and how one is merged).
+//! `counts` (exact percent counts and rate histograms), `demand` (those
+//! counts per size, which make vCPUs busy and memory in use exact),
+//! `seqs` (boots and their seq ranges), `day` (one UTC day's figures), and
+//! `stored` (a segment's state as the cache keeps it, and how one is
+//! merged).
 
 mod counts;
 mod day;
+mod demand;
 mod seqs;
 mod stored;
 
@@ -29,6 +32,8 @@ use crate::wire::Row;
 use counts::{PctCounts, Rates};
 use day::DayAcc;
 pub use day::DaySummary;
+use demand::BySize;
+pub use demand::{Demand, Over, Probe};
 pub use seqs::jump_bound;
 use seqs::{Seen, Seqs};
 
@@ -41,8 +46,8 @@ pub struct VmSummary {
     pub size: SizeSummary,
     pub utilization: Utilization,
     pub datagrams: Datagrams,
-    /// Samples at `mem_max`: 1 says the peak rests on a single datagram.
-    pub mem_max_samples: u64,
+    /// vCPUs busy and memory in use, for rightsizing.
+    pub demand: Demand,
     /// Samples under GCP's idle lines: CPU below 0.03 vCPU, received below
     /// 2,000 B/s, sent below 1,000 B/s (see `policy`).
     pub gcp_cpu_low: u64,
@@ -77,9 +82,6 @@ pub struct Utilization {
     pub cpu_p99: f64,
     pub cpu_max: f64,
     pub mem_p95: f64,
-    /// Azure's memory line; not in the report's JSON.
-    #[serde(skip)]
-    pub mem_p99: f64,
     pub mem_max: f64,
     /// p95 of (net rx + tx) / interval, bytes/s.
     pub net_p95_bps: f64,
@@ -180,6 +182,8 @@ impl TimeOrder {
 pub struct Accumulator {
     cpu: PctCounts,
     mem: PctCounts,
+    /// The same counts per size the samples ran at.
+    by_size: BySize,
     net: Rates,
     disk: Rates,
     /// Every file's seqs together: what counts once.
@@ -216,6 +220,7 @@ impl Default for Accumulator {
         Accumulator {
             cpu: PctCounts::new(),
             mem: PctCounts::new(),
+            by_size: BySize::default(),
             net: Rates::new(),
             disk: Rates::new(),
             seqs: Seqs::default(),
@@ -300,6 +305,13 @@ impl Accumulator {
     fn add_figures(&mut self, s: &crate::wire::Stat, secs: u64) {
         self.cpu.add(s.cpu_pct_x100);
         self.mem.add(s.mem_pct_x100);
+        match self.by_size.of((s.vcpus, s.mem_mib)) {
+            Some(at) => {
+                at.cpu.add(s.cpu_pct_x100);
+                at.mem.add(s.mem_pct_x100);
+            }
+            None => self.capped = true,
+        }
         let net = s.net_rx_bytes.saturating_add(s.net_tx_bytes) / secs;
         let disk = s.disk_read_bytes.saturating_add(s.disk_write_bytes) / secs;
         self.net.add_n(net, 1);
@@ -354,8 +366,10 @@ impl Accumulator {
         self.add(row);
     }
 
-    /// `None` when no row was added.
-    pub fn finish(&self, ip: IpAddr) -> Option<VmSummary> {
+    /// `None` when no row was added. Demand and each day's are taken at
+    /// `probe`'s CPU percentile, and the samples over the sizes it names
+    /// counted.
+    pub fn finish(&self, ip: IpAddr, probe: &dyn Probe) -> Option<VmSummary> {
         let last = self.last?;
         let first_seen_ms = self.first_seen_ms.unwrap_or(last.recv_ms);
         let interval_s = most_frequent(&self.intervals).unwrap_or(last.stat.interval_s);
@@ -374,12 +388,13 @@ impl Accumulator {
             }
         }
         let [cpu_p50, cpu_p95, cpu_p99] = self.cpu.percentiles([50.0, 95.0, 99.0]);
-        let [mem_p95, mem_p99] = self.mem.percentiles([95.0, 99.0]);
+        let [mem_p95] = self.mem.percentiles([95.0]);
         let own_boot = self
             .seqs
             .get(last.stat.boot_id)
             .is_some_and(|b| b.rows >= 2);
-        Some(VmSummary {
+        let pct = probe.cpu_percentile();
+        let mut vm = VmSummary {
             ip,
             size: SizeSummary {
                 vcpus,
@@ -394,7 +409,6 @@ impl Accumulator {
                 cpu_p99,
                 cpu_max: self.cpu.max(),
                 mem_p95,
-                mem_p99,
                 mem_max: self.mem.max(),
                 net_p95_bps: self.net.p95(),
                 disk_p95_bps: self.disk.p95(),
@@ -409,7 +423,7 @@ impl Accumulator {
                 bad_rows: self.bad_rows,
                 recv_backwards: self.recv_backwards,
             },
-            mem_max_samples: self.mem.at_max(),
+            demand: self.by_size.demand(pct),
             gcp_cpu_low: self.gcp_low[0],
             gcp_rx_low: self.gcp_low[1],
             gcp_tx_low: self.gcp_low[2],
@@ -419,9 +433,11 @@ impl Accumulator {
             days: self
                 .days
                 .iter()
-                .map(|(day, acc)| acc.finish(*day))
+                .map(|(day, acc)| acc.finish(*day, pct))
                 .collect(),
-        })
+        };
+        vm.demand.over = self.by_size.over(&probe.sizes(&vm));
+        Some(vm)
     }
 }
 
@@ -466,6 +482,7 @@ impl Accumulator {
     pub fn reset(&mut self) {
         self.cpu.reset();
         self.mem.reset();
+        self.by_size.reset();
         self.net.reset();
         self.disk.reset();
         self.seqs.clear();
@@ -557,7 +574,7 @@ mod tests {
         let mut acc = Accumulator::default();
         let ok = acc.absorb(segment, b).is_ok();
         if ok {
-            let _ = acc.finish("127.0.0.1".parse().unwrap());
+            let _ = crate::report::fixtures::finish(&acc, "127.0.0.1".parse().unwrap());
         }
         ok
     }
@@ -573,8 +590,8 @@ mod tests {
         merged.absorb(&segment_of(&rows), bounds(50)).unwrap();
         let ip = "127.0.0.1".parse().unwrap();
         assert_eq!(
-            format!("{:?}", merged.finish(ip)),
-            format!("{:?}", direct.finish(ip))
+            format!("{:?}", crate::report::fixtures::finish(&merged, ip)),
+            format!("{:?}", crate::report::fixtures::finish(&direct, ip))
         );
         // More rows than the segment's bytes can hold, or another day:
         // refused.

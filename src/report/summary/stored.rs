@@ -20,10 +20,9 @@ use crate::wire::{MAX_PCT_X100, Row};
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Stored<'a> {
     capped: bool,
+    /// CPU and memory counts per size (the VM's are their sum).
     #[serde(borrow)]
-    cpu: StoredCounts<'a>,
-    #[serde(borrow)]
-    mem: StoredCounts<'a>,
+    by_size: Vec<StoredSize<'a>>,
     #[serde(borrow)]
     net: StoredCounts<'a>,
     #[serde(borrow)]
@@ -49,6 +48,15 @@ struct Stored<'a> {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
+struct StoredSize<'a> {
+    size: (u16, u32),
+    #[serde(borrow)]
+    cpu: StoredCounts<'a>,
+    #[serde(borrow)]
+    mem: StoredCounts<'a>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
 struct StoredBoot {
     id: u32,
     /// The highest seq in the file so far.
@@ -66,6 +74,8 @@ struct StoredDay {
     net_bytes: u64,
     disk_bytes: u64,
     covered_s: u64,
+    vcpus: u16,
+    mem_in_use_x100: u64,
 }
 
 /// `n`, refused past `max` (what the segment's bytes can hold).
@@ -95,8 +105,16 @@ impl Accumulator {
             .collect();
         let stored = Stored {
             capped: self.capped,
-            cpu: StoredCounts::of(self.cpu.seen().map(|(v, c)| (v as u64, c))),
-            mem: StoredCounts::of(self.mem.seen().map(|(v, c)| (v as u64, c))),
+            by_size: self
+                .by_size
+                .used()
+                .iter()
+                .map(|at| StoredSize {
+                    size: at.size,
+                    cpu: StoredCounts::of(at.cpu.seen().map(|(v, c)| (v as u64, c))),
+                    mem: StoredCounts::of(at.mem.seen().map(|(v, c)| (v as u64, c))),
+                })
+                .collect(),
             net,
             disk,
             boots,
@@ -120,6 +138,8 @@ impl Accumulator {
                 net_bytes: acc.net_bytes,
                 disk_bytes: acc.disk_bytes,
                 covered_s: acc.covered_s,
+                vcpus: acc.vcpus,
+                mem_in_use_x100: acc.mem_in_use_x100,
             }),
         };
         *out = postcard::to_extend(&stored, std::mem::take(out)).expect("a Vec takes any bytes");
@@ -136,13 +156,7 @@ impl Accumulator {
         }
         let max_rows = bounds.max_rows;
         self.capped |= st.capped;
-        self.held.clear();
-        st.cpu.each(max_rows, |v, c| {
-            let v = pct(v);
-            self.cpu.add_n(v, c);
-            self.held.push((v, c));
-        })?;
-        st.mem.each(max_rows, |v, c| self.mem.add_n(pct(v), c))?;
+        self.absorb_sizes(&st.by_size, max_rows)?;
         self.net.absorb(&st.net, max_rows)?;
         self.disk.absorb(&st.disk, max_rows)?;
         self.absorb_seqs(&st.boots, max_rows)?;
@@ -193,6 +207,35 @@ impl Accumulator {
         Ok(())
     }
 
+    /// A segment's counts per size, into the VM's and its size's, and held
+    /// for its day. Together they may count at most `max_rows` samples.
+    fn absorb_sizes(&mut self, sizes: &[StoredSize], max_rows: u64) -> Result<(), Unmergeable> {
+        self.held.clear();
+        let (mut cpu_rows, mut mem_rows) = (0u64, 0u64);
+        for stored in sizes {
+            let Some(at) = self.by_size.of(stored.size) else {
+                // As when the rows are read: past the bound, not counted.
+                self.capped = true;
+                continue;
+            };
+            stored.cpu.each(max_rows, |v, c| {
+                let v = pct(v);
+                self.cpu.add_n(v, c);
+                at.cpu.add_n(v, c);
+                self.held.push((v, c));
+                cpu_rows = cpu_rows.saturating_add(c);
+            })?;
+            stored.mem.each(max_rows, |v, c| {
+                let v = pct(v);
+                self.mem.add_n(v, c);
+                at.mem.add_n(v, c);
+                mem_rows = mem_rows.saturating_add(c);
+            })?;
+        }
+        bounded(cpu_rows.max(mem_rows), max_rows)?;
+        Ok(())
+    }
+
     /// A segment's boots: each range joined to the VM's and the file's.
     fn absorb_seqs(&mut self, boots: &[StoredBoot], max_rows: u64) -> Result<(), Unmergeable> {
         for b in boots {
@@ -238,6 +281,8 @@ impl Accumulator {
         acc.net_bytes = acc.net_bytes.saturating_add(d.net_bytes);
         acc.disk_bytes = acc.disk_bytes.saturating_add(d.disk_bytes);
         acc.covered_s = acc.covered_s.saturating_add(d.covered_s);
+        acc.vcpus = acc.vcpus.max(d.vcpus);
+        acc.mem_in_use_x100 = acc.mem_in_use_x100.max(d.mem_in_use_x100);
         Ok(())
     }
 }
