@@ -8,6 +8,9 @@
 #   scripts/report-bench.sh                 # 10,000 VMs x 1,440 rows
 #   VMS=1000 ROWS=1440 scripts/report-bench.sh
 #   COLD=1 scripts/report-bench.sh          # also from disk (root: drops the page cache)
+#   VS=/other/udp-aggregator scripts/report-bench.sh
+#                                           # the same runs with another build, then
+#                                           # this build's wall time over its, per run
 #
 # DuckDB comes from PyPI (pip install duckdb) when missing; without it the
 # comparison is skipped with a message. The data stays in $WORK (removed at
@@ -39,17 +42,32 @@ cat "$DATA"/*.csv >/dev/null
 # then twice over the unchanged files, with it; one --as-of for all, so
 # the reports can be compared byte for byte.
 AS_OF=$(date +%s%3N)
-for window in 14d 1d; do
-    # Moved aside, not deleted: ext4 skips freshly freed inodes when it
-    # makes files, which would charge the next run for this deletion.
-    [ ! -d "$DATA/.vmstats" ] || mv "$DATA/.vmstats" "$WORK/cache-before-$window"
-    timed "vmstats-$window-first" "$AGG" report --data-dir "$DATA" --window $window --as-of "$AS_OF" --report-file "$WORK/r1.txt"
-    for run in cached cached-again; do
-        timed "vmstats-$window-$run" "$AGG" report --data-dir "$DATA" --window $window --as-of "$AS_OF" --report-file "$WORK/r2.txt"
+# runs PREFIX BINARY: each window without and then with the cache.
+runs() {
+    local prefix=$1 agg=$2
+    for window in 14d 1d; do
+        # Moved aside, not deleted: ext4 skips freshly freed inodes when it
+        # makes files, which would charge the next run for this deletion.
+        [ ! -d "$DATA/.vmstats" ] || mv "$DATA/.vmstats" "$(mktemp -d -p "$WORK" cache.XXXX)"
+        timed "$prefix-$window-first" "$agg" report --data-dir "$DATA" --window $window --as-of "$AS_OF" --report-file "$WORK/r1.txt"
+        for run in cached cached-again; do
+            timed "$prefix-$window-$run" "$agg" report --data-dir "$DATA" --window $window --as-of "$AS_OF" --report-file "$WORK/r2.txt"
+        done
+        cmp -s "$WORK/r1.txt" "$WORK/r2.txt" && same=yes || same=no
+        echo "run=$prefix-$window cache_bytes=$(du -sb "$DATA/.vmstats" | cut -f1) cached_report_identical=$same"
     done
-    cmp -s "$WORK/r1.txt" "$WORK/r2.txt" && same=yes || same=no
-    echo "window=$window cache_bytes=$(du -sb "$DATA/.vmstats" | cut -f1) cached_report_identical=$same"
-done
+}
+runs vmstats "$AGG" | tee "$WORK/this.txt"
+if [ -n "${VS:-}" ]; then
+    runs vs "$VS" | tee "$WORK/vs.txt"
+    # This build's wall time over the other's, run by run.
+    awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+           if (v["wall_s"] != "") { name = v["run"]; sub(/^(vmstats|vs)-/, "", name)
+               if (FILENAME ~ /this/) a[name] = v["wall_s"]; else b[name] = v["wall_s"] }
+           delete v }
+         END { for (n in a) if (b[n] > 0) printf "ratio run=%s this_over_vs=%.2f\n", n, a[n] / b[n] }' \
+        "$WORK/this.txt" "$WORK/vs.txt" | sort
+fi
 # COLD=1 (root): the 14-day report from disk, page cache dropped before
 # each run, first without the cache and then with it.
 if [ "${COLD:-0}" = 1 ]; then

@@ -94,8 +94,8 @@ pub enum Reason {
         factor: f64,
         need: f64,
         target: Option<f64>,
-        /// Samples at that peak: 1 says one datagram decided it.
-        samples: u64,
+        /// One sample alone holds the peak and decides the target.
+        alone: bool,
     },
     /// The daily demand grows: the need is the projection at the horizon.
     Trend {
@@ -237,7 +237,7 @@ pub fn judge_by(rule: Rule, vm: &VmSummary, s: &Settings, as_of_ms: u64) -> Verd
         return idle.unwrap_or_else(|| within_bounds(vm));
     };
     let rec = rightsize::recommend(vm, &sizer, &s.prices, as_of_ms);
-    let mut v = idle.unwrap_or_else(|| sized(&rec, &sizer, vm));
+    let mut v = idle.unwrap_or_else(|| sized(&rec, &sizer));
     v.recommendation = Some(rec);
     v
 }
@@ -248,7 +248,7 @@ pub fn judge(vm: &VmSummary, s: &Settings, as_of_ms: u64) -> Verdict {
 }
 
 /// The category a recommendation gives, and the figures that decided it.
-fn sized(rec: &Recommendation, sizer: &Sizer, vm: &VmSummary) -> Verdict {
+fn sized(rec: &Recommendation, sizer: &Sizer) -> Verdict {
     let category = if rec.grows() {
         Category::Undersized
     } else if rec.moves() {
@@ -272,7 +272,7 @@ fn sized(rec: &Recommendation, sizer: &Sizer, vm: &VmSummary) -> Verdict {
             factor: rec.mem.factor,
             need: rec.mem.need,
             target: target.map(|t| t.mem_gib),
-            samples: vm.demand.mem_max_samples,
+            alone: rec.mem_peak_alone,
         },
     ];
     if let Some(t) = rec.trend.filter(|t| t.cpu_decided || t.mem_decided) {
@@ -521,7 +521,7 @@ mod tests {
         assert_eq!(c, Category::Oversized);
         assert_eq!(
             why,
-            "cpu p99.5 0.2 vCPUs x 1.2 = 0.3 -> 1 vCPU, mem max 9.6 GiB x 1.2 = 11.5 -> 16 GiB"
+            "cpu p99.5 0.25 vCPUs x 1.2 = 0.30 -> 1 vCPU, mem max 9.6 GiB x 1.2 = 11.5 -> 16 GiB"
         );
     }
 
@@ -731,7 +731,7 @@ mod tests {
         assert_eq!(c, Category::Oversized);
         assert_eq!(
             reasons_text(&reasons),
-            "cpu p95 0.1 vCPUs x 2.5 = 0.2 -> 1 vCPU, mem max 3.2 GiB x 1.67 = 5.3 -> 8 GiB"
+            "cpu p95 0.10 vCPUs x 2.5 = 0.25 -> 1 vCPU, mem max 3.2 GiB x 1.67 = 5.3 -> 8 GiB"
         );
         // 2 vCPUs busy is 40 % of 5: more than today's 4.
         assert_eq!(

@@ -229,6 +229,9 @@ pub struct Recommendation {
     /// The current size's risk (samples it did not hold: a VM resized in
     /// the window, or one at 100 %).
     pub current_risk: Risk,
+    /// One sample alone holds the memory peak, and without it the target
+    /// would have less memory: one (perhaps forged) datagram decided it.
+    pub mem_peak_alone: bool,
 }
 
 impl Recommendation {
@@ -409,8 +412,13 @@ pub fn recommend(
         }
     };
     let pct = |busy: f64, of: f64| busy / of * 100.0;
-    let options: Vec<SizeOption> = prices
-        .fits(&cpu, &mem, &current)
+    let fits = prices.fits(&cpu, &mem, &current);
+    let mem_peak_alone = d.mem_max_samples == 1 && mem.projected.is_none() && {
+        let without = Need::new(d.mem_next_gib, None, mem.factor);
+        let mem_of = |sizes: &[Size]| sizes.first().map(|s| s.mem_gib);
+        mem_of(&prices.fits(&cpu, &without, &current)) < mem_of(&fits)
+    };
+    let options: Vec<SizeOption> = fits
         .into_iter()
         .map(|size| SizeOption {
             projected_utilization: Projected {
@@ -430,6 +438,7 @@ pub fn recommend(
         cpu,
         mem,
         trend,
+        mem_peak_alone,
     }
 }
 
@@ -566,6 +575,28 @@ mod tests {
         let target = rec.target.as_ref().unwrap();
         assert_eq!((target.vcpus, target.mem_gib), (4, 4.0));
         assert_eq!(v.verdict.category, Category::Oversized, "memory shrinks");
+    }
+
+    #[test]
+    fn one_sample_at_the_peak_is_said_only_when_it_decides() {
+        // Memory creeping up: one sample holds the peak (5.3 GiB), but the
+        // one below it needs the same 8 GiB.
+        let creeping = vm_rows(20, 4, 16, |i| (2500, 3000 + i as u16 * 10));
+        let v = judged(&creeping, &with(cfg()), AS_OF);
+        assert!(!v.verdict.recommendation.as_ref().unwrap().mem_peak_alone);
+        assert!(!reasons_text(&v.verdict.reasons).contains("one sample"));
+        // One datagram at 90 % of 16 GiB among 30 %: 17.3 GiB -> 32 rather
+        // than 8.
+        let mut spiked = creeping.clone();
+        spiked[7].stat.mem_pct_x100 = 9000;
+        let v = judged(&spiked, &with(cfg()), AS_OF);
+        assert_eq!(v.verdict.category, Category::Undersized);
+        assert!(
+            reasons_text(&v.verdict.reasons)
+                .contains("mem max 14.4 GiB (one sample) x 1.2 = 17.3 -> 32 GiB"),
+            "{:?}",
+            reasons_text(&v.verdict.reasons)
+        );
     }
 
     #[test]

@@ -122,10 +122,12 @@ pub fn reason_text(r: &Reason) -> String {
                 format!("{v} vCPU{}", if v == 1 { "" } else { "s" })
             });
             format!(
-                "cpu p{} {observed:.1} vCPUs{} x {} = {need:.1} -> {to}",
+                "cpu p{} {} vCPUs{} x {} = {} -> {to}",
                 fmt_num(percentile),
+                fmt_fig(observed),
                 trend_text(projected),
-                fmt_factor(factor)
+                fmt_factor(factor),
+                fmt_fig(need)
             )
         }
         Reason::MemNeed {
@@ -134,15 +136,17 @@ pub fn reason_text(r: &Reason) -> String {
             factor,
             need,
             target,
-            samples,
+            alone,
         } => {
             // A peak on one sample could be one forged v1 datagram: say so.
-            let single = if samples == 1 { " (one sample)" } else { "" };
+            let single = if alone { " (one sample)" } else { "" };
             let to = target.map_or("none".to_string(), |g| format!("{} GiB", fmt_num(g)));
             format!(
-                "mem max {observed:.1} GiB{single}{} x {} = {need:.1} -> {to}",
+                "mem max {} GiB{single}{} x {} = {} -> {to}",
+                fmt_fig(observed),
                 trend_text(projected),
-                fmt_factor(factor)
+                fmt_factor(factor),
+                fmt_fig(need)
             )
         }
         Reason::Trend {
@@ -240,9 +244,18 @@ fn fmt_factor(f: f64) -> String {
     fmt_num((f * 100.0).round() / 100.0)
 }
 
+/// A vCPU or GiB figure: one decimal, two below 1 (`0.25`, `3.7`).
+fn fmt_fig(x: f64) -> String {
+    if x < 1.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.1}")
+    }
+}
+
 /// `, trend 4.2` when the projection decided.
 fn trend_text(projected: Option<f64>) -> String {
-    projected.map_or(String::new(), |p| format!(", trend {p:.1}"))
+    projected.map_or(String::new(), |p| format!(", trend {}", fmt_fig(p)))
 }
 
 /// A verdict's reasons in words, one sentence.
@@ -378,7 +391,7 @@ mod tests {
                 factor: 1.2,
                 need: 11.76,
                 target: Some(16.0),
-                samples: 3,
+                alone: false,
             },
         ];
         assert_eq!(

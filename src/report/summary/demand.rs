@@ -115,6 +115,7 @@ impl BySize {
             cpu_max: vcpus_of(last(&cpu)),
             mem_max_gib: gib_of(last(&mem)),
             mem_max_samples: mem.last().map_or(0, |(_, c)| *c),
+            mem_next_gib: gib_of(mem.iter().rev().nth(1).map_or(0, |(v, _)| *v)),
             samples: cpu.iter().map(|(_, c)| c).sum(),
             over: Vec::new(),
         }
@@ -186,8 +187,10 @@ pub struct Demand {
     pub cpu_at: f64,
     pub cpu_max: f64,
     pub mem_max_gib: f64,
-    /// Samples at that peak: 1 says one datagram decided it.
+    /// Samples at that peak, and the highest value below it: whether one
+    /// datagram alone decides the memory a VM needs.
     pub mem_max_samples: u64,
+    pub mem_next_gib: f64,
     /// Samples counted (all but those of sizes past [`MAX_SIZES`]).
     pub samples: u64,
     /// The sizes the [`Probe`] asked for, with their samples over.
