@@ -57,9 +57,9 @@ runs() {
         echo "run=$prefix-$window cache_bytes=$(du -sb "$DATA/.vmstats" | cut -f1) cached_report_identical=$same"
     done
 }
-runs vmstats "$AGG" | tee "$WORK/this.txt"
+runs vmstats "$AGG" 2>&1 | tee "$WORK/this.txt"
 if [ -n "${VS:-}" ]; then
-    runs vs "$VS" | tee "$WORK/vs.txt"
+    runs vs "$VS" 2>&1 | tee "$WORK/vs.txt"
     # This build's wall time over the other's, run by run.
     awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
            if (v["wall_s"] != "") { name = v["run"]; sub(/^(vmstats|vs)-/, "", name)

@@ -86,6 +86,33 @@ pub struct VmReport {
 }
 
 impl VmReport {
+    /// The VM judged by every rule `s` applies, at `as_of_ms`.
+    pub fn new(vm: VmSummary, s: &Settings, as_of_ms: u64) -> VmReport {
+        let rules = Rule::of(s.policy);
+        let verdict = policy::judge_by(rules[0], &vm, s, as_of_ms);
+        let others = rules[1..]
+            .iter()
+            .map(|r| (*r, policy::judge_by(*r, &vm, s, as_of_ms)))
+            .collect();
+        let savings = if s.prices.priced() {
+            policy::monthly_savings(&verdict)
+        } else {
+            None
+        };
+        let day_idle = vm
+            .days
+            .iter()
+            .map(|d| policy::idle_day(d, &s.thresholds))
+            .collect();
+        VmReport {
+            vm,
+            verdict,
+            others,
+            day_idle,
+            savings,
+        }
+    }
+
     /// Whether the deciding verdict moves the VM to another size (an IDLE
     /// VM goes rather than moves).
     pub fn moves(&self) -> bool {
@@ -145,41 +172,21 @@ pub struct Totals {
 
 impl Report {
     pub fn new(summaries: Vec<VmSummary>, s: &Settings, window: Window) -> Report {
-        let rules = Rule::of(s.policy);
-        let priced = s.prices.priced();
-        let mut vms: Vec<VmReport> = summaries
+        let vms = summaries
             .into_iter()
-            .map(|vm| {
-                let verdict = policy::judge_by(rules[0], &vm, s, window.as_of_ms);
-                let others = rules[1..]
-                    .iter()
-                    .map(|r| (*r, policy::judge_by(*r, &vm, s, window.as_of_ms)))
-                    .collect();
-                let savings = if priced {
-                    policy::monthly_savings(&verdict)
-                } else {
-                    None
-                };
-                let day_idle = vm
-                    .days
-                    .iter()
-                    .map(|d| policy::idle_day(d, &s.thresholds))
-                    .collect();
-                VmReport {
-                    vm,
-                    verdict,
-                    others,
-                    day_idle,
-                    savings,
-                }
-            })
+            .map(|vm| VmReport::new(vm, s, window.as_of_ms))
             .collect();
+        Report::of(vms, s, window)
+    }
+
+    /// The report of VMs already judged by `s` (on the reading threads).
+    fn of(mut vms: Vec<VmReport>, s: &Settings, window: Window) -> Report {
         vms.sort_by_key(|v| (v.verdict.category, v.vm.ip));
         let totals = totals_of(&vms);
         Report {
             window,
-            rules,
-            priced,
+            rules: Rule::of(s.policy),
+            priced: s.prices.priced(),
             vms,
             totals,
         }
@@ -300,14 +307,14 @@ fn build_with(
         .flat_map(|(_, parts)| parts.iter().filter_map(|p| p.path.parent()))
         .collect();
     let caches = cache::CacheDirs::open(data_dirs, &with_files);
-    let summaries = cache::with_writer(&caches, |writes| {
+    let judged = cache::with_writer(&caches, |writes| {
         summarize_all(&vms, &window, &probe, &caches, writes, threads, stop)
     });
     caches.prune(&vms.iter().flat_map(|(_, parts)| parts).collect::<Vec<_>>());
     if stop.is_some_and(Stop::requested) {
         return Ok(None);
     }
-    Ok(Some(Report::new(summaries, settings, window)))
+    Ok(Some(Report::of(judged, settings, window)))
 }
 
 /// Reading threads per core: with the files cold the scan waits on the
@@ -315,10 +322,10 @@ fn build_with(
 /// cost nothing measurable.
 const READERS_PER_CORE: usize = 2;
 
-/// Every VM's summary, on `threads` threads: each takes the next VM off a
-/// shared counter, so a few long histories do not leave a core idle, and
-/// memory stays one VM's summary per thread. Stops taking VMs when `stop`
-/// is requested.
+/// Every VM's summary, judged, on `threads` threads: each takes the next
+/// VM off a shared counter, so a few long histories do not leave a core
+/// idle, and memory stays one VM's summary per thread. Stops taking VMs
+/// when `stop` is requested.
 fn summarize_all(
     vms: &[(IpAddr, Vec<scan::Part>)],
     window: &Window,
@@ -327,7 +334,7 @@ fn summarize_all(
     writes: crossbeam_channel::Sender<cache::EntryWrite>,
     threads: usize,
     stop: Option<&Stop>,
-) -> Vec<VmSummary> {
+) -> Vec<VmReport> {
     let next = AtomicUsize::new(0);
     let threads = threads.clamp(1, vms.len().max(1));
     let quiet = crate::is_quiet();
@@ -343,14 +350,17 @@ fn summarize_all(
                             if stop.is_some_and(Stop::requested) {
                                 break;
                             }
-                            done.extend(merge::summarize_vm(
+                            let vm = merge::summarize_vm(
                                 *ip,
                                 parts,
                                 window,
                                 probe,
                                 caches,
                                 &mut scratch,
-                            ));
+                            );
+                            done.extend(
+                                vm.map(|vm| VmReport::new(vm, probe.settings, window.as_of_ms)),
+                            );
                         }
                         done
                     })

@@ -114,13 +114,13 @@ pub struct Trend {
 }
 
 /// A line `a + b x` fitted to (x, y) by least squares; `None` when every
-/// x is the same.
-fn fit(points: &[(f64, f64)]) -> Option<(f64, f64)> {
-    let n = points.len() as f64;
+/// x is the same. Two passes over the points, nothing allocated.
+fn fit<I: Iterator<Item = (f64, f64)> + Clone>(points: I) -> Option<(f64, f64)> {
+    let n = points.clone().count() as f64;
     let (mx, my) = points
-        .iter()
+        .clone()
         .fold((0.0, 0.0), |(sx, sy), (x, y)| (sx + x / n, sy + y / n));
-    let (sxy, sxx) = points.iter().fold((0.0, 0.0), |(sxy, sxx), (x, y)| {
+    let (sxy, sxx) = points.fold((0.0, 0.0), |(sxy, sxx), (x, y)| {
         (sxy + (x - mx) * (y - my), sxx + (x - mx) * (x - mx))
     });
     (sxx > 0.0).then(|| {
@@ -131,8 +131,8 @@ fn fit(points: &[(f64, f64)]) -> Option<(f64, f64)> {
 
 /// Each day's figure at its middle; the projection at `as_of + horizon`.
 fn project(days: &[DaySummary], y: impl Fn(&DaySummary) -> f64, at_day: f64) -> (f64, f64) {
-    let points: Vec<(f64, f64)> = days.iter().map(|d| (d.day as f64 + 0.5, y(d))).collect();
-    let (a, b) = fit(&points).unwrap_or((0.0, 0.0));
+    let points = days.iter().map(|d| (d.day as f64 + 0.5, y(d)));
+    let (a, b) = fit(points).unwrap_or((0.0, 0.0));
     (b, a + b * at_day)
 }
 
@@ -462,9 +462,9 @@ mod tests {
 
     #[test]
     fn a_line_through_the_days() {
-        let (a, b) = fit(&[(0.5, 1.0), (1.5, 2.0), (2.5, 3.0)]).unwrap();
+        let (a, b) = fit([(0.5, 1.0), (1.5, 2.0), (2.5, 3.0)].into_iter()).unwrap();
         assert!((a - 0.5).abs() < 1e-12 && (b - 1.0).abs() < 1e-12);
-        assert_eq!(fit(&[(1.0, 1.0), (1.0, 2.0)]), None);
+        assert_eq!(fit([(1.0, 1.0), (1.0, 2.0)].into_iter()), None);
     }
 
     #[test]
@@ -597,6 +597,24 @@ mod tests {
             "{:?}",
             reasons_text(&v.verdict.reasons)
         );
+    }
+
+    #[test]
+    fn the_cpu_percentile_is_a_flag() {
+        // 90 samples at 1 vCPU busy, 10 at 3: P90 is 1, P99.5 is 3.
+        let rows = vm_rows(100, 4, 16, |i| {
+            (if i % 10 == 0 { 7500 } else { 2500 }, 2500)
+        });
+        let need = |pct: f64| {
+            let mut c = cfg();
+            c.rightsizing.cpu_percentile = pct;
+            let v = judged(&rows, &with(c), AS_OF);
+            let rec = v.verdict.recommendation.unwrap();
+            (rec.cpu.observed, rec.target.unwrap().vcpus)
+        };
+        assert_eq!(need(99.5), (3.0, 4));
+        assert_eq!(need(90.0), (1.0, 2));
+        assert_eq!(need(91.0), (3.0, 4));
     }
 
     #[test]

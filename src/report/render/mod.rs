@@ -586,6 +586,18 @@ mod tests {
         assert!(page.contains("<th id=\"th-datagrams\">Lost/dup/ooo/rst</th>"));
         assert!(page.contains("<th id=\"th-seen\">Seen</th>"));
         assert!(page.contains("<td data-v=\"0\">0/0/0/0</td>"));
+        // The busy VM grows 1 point a day: sized for its trend, 8 vCPUs
+        // and 4 GiB, drawn across its chart (CPU at the top edge, memory
+        // at a quarter of today's 16 GiB).
+        assert!(page.contains("<th id=\"th-recommendation\">Recommendation</th>"));
+        assert!(
+            page.contains("4 vCPU/16 GiB -&gt; 8 vCPU/4 GiB, risk very low, costs 28.00"),
+            "{page}"
+        );
+        assert!(page.contains("<line class=\"tcpu\" x1=\"0\" y1=\"0.0\""));
+        assert!(page.contains("<line class=\"tmem\" x1=\"0\" y1=\"27.0\""));
+        assert!(page.contains("<div class=\"card\" id=\"moves\"><b>1</b>VMs to resize</div>"));
+        assert!(page.contains("id=\"growth-cost\"><b>28.00</b>"));
     }
 
     #[test]

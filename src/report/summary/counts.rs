@@ -66,16 +66,17 @@ impl PctCounts {
         self.n = 0;
     }
 
-    /// Nearest-rank percentiles, in percent, in one pass (`ps` ascending).
-    pub(super) fn percentiles<const N: usize>(&self, ps: [f64; N]) -> [f64; N] {
+    /// The values (in hundredths) at nearest-rank percentiles `ps`
+    /// (ascending); 0 when empty.
+    pub(super) fn ranked<const N: usize>(&self, ps: [f64; N]) -> [usize; N] {
         let ranks = ps.map(|p| ((p / 100.0) * self.n as f64).ceil().max(1.0) as u64);
-        let mut out = [0.0; N];
+        let mut out = [0; N];
         let mut next = 0;
         let mut seen = 0;
         for (value, count) in self.seen() {
             seen += count;
             while next < N && seen >= ranks[next] {
-                out[next] = value as f64 / 100.0;
+                out[next] = value;
                 next += 1;
             }
             if next == N {
@@ -83,6 +84,39 @@ impl PctCounts {
             }
         }
         out
+    }
+
+    /// [`PctCounts::ranked`] at percentiles in any order.
+    pub(super) fn ranked_any<const N: usize>(&self, ps: [f64; N]) -> [usize; N] {
+        let mut order: [usize; N] = std::array::from_fn(|i| i);
+        order.sort_by(|a, b| ps[*a].total_cmp(&ps[*b]));
+        let values = self.ranked(order.map(|i| ps[i]));
+        let mut out = [0; N];
+        for (value, i) in values.into_iter().zip(order) {
+            out[i] = value;
+        }
+        out
+    }
+
+    /// The highest value seen (hundredths), its count, and the next value
+    /// below it (0 when none).
+    pub(super) fn top(&self) -> (usize, u64, usize) {
+        if self.n == 0 {
+            return (0, 0, 0);
+        }
+        let below = self.counts[self.lo..self.hi]
+            .iter()
+            .rposition(|c| *c > 0)
+            .map_or(0, |i| self.lo + i);
+        (self.hi, self.counts[self.hi], below)
+    }
+
+    /// How many values are `from` or higher.
+    pub(super) fn count_from(&self, from: usize) -> u64 {
+        if self.n == 0 || from > self.hi {
+            return 0;
+        }
+        self.counts[from.max(self.lo)..=self.hi].iter().sum()
     }
 
     pub(super) fn max(&self) -> f64 {

@@ -91,19 +91,21 @@ impl DayAcc {
             .max(u64::from(s.mem_pct_x100) * u64::from(s.mem_mib));
     }
 
-    /// The day's nearest-rank CPU percentile in percent, 0.1 % steps.
+    /// The day's nearest-rank CPU percentile in percent (0.1 % steps) at
+    /// `p`. The report asks for high ones (p95, p99.5), so the buckets are
+    /// walked down from the day's peak: a few of them, not a thousand.
     fn cpu_percentile(&self, p: f64) -> f64 {
+        // The value at rank r is the highest bucket with at least
+        // samples - r + 1 samples at or above it.
         let rank = (p / 100.0 * self.samples as f64).ceil().max(1.0) as u64;
+        let want = self.samples + 1 - rank.min(self.samples);
+        let top = usize::from(self.cpu_max.min(MAX_PCT_X100) / 10);
         let mut seen = 0u64;
-        let bucket = self
-            .cpu
-            .iter()
-            .position(|c| {
-                seen += u64::from(*c);
-                seen >= rank
-            })
-            .unwrap_or(0);
-        bucket as f64 / 10.0
+        let bucket = self.cpu[..=top].iter().rposition(|c| {
+            seen += u64::from(*c);
+            seen >= want
+        });
+        bucket.unwrap_or(0) as f64 / 10.0
     }
 
     /// The day's figures; its demand at `cpu_percentile`.

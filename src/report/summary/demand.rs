@@ -18,48 +18,87 @@ use super::counts::PctCounts;
 
 /// Distinct sizes whose counts a VM keeps: a VM resized more often than
 /// this within the window is rare; past it (a spoofer claiming a new size
-/// in each datagram) new sizes' samples are left out of the demand, and
-/// the summary is marked capped.
+/// in each datagram) new sizes' samples are counted apart, in the VM's
+/// CPU and memory figures but not in its demand, and the summary is
+/// marked capped.
 pub(super) const MAX_SIZES: usize = 8;
 
-/// CPU and memory counts of the samples taken at one size.
+/// CPU and memory counts of the samples taken at one size (`None`: the
+/// samples of sizes past [`MAX_SIZES`]).
 pub(super) struct SizeCounts {
-    pub(super) size: (u16, u32),
+    pub(super) size: Option<(u16, u32)>,
     pub(super) cpu: PctCounts,
     pub(super) mem: PctCounts,
 }
 
-/// Counts per size. Slots are kept across resets: each holds two 80 kB
-/// count arrays, allocated once per reading thread.
-#[derive(Default)]
+impl SizeCounts {
+    fn new(size: Option<(u16, u32)>) -> SizeCounts {
+        SizeCounts {
+            size,
+            cpu: PctCounts::new(),
+            mem: PctCounts::new(),
+        }
+    }
+}
+
+/// Every sample's CPU and memory counts, per size: the VM's own figures
+/// are their sum (one size's counts as they are). Slots are kept across
+/// resets: each holds two 80 kB count arrays, allocated once per reading
+/// thread.
 pub(super) struct BySize {
+    /// `slots[..used]` in use, then the rest (`size: None`) at `MAX_SIZES`.
     slots: Vec<SizeCounts>,
     used: usize,
 }
 
+impl Default for BySize {
+    fn default() -> Self {
+        BySize {
+            slots: vec![SizeCounts::new(None)],
+            used: 0,
+        }
+    }
+}
+
 impl BySize {
-    /// The counts of `size`; `None` when [`MAX_SIZES`] others are held.
-    pub(super) fn of(&mut self, size: (u16, u32)) -> Option<&mut SizeCounts> {
-        if let Some(i) = self.slots[..self.used].iter().position(|s| s.size == size) {
-            return Some(&mut self.slots[i]);
+    /// The counts of `size`, and whether they are its own (false: the
+    /// [`MAX_SIZES`] others are held, and they go to the rest).
+    pub(super) fn of(&mut self, size: (u16, u32)) -> (&mut SizeCounts, bool) {
+        let rest = self.slots.len() - 1;
+        if let Some(i) = self.slots[..self.used]
+            .iter()
+            .position(|s| s.size == Some(size))
+        {
+            return (&mut self.slots[i], true);
         }
         if self.used == MAX_SIZES {
-            return None;
+            return (&mut self.slots[rest], false);
         }
-        if self.used == self.slots.len() {
-            self.slots.push(SizeCounts {
-                size,
-                cpu: PctCounts::new(),
-                mem: PctCounts::new(),
-            });
+        if self.used == rest {
+            self.slots.insert(rest, SizeCounts::new(None));
         }
         let slot = &mut self.slots[self.used];
-        slot.size = size;
+        slot.size = Some(size);
         self.used += 1;
-        Some(slot)
+        (slot, true)
     }
 
-    pub(super) fn used(&self) -> &[SizeCounts] {
+    /// The counts of a stored size (`None`: the rest).
+    pub(super) fn of_stored(&mut self, size: Option<(u16, u32)>) -> (&mut SizeCounts, bool) {
+        match size {
+            Some(size) => self.of(size),
+            None => (self.slots.last_mut().expect("the rest is last"), false),
+        }
+    }
+
+    /// The sizes in use, then the rest when it holds any sample.
+    pub(super) fn used(&self) -> impl Iterator<Item = &SizeCounts> {
+        let rest = self.slots.last().filter(|r| r.cpu.n > 0);
+        self.slots[..self.used].iter().chain(rest)
+    }
+
+    /// The sizes in use: what demand is made of.
+    fn sized(&self) -> &[SizeCounts] {
         &self.slots[..self.used]
     }
 
@@ -68,55 +107,105 @@ impl BySize {
             s.cpu.reset();
             s.mem.reset();
         }
+        let rest = self.slots.last_mut().expect("the rest is last");
+        rest.cpu.reset();
+        rest.mem.reset();
         self.used = 0;
     }
 
+    /// The VM's CPU and memory counts over every size: one size's as they
+    /// are, several summed (a resized VM's, once per summary).
+    pub(super) fn all(&self) -> All<'_> {
+        let mut used = self.used();
+        match (used.next(), used.next()) {
+            (None, _) => All::One(self.slots.last().expect("the rest is last")),
+            (Some(one), None) => All::One(one),
+            (Some(_), Some(_)) => {
+                let mut sum = SizeCounts::new(None);
+                for s in self.used() {
+                    s.cpu.seen().for_each(|(v, c)| sum.cpu.add_n(v as u16, c));
+                    s.mem.seen().for_each(|(v, c)| sum.mem.add_n(v as u16, c));
+                }
+                All::Summed(Box::new(sum))
+            }
+        }
+    }
+
     /// Every sample's CPU demand in hundredths of a percent of one vCPU
-    /// (`cpu_x100 x vcpus`), with its count, lowest first.
-    fn cpu_demand(&self) -> Vec<(u64, u64)> {
-        self.merged(|s| (&s.cpu, u64::from(s.size.0)))
+    /// (`cpu_x100 x vcpus`).
+    fn cpu_demand(&self) -> Scaled<'_> {
+        self.scaled(|s| (&s.cpu, u64::from(s.size.map_or(0, |s| s.0))))
     }
 
     /// Every sample's memory in use in hundredths of a percent of a MiB
-    /// (`mem_x100 x mem_mib`), with its count, lowest first.
-    fn mem_in_use(&self) -> Vec<(u64, u64)> {
-        self.merged(|s| (&s.mem, u64::from(s.size.1)))
+    /// (`mem_x100 x mem_mib`).
+    fn mem_in_use(&self) -> Scaled<'_> {
+        self.scaled(|s| (&s.mem, u64::from(s.size.map_or(0, |s| s.1))))
     }
 
-    /// The counts of every size scaled by its factor, in one ascending
-    /// list (one size is already in order; more are sorted).
-    fn merged(&self, of: impl Fn(&SizeCounts) -> (&PctCounts, u64)) -> Vec<(u64, u64)> {
+    /// The counts of every size, each scaled by its factor: one size's
+    /// counts read in place (the common case, no allocation), several
+    /// merged into one ascending list.
+    fn scaled(&self, of: impl Fn(&SizeCounts) -> (&PctCounts, u64)) -> Scaled<'_> {
+        if let [one] = self.sized() {
+            let (counts, factor) = of(one);
+            return Scaled::One(counts, factor);
+        }
         let mut out: Vec<(u64, u64)> = self
-            .used()
+            .sized()
             .iter()
             .flat_map(|s| {
                 let (counts, factor) = of(s);
                 counts.seen().map(move |(v, c)| (v as u64 * factor, c))
             })
             .collect();
-        if self.used > 1 {
-            out.sort_unstable();
-        }
-        out
+        out.sort_unstable();
+        Scaled::Many(out)
     }
 
-    /// The window's demand figures, at `cpu_percentile` and the fixed
-    /// percentiles the vendors' rules use.
-    pub(super) fn demand(&self, cpu_percentile: f64) -> Demand {
+    /// The VM's CPU and memory percentiles and its demand, `cpu_percentile`
+    /// among them. With one size (the common case) demand is its CPU
+    /// counts times its vCPUs, so one pass over the counts gives both.
+    pub(super) fn figures(&self, cpu_percentile: f64) -> Figures {
+        let all = self.all();
+        let ps = [50.0, 95.0, 99.0, 99.5, cpu_percentile];
+        let [p50, p95, p99, p995, at] = all.cpu.ranked_any(ps);
+        let [mem_p95] = all.mem.ranked([95.0]);
+        let pct = |v: usize| v as f64 / 100.0;
+        let demand = match (self.sized(), &all) {
+            ([one], All::One(_)) => {
+                let f = u64::from(one.size.map_or(0, |s| s.0));
+                self.demand([p95, p995, at].map(|v| v as u64 * f), cpu_percentile)
+            }
+            _ => self.demand(
+                self.cpu_demand().ranked([95.0, 99.5, cpu_percentile]),
+                cpu_percentile,
+            ),
+        };
+        Figures {
+            cpu: [pct(p50), pct(p95), pct(p99), all.cpu.max()],
+            mem: [pct(mem_p95), all.mem.max()],
+            samples: all.cpu.n,
+            demand,
+        }
+    }
+
+    /// The demand figures, given vCPUs busy (hundredths) at p95, p99.5
+    /// and `cpu_percentile`.
+    fn demand(&self, [p95, p995, at]: [u64; 3], cpu_percentile: f64) -> Demand {
         let cpu = self.cpu_demand();
-        let mem = self.mem_in_use();
-        let [cpu_p95, cpu_p995, cpu_at] = ranked(&cpu, [95.0, 99.5, cpu_percentile]);
-        let last = |list: &[(u64, u64)]| list.last().map_or(0, |(v, _)| *v);
+        let (cpu_max, _, _) = cpu.top();
+        let (mem_max, at_max, mem_next) = self.mem_in_use().top();
         Demand {
             cpu_percentile,
-            cpu_p95: vcpus_of(cpu_p95),
-            cpu_p995: vcpus_of(cpu_p995),
-            cpu_at: vcpus_of(cpu_at),
-            cpu_max: vcpus_of(last(&cpu)),
-            mem_max_gib: gib_of(last(&mem)),
-            mem_max_samples: mem.last().map_or(0, |(_, c)| *c),
-            mem_next_gib: gib_of(mem.iter().rev().nth(1).map_or(0, |(v, _)| *v)),
-            samples: cpu.iter().map(|(_, c)| c).sum(),
+            cpu_p95: vcpus_of(p95),
+            cpu_p995: vcpus_of(p995),
+            cpu_at: vcpus_of(at),
+            cpu_max: vcpus_of(cpu_max),
+            mem_max_gib: gib_of(mem_max),
+            mem_max_samples: at_max,
+            mem_next_gib: gib_of(mem_next),
+            samples: cpu.total(),
             over: Vec::new(),
         }
     }
@@ -128,17 +217,126 @@ impl BySize {
         let mem = self.mem_in_use();
         sizes
             .iter()
-            .map(|&(vcpus, mem_gib)| {
-                let cpu_over = above(&cpu, |v| v > u64::from(vcpus) * ONE_X100);
-                let mem_over = above(&mem, |v| v as f64 > mem_gib * 1024.0 * ONE_X100 as f64);
-                Over {
-                    vcpus,
-                    mem_gib,
-                    cpu: cpu_over,
-                    mem: mem_over,
-                }
+            .map(|&(vcpus, mem_gib)| Over {
+                vcpus,
+                mem_gib,
+                cpu: cpu.above(|v| v > u64::from(vcpus) * ONE_X100),
+                mem: mem.above(|v| v as f64 > mem_gib * 1024.0 * ONE_X100 as f64),
             })
             .collect()
+    }
+}
+
+/// A VM's CPU and memory percentiles (p50, p95, p99, max; p95, max, in
+/// percent) and its demand.
+pub(super) struct Figures {
+    pub(super) cpu: [f64; 4],
+    pub(super) mem: [f64; 2],
+    pub(super) samples: u64,
+    pub(super) demand: Demand,
+}
+
+/// A VM's CPU and memory counts over all its sizes.
+pub(super) enum All<'a> {
+    One(&'a SizeCounts),
+    Summed(Box<SizeCounts>),
+}
+
+impl std::ops::Deref for All<'_> {
+    type Target = SizeCounts;
+
+    fn deref(&self) -> &SizeCounts {
+        match self {
+            All::One(s) => s,
+            All::Summed(s) => s,
+        }
+    }
+}
+
+/// One dimension's values over every size a VM ran at, ascending.
+enum Scaled<'a> {
+    /// One size: its counts, and what each value is multiplied by.
+    One(&'a PctCounts, u64),
+    /// Several: (value, count) merged.
+    Many(Vec<(u64, u64)>),
+}
+
+impl Scaled<'_> {
+    fn total(&self) -> u64 {
+        match self {
+            Scaled::One(counts, _) => counts.n,
+            Scaled::Many(list) => list.iter().map(|(_, c)| c).sum(),
+        }
+    }
+
+    /// Nearest-rank values at `ps` (in any order); 0 when empty.
+    fn ranked<const N: usize>(&self, ps: [f64; N]) -> [u64; N] {
+        match self {
+            Scaled::One(counts, f) => counts.ranked_any(ps).map(|v| v as u64 * f),
+            Scaled::Many(list) => {
+                let n = self.total();
+                ps.map(|p| {
+                    let rank = ((p / 100.0) * n as f64).ceil().max(1.0) as u64;
+                    let mut seen = 0;
+                    list.iter()
+                        .find(|(_, c)| {
+                            seen += c;
+                            seen >= rank
+                        })
+                        .map_or(0, |(v, _)| *v)
+                })
+            }
+        }
+    }
+
+    /// The highest value, its count, and the next value below it.
+    fn top(&self) -> (u64, u64, u64) {
+        match self {
+            Scaled::One(counts, f) => {
+                let (hi, n, below) = counts.top();
+                (hi as u64 * f, n, below as u64 * f)
+            }
+            Scaled::Many(list) => {
+                let top = list.last().copied().unwrap_or((0, 0));
+                // Equal values of two sizes are separate entries.
+                let at_top: u64 = list
+                    .iter()
+                    .rev()
+                    .take_while(|(v, _)| *v == top.0)
+                    .map(|(_, c)| c)
+                    .sum();
+                let below = list
+                    .iter()
+                    .rev()
+                    .find(|(v, _)| *v < top.0)
+                    .map_or(0, |(v, _)| *v);
+                (top.0, at_top, below)
+            }
+        }
+    }
+
+    /// Samples whose value passes `over` (true from some value on).
+    fn above(&self, over: impl Fn(u64) -> bool) -> u64 {
+        match self {
+            Scaled::One(counts, f) => {
+                // The first value (in hundredths) whose scaled value
+                // passes, by bisection over 0..=100 %.
+                let (mut lo, mut hi) = (0, usize::from(crate::wire::MAX_PCT_X100) + 1);
+                while lo < hi {
+                    let mid = (lo + hi) / 2;
+                    if over(mid as u64 * f) {
+                        hi = mid;
+                    } else {
+                        lo = mid + 1;
+                    }
+                }
+                counts.count_from(lo)
+            }
+            Scaled::Many(list) => {
+                let first = list.partition_point(|(v, _)| !over(*v));
+                list[first..].iter().map(|(_, c)| c).sum()
+            }
+        }
     }
 }
 
@@ -151,29 +349,6 @@ fn vcpus_of(demand_x100: u64) -> f64 {
 
 fn gib_of(in_use_x100: u64) -> f64 {
     in_use_x100 as f64 / ONE_X100 as f64 / 1024.0
-}
-
-/// Nearest-rank values of an ascending (value, count) list at `ps`
-/// (ascending percents); 0 for an empty list.
-fn ranked<const N: usize>(list: &[(u64, u64)], ps: [f64; N]) -> [u64; N] {
-    let n: u64 = list.iter().map(|(_, c)| c).sum();
-    ps.map(|p| {
-        let rank = ((p / 100.0) * n as f64).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        list.iter()
-            .find(|(_, c)| {
-                seen += c;
-                seen >= rank
-            })
-            .map_or(0, |(v, _)| *v)
-    })
-}
-
-/// Samples of an ascending list whose value passes `over` (true from some
-/// value on).
-fn above(list: &[(u64, u64)], over: impl Fn(u64) -> bool) -> u64 {
-    let first = list.partition_point(|(v, _)| !over(*v));
-    list[first..].iter().map(|(_, c)| c).sum()
 }
 
 /// A VM's demand over the window (vCPUs busy, GiB in use), and what the
@@ -243,7 +418,7 @@ mod tests {
 
     fn counts(size: (u16, u32), cpu: &[(u16, u64)], mem: &[(u16, u64)]) -> BySize {
         let mut by = BySize::default();
-        let s = by.of(size).unwrap();
+        let (s, _) = by.of(size);
         cpu.iter().for_each(|(v, n)| s.cpu.add_n(*v, *n));
         mem.iter().for_each(|(v, n)| s.mem.add_n(*v, *n));
         by
@@ -253,10 +428,10 @@ mod tests {
     fn demand_is_percent_times_vcpus_across_sizes() {
         // 90 samples at 50 % of 4 vCPUs (2 busy), 10 at 50 % of 8 (4 busy).
         let mut by = counts((4, 8192), &[(5000, 90)], &[(5000, 90)]);
-        let big = by.of((8, 16_384)).unwrap();
+        let (big, _) = by.of((8, 16_384));
         big.cpu.add_n(5000, 10);
         big.mem.add_n(2500, 10);
-        let d = by.demand(90.0);
+        let d = by.figures(90.0).demand;
         assert_eq!((d.cpu_p95, d.cpu_at, d.cpu_max), (4.0, 2.0, 4.0));
         assert_eq!(d.mem_max_gib, 4.0, "50 % of 8 GiB, 25 % of 16 GiB");
         assert_eq!(d.samples, 100);
@@ -268,15 +443,23 @@ mod tests {
     }
 
     #[test]
-    fn sizes_past_the_bound_are_not_counted() {
+    fn sizes_past_the_bound_count_in_the_vm_but_not_in_demand() {
         let mut by = BySize::default();
         for v in 1..=MAX_SIZES as u16 {
-            by.of((v, 1024)).unwrap().cpu.add(100);
+            let (s, own) = by.of((v, 1024));
+            assert!(own);
+            s.cpu.add(100);
         }
-        assert!(by.of((99, 1024)).is_none());
-        assert!(by.of((3, 1024)).is_some(), "a size already held");
+        let (rest, own) = by.of((99, 1024));
+        assert!(!own);
+        rest.cpu.add(9000);
+        assert!(by.of((3, 1024)).1, "a size already held");
+        let f = by.figures(100.0);
+        assert_eq!((f.samples, f.demand.samples), (9, 8), "not in its demand");
+        assert_eq!(f.demand.cpu_max, 0.08, "1 % of 8 vCPUs");
+        assert_eq!(f.cpu[3], 90.0, "the VM's own maximum");
         by.reset();
-        assert!(by.used().is_empty());
-        assert!(by.of((99, 1024)).is_some(), "room again after a reset");
+        assert_eq!(by.used().count(), 0);
+        assert!(by.of((99, 1024)).1, "room again after a reset");
     }
 }

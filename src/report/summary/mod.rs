@@ -29,7 +29,7 @@ use std::net::IpAddr;
 
 use super::codec::Corrupt;
 use crate::wire::Row;
-use counts::{PctCounts, Rates};
+use counts::Rates;
 use day::DayAcc;
 pub use day::DaySummary;
 use demand::BySize;
@@ -180,9 +180,8 @@ impl TimeOrder {
 /// order; across files a (boot_id, seq) already taken is the same datagram
 /// held twice, counted once and not called a duplicate.
 pub struct Accumulator {
-    cpu: PctCounts,
-    mem: PctCounts,
-    /// The same counts per size the samples ran at.
+    /// CPU and memory counts per size the samples ran at (the VM's are
+    /// their sum).
     by_size: BySize,
     net: Rates,
     disk: Rates,
@@ -218,8 +217,6 @@ pub struct Accumulator {
 impl Default for Accumulator {
     fn default() -> Self {
         Accumulator {
-            cpu: PctCounts::new(),
-            mem: PctCounts::new(),
             by_size: BySize::default(),
             net: Rates::new(),
             disk: Rates::new(),
@@ -303,15 +300,10 @@ impl Accumulator {
 
     /// CPU and memory counts, network and disk rates, GCP's idle lines.
     fn add_figures(&mut self, s: &crate::wire::Stat, secs: u64) {
-        self.cpu.add(s.cpu_pct_x100);
-        self.mem.add(s.mem_pct_x100);
-        match self.by_size.of((s.vcpus, s.mem_mib)) {
-            Some(at) => {
-                at.cpu.add(s.cpu_pct_x100);
-                at.mem.add(s.mem_pct_x100);
-            }
-            None => self.capped = true,
-        }
+        let (at, own) = self.by_size.of((s.vcpus, s.mem_mib));
+        at.cpu.add(s.cpu_pct_x100);
+        at.mem.add(s.mem_pct_x100);
+        self.capped |= !own;
         let net = s.net_rx_bytes.saturating_add(s.net_tx_bytes) / secs;
         let disk = s.disk_read_bytes.saturating_add(s.disk_write_bytes) / secs;
         self.net.add_n(net, 1);
@@ -387,13 +379,14 @@ impl Accumulator {
                 }
             }
         }
-        let [cpu_p50, cpu_p95, cpu_p99] = self.cpu.percentiles([50.0, 95.0, 99.0]);
-        let [mem_p95] = self.mem.percentiles([95.0]);
+        let pct = probe.cpu_percentile();
+        let figures = self.by_size.figures(pct);
+        let [cpu_p50, cpu_p95, cpu_p99, cpu_max] = figures.cpu;
+        let [mem_p95, mem_max] = figures.mem;
         let own_boot = self
             .seqs
             .get(last.stat.boot_id)
             .is_some_and(|b| b.rows >= 2);
-        let pct = probe.cpu_percentile();
         let mut vm = VmSummary {
             ip,
             size: SizeSummary {
@@ -407,14 +400,14 @@ impl Accumulator {
                 cpu_p50,
                 cpu_p95,
                 cpu_p99,
-                cpu_max: self.cpu.max(),
+                cpu_max,
                 mem_p95,
-                mem_max: self.mem.max(),
+                mem_max,
                 net_p95_bps: self.net.p95(),
                 disk_p95_bps: self.disk.p95(),
             },
             datagrams: Datagrams {
-                samples: self.cpu.n,
+                samples: figures.samples,
                 lost,
                 duplicates: self.duplicates,
                 out_of_order: self.out_of_order,
@@ -423,7 +416,7 @@ impl Accumulator {
                 bad_rows: self.bad_rows,
                 recv_backwards: self.recv_backwards,
             },
-            demand: self.by_size.demand(pct),
+            demand: figures.demand,
             gcp_cpu_low: self.gcp_low[0],
             gcp_rx_low: self.gcp_low[1],
             gcp_tx_low: self.gcp_low[2],
@@ -480,8 +473,6 @@ pub struct SegmentBounds {
 impl Accumulator {
     /// Empties it for reuse, touching only what was used.
     pub fn reset(&mut self) {
-        self.cpu.reset();
-        self.mem.reset();
         self.by_size.reset();
         self.net.reset();
         self.disk.reset();

@@ -49,7 +49,8 @@ struct Stored<'a> {
 
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredSize<'a> {
-    size: (u16, u32),
+    /// `None`: sizes past the bound, counted together.
+    size: Option<(u16, u32)>,
     #[serde(borrow)]
     cpu: StoredCounts<'a>,
     #[serde(borrow)]
@@ -108,7 +109,6 @@ impl Accumulator {
             by_size: self
                 .by_size
                 .used()
-                .iter()
                 .map(|at| StoredSize {
                     size: at.size,
                     cpu: StoredCounts::of(at.cpu.seen().map(|(v, c)| (v as u64, c))),
@@ -213,22 +213,17 @@ impl Accumulator {
         self.held.clear();
         let (mut cpu_rows, mut mem_rows) = (0u64, 0u64);
         for stored in sizes {
-            let Some(at) = self.by_size.of(stored.size) else {
-                // As when the rows are read: past the bound, not counted.
-                self.capped = true;
-                continue;
-            };
+            let (at, own) = self.by_size.of_stored(stored.size);
+            // As when the rows are read: past the bound, counted apart.
+            self.capped |= !own;
             stored.cpu.each(max_rows, |v, c| {
                 let v = pct(v);
-                self.cpu.add_n(v, c);
                 at.cpu.add_n(v, c);
                 self.held.push((v, c));
                 cpu_rows = cpu_rows.saturating_add(c);
             })?;
             stored.mem.each(max_rows, |v, c| {
-                let v = pct(v);
-                self.mem.add_n(v, c);
-                at.mem.add_n(v, c);
+                at.mem.add_n(pct(v), c);
                 mem_rows = mem_rows.saturating_add(c);
             })?;
         }
