@@ -117,19 +117,15 @@ pub fn reason_text(r: &Reason) -> String {
             factor,
             need,
             target,
-        } => {
-            let to = target.map_or("none".to_string(), |v| {
-                format!("{v} vCPU{}", if v == 1 { "" } else { "s" })
-            });
-            format!(
-                "cpu p{} {} vCPUs{} x {} = {} -> {to}",
-                fmt_num(percentile),
-                fmt_fig(observed),
-                trend_text(projected),
-                fmt_factor(factor),
-                fmt_fig(need)
-            )
-        }
+        } => format!(
+            "cpu p{} {} vCPUs{} x {} = {} -> {}",
+            Num(percentile),
+            Fig(observed),
+            Projection(projected),
+            Num((factor * 100.0).round() / 100.0),
+            Fig(need),
+            Target(target.map(|v| (f64::from(v), if v == 1 { "vCPU" } else { "vCPUs" })))
+        ),
         Reason::MemNeed {
             observed,
             projected,
@@ -137,18 +133,16 @@ pub fn reason_text(r: &Reason) -> String {
             need,
             target,
             alone,
-        } => {
+        } => format!(
             // A peak on one sample could be one forged v1 datagram: say so.
-            let single = if alone { " (one sample)" } else { "" };
-            let to = target.map_or("none".to_string(), |g| format!("{} GiB", fmt_num(g)));
-            format!(
-                "mem max {} GiB{single}{} x {} = {} -> {to}",
-                fmt_fig(observed),
-                trend_text(projected),
-                fmt_factor(factor),
-                fmt_fig(need)
-            )
-        }
+            "mem max {} GiB{}{} x {} = {} -> {}",
+            Fig(observed),
+            if alone { " (one sample)" } else { "" },
+            Projection(projected),
+            Num((factor * 100.0).round() / 100.0),
+            Fig(need),
+            Target(target.map(|g| (g, "GiB")))
+        ),
         Reason::Trend {
             cpu_vcpus_per_day,
             mem_gib_per_day,
@@ -185,7 +179,7 @@ pub fn reason_text(r: &Reason) -> String {
 
 /// `4 vCPU/16 GiB`, or with its catalog name `2 vCPU/8 GiB (m6i.large)`.
 pub fn size_text(s: &Size) -> String {
-    let mut text = format!("{} vCPU/{} GiB", s.vcpus, fmt_num(s.mem_gib));
+    let mut text = format!("{} vCPU/{} GiB", s.vcpus, Num(s.mem_gib));
     if let Some(name) = &s.name {
         let _ = write!(text, " ({name})");
     }
@@ -233,29 +227,53 @@ pub fn finding_text(v: &Verdict) -> String {
     }
 }
 
-/// A figure without trailing zeros: `99.5`, `95`, `0.5`, `16`.
-fn fmt_num(x: f64) -> String {
-    let text = format!("{x:.3}");
-    text.trim_end_matches('0').trim_end_matches('.').to_string()
-}
+/// A figure to three places without trailing zeros: `99.5`, `95`, `0.5`,
+/// `16`, `1.67` (written straight into the text: the table writes a few
+/// per VM, for a million VMs).
+struct Num(f64);
 
-/// A sizing factor to two places: `1.2`, `2.5`, `1.67`.
-fn fmt_factor(f: f64) -> String {
-    fmt_num((f * 100.0).round() / 100.0)
+impl std::fmt::Display for Num {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        // Display prints the shortest form that reads back the same.
+        write!(f, "{}", (self.0 * 1000.0).round() / 1000.0)
+    }
 }
 
 /// A vCPU or GiB figure: one decimal, two below 1 (`0.25`, `3.7`).
-fn fmt_fig(x: f64) -> String {
-    if x < 1.0 {
-        format!("{x:.2}")
-    } else {
-        format!("{x:.1}")
+struct Fig(f64);
+
+impl std::fmt::Display for Fig {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        if self.0 < 1.0 {
+            write!(f, "{:.2}", self.0)
+        } else {
+            write!(f, "{:.1}", self.0)
+        }
     }
 }
 
 /// `, trend 4.2` when the projection decided.
-fn trend_text(projected: Option<f64>) -> String {
-    projected.map_or(String::new(), |p| format!(", trend {}", fmt_fig(p)))
+struct Projection(Option<f64>);
+
+impl std::fmt::Display for Projection {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self.0 {
+            Some(p) => write!(f, ", trend {}", Fig(p)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A target and its unit (`4 vCPUs`, `16 GiB`), or `none`.
+struct Target(Option<(f64, &'static str)>);
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self.0 {
+            Some((v, unit)) => write!(f, "{} {unit}", Num(v)),
+            None => f.write_str("none"),
+        }
+    }
 }
 
 /// A verdict's reasons in words, one sentence.
