@@ -39,34 +39,54 @@ timed() {
 # The first read warms the page cache for everyone.
 cat "$DATA"/*.csv >/dev/null
 # Each window first without the summary cache (which that run writes),
-# then twice over the unchanged files, with it; one --as-of for all, so
-# the reports can be compared byte for byte.
+# then three times over the unchanged files, with it; one --as-of for all,
+# so the reports can be compared byte for byte.
 AS_OF=$(date +%s%3N)
-# runs PREFIX BINARY: each window without and then with the cache.
-runs() {
-    local prefix=$1 agg=$2
-    for window in 14d 1d; do
+# With VS, the other build reads a hard-linked copy of the files (the same
+# bytes, its own cache dir), and the two take turns run by run, so a drift
+# of the machine's speed charges both.
+builds=("vmstats $AGG $DATA")
+if [ -n "${VS:-}" ]; then
+    mkdir "$WORK/data-vs"
+    ln "$DATA"/*.csv "$WORK/data-vs/"
+    builds+=("vs $VS $WORK/data-vs")
+fi
+# report BUILD RUN WINDOW FILE: one timed report by that build.
+report() {
+    local prefix agg dir
+    read -r prefix agg dir <<<"$1"
+    timed "$prefix-$3-$2" "$agg" report --data-dir "$dir" --window "$3" --as-of "$AS_OF" --report-file "$WORK/$prefix-$4.txt"
+}
+for window in 14d 1d; do
+    for b in "${builds[@]}"; do
+        dir=${b##* }
         # Moved aside, not deleted: ext4 skips freshly freed inodes when it
         # makes files, which would charge the next run for this deletion.
-        [ ! -d "$DATA/.vmstats" ] || mv "$DATA/.vmstats" "$(mktemp -d -p "$WORK" cache.XXXX)"
-        timed "$prefix-$window-first" "$agg" report --data-dir "$DATA" --window $window --as-of "$AS_OF" --report-file "$WORK/r1.txt"
-        for run in cached cached-again; do
-            timed "$prefix-$window-$run" "$agg" report --data-dir "$DATA" --window $window --as-of "$AS_OF" --report-file "$WORK/r2.txt"
-        done
-        cmp -s "$WORK/r1.txt" "$WORK/r2.txt" && same=yes || same=no
-        echo "run=$prefix-$window cache_bytes=$(du -sb "$DATA/.vmstats" | cut -f1) cached_report_identical=$same"
+        [ ! -d "$dir/.vmstats" ] || mv "$dir/.vmstats" "$(mktemp -d -p "$WORK" cache.XXXX)"
+        report "$b" first $window r1
     done
-}
-runs vmstats "$AGG" 2>&1 | tee "$WORK/this.txt"
+    for run in cached cached-again cached-third; do
+        for b in "${builds[@]}"; do report "$b" $run $window r2; done
+    done
+    for b in "${builds[@]}"; do
+        read -r prefix _ dir <<<"$b"
+        cmp -s "$WORK/$prefix-r1.txt" "$WORK/$prefix-r2.txt" && same=yes || same=no
+        echo "run=$prefix-$window cache_bytes=$(du -sb "$dir/.vmstats" | cut -f1) cached_report_identical=$same"
+    done
+done 2>&1 | tee "$WORK/runs.txt"
 if [ -n "${VS:-}" ]; then
-    runs vs "$VS" 2>&1 | tee "$WORK/vs.txt"
-    # This build's wall time over the other's, run by run.
+    # This build's wall time over the other's: the first run, and the
+    # median of the three cached runs.
     awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-           if (v["wall_s"] != "") { name = v["run"]; sub(/^(vmstats|vs)-/, "", name)
-               if (FILENAME ~ /this/) a[name] = v["wall_s"]; else b[name] = v["wall_s"] }
+           if (v["wall_s"] != "") { split(v["run"], p, "-"); key = p[2] "-" (p[3] == "first" ? "first" : "cached")
+               t[p[1], key, ++n[p[1], key]] = v["wall_s"]; keys[key] = 1 }
            delete v }
-         END { for (n in a) if (b[n] > 0) printf "ratio run=%s this_over_vs=%.2f\n", n, a[n] / b[n] }' \
-        "$WORK/this.txt" "$WORK/vs.txt" | sort
+         function median(who, key,   a, i, j, m, x) {
+             m = n[who, key]; for (i = 1; i <= m; i++) a[i] = t[who, key, i]
+             for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (a[j] < a[i]) { x = a[i]; a[i] = a[j]; a[j] = x }
+             return a[int((m + 1) / 2)] }
+         END { for (k in keys) printf "ratio run=%s this_s=%s vs_s=%s this_over_vs=%.2f\n", k, median("vmstats", k), median("vs", k), median("vmstats", k) / median("vs", k) }' \
+        "$WORK/runs.txt" | sort
 fi
 # COLD=1 (root): the 14-day report from disk, page cache dropped before
 # each run, first without the cache and then with it.

@@ -226,8 +226,8 @@ pub struct Recommendation {
     pub mem: Need,
     /// With enough days and a sizer that follows trends.
     pub trend: Option<Trend>,
-    /// The current size's risk (samples it did not hold: a VM resized in
-    /// the window, or one at 100 %).
+    /// The current size's risk: samples it did not hold, which only a VM
+    /// resized within the window (or past its figures' bound) can have.
     pub current_risk: Risk,
     /// One sample alone holds the memory peak, and without it the target
     /// would have less memory: one (perhaps forged) datagram decided it.
