@@ -30,7 +30,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Sizes and prices from the example catalog; sizes not in it are priced
+# per vCPU and GiB (about what the catalog's general-purpose sizes cost).
 target/release/udp-aggregator --listen 127.0.0.1:0 --data-dir "$DATA" \
+    --catalog packaging/catalog-example.csv --price-vcpu-month 17.52 --price-gib-month 4.38 \
     --stats-interval 5s >"$WORK/report.txt" 2>"$WORK/aggregator.log" &
 agg_pid=$!
 # The first stderr line names the bound port.
