@@ -25,6 +25,7 @@
 pub mod admission;
 pub mod agent;
 pub mod aggregator;
+pub mod auth;
 pub mod config;
 pub mod dispatch;
 pub mod metrics;

@@ -1,19 +1,35 @@
-//! The wire and file contract (`PROTOCOL.md`, version 1), in one place.
+//! The wire and file contract (`PROTOCOL.md`, versions 1 and 2), in one
+//! place.
 //!
 //! Everything that knows a byte offset, a valid range, a rejection reason, the
 //! CSV header or how an IP becomes a file name lives here, so the rest of the
 //! crate cannot drift from the contract. Decoding is a pure function over a
 //! byte slice: it never allocates and never panics, whatever the input.
+//! Version 2's cryptography is here too (the VM key's derivation, the tag),
+//! as the contract defines it; which keys exist and which (boot_id, seq)
+//! were seen is `auth`'s.
 
 use std::fmt;
 use std::net::IpAddr;
 
-/// Size of every valid stat datagram.
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// Size of every valid version 1 stat datagram.
 pub const DATAGRAM_LEN: usize = 72;
+/// Size of a version 2 datagram: the body, a key id and a 16-byte tag.
+pub const SIGNED_LEN: usize = 92;
+/// The bytes the tag covers: the body and the key id.
+pub const SIGNED_BODY_LEN: usize = 76;
 /// `VMST` in ASCII.
 pub const MAGIC: [u8; 4] = *b"VMST";
-/// The only protocol version this crate speaks.
+/// Version 1: the plain datagram.
 pub const VERSION: u8 = 1;
+/// Version 2: the authenticated datagram.
+pub const VERSION_SIGNED: u8 = 2;
+/// What the `flags` column adds for a row from a verified version 2
+/// datagram (a reader testing bit 0 for the final flag is unaffected).
+pub const ROW_FLAG_VERIFIED: u16 = 256;
 /// Flags bit 0: the VM agent is stopping and this is its last report.
 pub const FLAG_FINAL: u8 = 0x01;
 /// Largest reporting interval a sender may announce, in seconds.
@@ -83,18 +99,24 @@ pub fn interval_field(interval: std::time::Duration) -> u16 {
 
 /// The decoder's contract on any bytes, as the fuzz target and the replay
 /// of its corpus in the tests both check it (one function, so the two
-/// cannot drift): never a panic; anything but 72 bytes refused for its
+/// cannot drift): never a panic; anything but 72 or 92 bytes refused for its
 /// length; what is accepted encodes back to the same bytes (the reserved
 /// ones aside) and formats to a row that parses back to it. Panics on a
 /// violation. Cold: it is for tests and the fuzzer, not the receive path.
 #[cold]
 pub fn check_decode(data: &[u8]) {
-    match decode(data, false) {
-        Ok(stat) => {
-            assert_eq!(data.len(), DATAGRAM_LEN);
+    match decode_datagram(data, false) {
+        Ok((stat, signed)) => {
+            let len = if signed.is_some() {
+                SIGNED_LEN
+            } else {
+                DATAGRAM_LEN
+            };
+            assert_eq!(data.len(), len);
             let again = encode(&stat);
-            assert_eq!(&again[..14], &data[..14]);
-            assert_eq!(&again[16..], &data[16..]);
+            assert_eq!(&again[..4], &data[..4]);
+            assert_eq!(&again[5..14], &data[5..14]);
+            assert_eq!(&again[16..DATAGRAM_LEN], &data[16..DATAGRAM_LEN]);
             let mut row = Vec::new();
             push_row(&mut row, 1, &stat);
             let text = std::str::from_utf8(&row).expect("a row is text");
@@ -102,7 +124,7 @@ pub fn check_decode(data: &[u8]) {
             assert_eq!(back.stat, stat);
         }
         Err(reason) => {
-            if data.len() != DATAGRAM_LEN {
+            if data.len() != DATAGRAM_LEN && data.len() != SIGNED_LEN {
                 assert_eq!(reason, Reject::BadLength);
             }
         }
@@ -117,16 +139,24 @@ pub enum Reject {
     BadVersion,
     BadField,
     NotAllowed,
+    Unauthenticated,
+    BadAuth,
+    Stale,
+    Replayed,
 }
 
 impl Reject {
     /// Every reason, in check order; indexes counters.
-    pub const ALL: [Reject; 5] = [
+    pub const ALL: [Reject; 9] = [
         Reject::BadLength,
         Reject::BadMagic,
         Reject::BadVersion,
         Reject::BadField,
         Reject::NotAllowed,
+        Reject::Unauthenticated,
+        Reject::BadAuth,
+        Reject::Stale,
+        Reject::Replayed,
     ];
 
     /// The reason's name as `PROTOCOL.md` spells it.
@@ -137,6 +167,10 @@ impl Reject {
             Reject::BadVersion => "bad_version",
             Reject::BadField => "bad_field",
             Reject::NotAllowed => "not_allowed",
+            Reject::Unauthenticated => "unauthenticated",
+            Reject::BadAuth => "bad_auth",
+            Reject::Stale => "stale",
+            Reject::Replayed => "replayed",
         }
     }
 
@@ -166,35 +200,42 @@ fn be64(b: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(a)
 }
 
-/// Decodes and validates one payload. `truncated` says the kernel cut the
-/// datagram to fit the receive buffer, so its true length is larger than
-/// `payload.len()` (a receive path may use buffers just over 72 bytes).
+/// A version 2 datagram's claim, for the caller to verify: its key id and
+/// tag, and the reserved bytes (covered by the tag, so kept as sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signed {
+    pub reserved: u16,
+    pub key_id: u32,
+    pub tag: [u8; 16],
+}
+
+/// Decodes and validates one payload: the fields, and for version 2 its
+/// claim, not yet verified (that needs the keys and the source address:
+/// [`VmKey::verify`]). `truncated` says the kernel cut the datagram to fit
+/// the receive buffer, so its true length is larger than `payload.len()`.
 ///
-/// The allow-list (`not_allowed`) is the caller's check: it depends on the
-/// source address, not on the bytes.
-///
-/// ```
-/// use vmstats::wire::{self, Reject, Stat};
-///
-/// let sent = Stat { interval_s: 60, vcpus: 4, seq: 41, cpu_pct_x100: 725, ..Stat::default() };
-/// let bytes = wire::encode(&sent);
-/// assert_eq!(wire::decode(&bytes, false), Ok(sent));
-/// assert_eq!(wire::decode(&bytes[..71], false), Err(Reject::BadLength));
-///
-/// let mut row = Vec::new();
-/// wire::push_row(&mut row, 1_764_110_400_200, &sent);
-/// assert!(row.starts_with(b"1764110400200,0,0,41,60,4,0,7.25,0.00,"));
-/// ```
-pub fn decode(payload: &[u8], truncated: bool) -> Result<Stat, Reject> {
-    if truncated || payload.len() != DATAGRAM_LEN {
+/// The allow-list (`not_allowed`) and version 2's checks are the caller's:
+/// they depend on the source address and on state, not on the bytes.
+pub fn decode_datagram(payload: &[u8], truncated: bool) -> Result<(Stat, Option<Signed>), Reject> {
+    if truncated || (payload.len() != DATAGRAM_LEN && payload.len() != SIGNED_LEN) {
         return Err(Reject::BadLength);
     }
     if payload[0..4] != MAGIC {
         return Err(Reject::BadMagic);
     }
-    if payload[4] != VERSION {
-        return Err(Reject::BadVersion);
-    }
+    let signed = match (payload[4], payload.len()) {
+        (VERSION, DATAGRAM_LEN) => None,
+        (VERSION_SIGNED, SIGNED_LEN) => {
+            let mut tag = [0u8; 16];
+            tag.copy_from_slice(&payload[SIGNED_BODY_LEN..SIGNED_LEN]);
+            Some(Signed {
+                reserved: be16(payload, 14),
+                key_id: be32(payload, DATAGRAM_LEN),
+                tag,
+            })
+        }
+        _ => return Err(Reject::BadVersion),
+    };
     let stat = Stat {
         flags: payload[5],
         interval_s: be16(payload, 6),
@@ -219,7 +260,118 @@ pub fn decode(payload: &[u8], truncated: bool) -> Result<Stat, Reject> {
     {
         return Err(Reject::BadField);
     }
-    Ok(stat)
+    Ok((stat, signed))
+}
+
+/// [`decode_datagram`]'s fields alone: for readers that trust the sender
+/// (tests, tools); the receive path verifies version 2's claim.
+///
+/// ```
+/// use vmstats::wire::{self, Reject, Stat};
+///
+/// let sent = Stat { interval_s: 60, vcpus: 4, seq: 41, cpu_pct_x100: 725, ..Stat::default() };
+/// let bytes = wire::encode(&sent);
+/// assert_eq!(wire::decode(&bytes, false), Ok(sent));
+/// assert_eq!(wire::decode(&bytes[..71], false), Err(Reject::BadLength));
+///
+/// let mut row = Vec::new();
+/// wire::push_row(&mut row, 1_764_110_400_200, &sent);
+/// assert!(row.starts_with(b"1764110400200,0,0,41,60,4,0,7.25,0.00,"));
+/// ```
+pub fn decode(payload: &[u8], truncated: bool) -> Result<Stat, Reject> {
+    decode_datagram(payload, truncated).map(|(stat, _)| stat)
+}
+
+/// A VM's key, ready to tag and verify: HMAC-SHA-256 keyed once (the
+/// key's inner and outer blocks hashed at derivation, not per datagram).
+#[derive(Clone)]
+pub struct VmKey {
+    key_id: u32,
+    bytes: [u8; 32],
+    mac: Hmac<Sha256>,
+}
+
+impl fmt::Debug for VmKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the bytes: a key must not reach a log by a {:?}.
+        write!(f, "VmKey {{ key_id: {} }}", self.key_id)
+    }
+}
+
+impl VmKey {
+    /// The key of the VM at `ip` under fleet key `key_id`:
+    /// `HMAC-SHA-256(fleet, "vmstats v2 vm key " || ip)`, `ip` as text
+    /// (an IPv4-mapped IPv6 address as its IPv4 address).
+    pub fn derive(key_id: u32, fleet: &[u8; 32], ip: IpAddr) -> VmKey {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(fleet).expect("any key length");
+        mac.update(b"vmstats v2 vm key ");
+        // An address is at most 39 characters: formatted on the stack.
+        let mut text = [0u8; 64];
+        let len = {
+            use std::io::Write;
+            let mut cursor = std::io::Cursor::new(&mut text[..]);
+            write!(cursor, "{}", canonical_ip(ip)).expect("an address fits in 64 bytes");
+            cursor.position() as usize
+        };
+        mac.update(&text[..len]);
+        VmKey::new(key_id, mac.finalize().into_bytes().into())
+    }
+
+    /// A VM key as its key file holds it.
+    pub fn new(key_id: u32, bytes: [u8; 32]) -> VmKey {
+        VmKey {
+            key_id,
+            bytes,
+            mac: <Hmac<Sha256> as Mac>::new_from_slice(&bytes).expect("any key length"),
+        }
+    }
+
+    pub fn key_id(&self) -> u32 {
+        self.key_id
+    }
+
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.bytes
+    }
+
+    /// The 16-byte tag of the 76 signed bytes.
+    fn tag(&self, body: &[u8; SIGNED_BODY_LEN]) -> [u8; 16] {
+        let mut mac = self.mac.clone();
+        mac.update(body);
+        let full = mac.finalize().into_bytes();
+        let mut tag = [0u8; 16];
+        tag.copy_from_slice(&full[..16]);
+        tag
+    }
+
+    /// Whether `signed` is this key's tag over `stat` as sent, compared in
+    /// constant time.
+    pub fn verify(&self, stat: &Stat, signed: &Signed) -> bool {
+        let body = signed_body(stat, signed.reserved, signed.key_id);
+        let mut mac = self.mac.clone();
+        mac.update(&body);
+        mac.verify_truncated_left(&signed.tag).is_ok()
+    }
+
+    /// The 92 bytes of `stat` as version 2 under this key.
+    pub fn encode(&self, stat: &Stat) -> [u8; SIGNED_LEN] {
+        let body = signed_body(stat, 0, self.key_id);
+        let mut out = [0u8; SIGNED_LEN];
+        out[..SIGNED_BODY_LEN].copy_from_slice(&body);
+        out[SIGNED_BODY_LEN..].copy_from_slice(&self.tag(&body));
+        out
+    }
+}
+
+/// The bytes a version 2 tag covers: the body with version 2 and the
+/// reserved bytes as sent, then the key id.
+fn signed_body(stat: &Stat, reserved: u16, key_id: u32) -> [u8; SIGNED_BODY_LEN] {
+    let mut body = [0u8; SIGNED_BODY_LEN];
+    body[..DATAGRAM_LEN].copy_from_slice(&encode(stat));
+    body[4] = VERSION_SIGNED;
+    body[14..16].copy_from_slice(&reserved.to_be_bytes());
+    body[DATAGRAM_LEN..].copy_from_slice(&key_id.to_be_bytes());
+    body
 }
 
 /// Encodes a record as the 72 wire bytes (reserved bytes are 0). Encoding
@@ -322,6 +474,11 @@ fn push_pct(out: &mut Vec<u8>, x100: u16) {
 /// `itoa` because this runs once per datagram and `write!` through
 /// `fmt::Display` costs several times more.
 pub fn push_row(out: &mut Vec<u8>, recv_ms: u64, s: &Stat) {
+    push_row_of(out, recv_ms, s, false);
+}
+
+/// [`push_row`] of a datagram, verified (version 2) or not.
+pub fn push_row_of(out: &mut Vec<u8>, recv_ms: u64, s: &Stat, verified: bool) {
     let mut n = itoa::Buffer::new();
     let field = |out: &mut Vec<u8>, text: &str| {
         out.extend_from_slice(text.as_bytes());
@@ -342,7 +499,8 @@ pub fn push_row(out: &mut Vec<u8>, recv_ms: u64, s: &Stat) {
     field(out, n.format(s.net_tx_bytes));
     field(out, n.format(s.disk_read_bytes));
     field(out, n.format(s.disk_write_bytes));
-    out.extend_from_slice(n.format(s.flags).as_bytes());
+    let flags = u16::from(s.flags) + if verified { ROW_FLAG_VERIFIED } else { 0 };
+    out.extend_from_slice(n.format(flags).as_bytes());
     out.push(b'\n');
 }
 
@@ -351,6 +509,8 @@ pub fn push_row(out: &mut Vec<u8>, recv_ms: u64, s: &Stat) {
 pub struct Row {
     pub recv_ms: u64,
     pub stat: Stat,
+    /// From a verified version 2 datagram (`flags` + 256 in the file).
+    pub verified: bool,
 }
 
 /// Why a line of a VM file could not be read as a row.
@@ -434,6 +594,11 @@ pub fn parse_row(line: impl AsRef<[u8]>) -> Result<Row, RowError> {
     if count != f.len() {
         return Err(RowError::FieldCount(count));
     }
+    // The datagram's flags (a byte) plus 256 for a verified one.
+    let flags: u16 = parse_num(13, f[13])?;
+    if flags > ROW_FLAG_VERIFIED | 0xff {
+        return Err(field_error(13, f[13]));
+    }
     Ok(Row {
         recv_ms: parse_num(0, f[0])?,
         stat: Stat {
@@ -449,8 +614,9 @@ pub fn parse_row(line: impl AsRef<[u8]>) -> Result<Row, RowError> {
             net_tx_bytes: parse_num(10, f[10])?,
             disk_read_bytes: parse_num(11, f[11])?,
             disk_write_bytes: parse_num(12, f[12])?,
-            flags: parse_num(13, f[13])?,
+            flags: (flags & 0xff) as u8,
         },
+        verified: flags & ROW_FLAG_VERIFIED != 0,
     })
 }
 
@@ -462,6 +628,100 @@ pub(crate) mod tests {
     pub(crate) const VECTOR_HEX: &str = "564d5354 0100003c c0ffee01 00040000 0000000000000029 0000019abd2c7a7b \
          02d5 0c4e 00002000 0000000000100000 0000000000080000 0000000000001000 \
          0000000000010000";
+
+    fn unhex(text: &str) -> Vec<u8> {
+        let hex: String = text.split_whitespace().collect();
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// PROTOCOL.md 1b: fleet key 7 = 00 01 .. 1f.
+    fn fleet_key() -> [u8; 32] {
+        std::array::from_fn(|i| i as u8)
+    }
+
+    #[test]
+    fn version_2_test_vectors() {
+        let key = VmKey::derive(7, &fleet_key(), "10.20.0.15".parse().unwrap());
+        assert_eq!(
+            key.bytes().to_vec(),
+            unhex("3f51a9e2cbb68dca4df90de7339d66d1b8343db1a5670b68f3063b9d2d25feef")
+        );
+        let v6 = VmKey::derive(7, &fleet_key(), "fd00::5".parse().unwrap());
+        assert_eq!(
+            v6.bytes().to_vec(),
+            unhex("a17c9a8b6efb5eafa90e8971d4e6bf51b43646482cc6a7843889f3e53df41a38")
+        );
+        let mapped = VmKey::derive(7, &fleet_key(), "::ffff:10.20.0.15".parse().unwrap());
+        assert_eq!(mapped.bytes(), key.bytes(), "a mapped address is its IPv4");
+        let body = VECTOR_HEX.replacen("0100003c", "0200003c", 1);
+        let want = unhex(&format!("{body} 00000007 657abe380c35a163bc0bdb12ed0a4737"));
+        let bytes = key.encode(&TEST_VECTOR);
+        assert_eq!(bytes.to_vec(), want);
+        let (stat, signed) = decode_datagram(&bytes, false).unwrap();
+        assert_eq!(stat, TEST_VECTOR);
+        let signed = signed.unwrap();
+        assert_eq!(signed.key_id, 7);
+        assert!(key.verify(&stat, &signed));
+        assert!(!v6.verify(&stat, &signed), "another address's key");
+        // Every bit of the signed bytes is covered.
+        for bit in 0..SIGNED_LEN * 8 {
+            let mut flipped = bytes;
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            if let Ok((s, Some(sig))) = decode_datagram(&flipped, false) {
+                assert!(!key.verify(&s, &sig), "bit {bit}");
+            }
+        }
+        // The reserved bytes are signed as sent.
+        let mut odd = bytes;
+        odd[15] = 1;
+        let (s, sig) = decode_datagram(&odd, false).unwrap();
+        assert!(!key.verify(&s, &sig.unwrap()));
+    }
+
+    #[test]
+    fn versions_and_lengths_must_match() {
+        let key = VmKey::derive(7, &fleet_key(), "10.20.0.15".parse().unwrap());
+        let v2 = key.encode(&TEST_VECTOR);
+        let mut v2_short = vector_bytes();
+        v2_short[4] = VERSION_SIGNED;
+        assert_eq!(
+            decode(&v2_short, false),
+            Err(Reject::BadVersion),
+            "2 in 72 bytes"
+        );
+        let mut v1_long = v2;
+        v1_long[4] = VERSION;
+        assert_eq!(
+            decode(&v1_long, false),
+            Err(Reject::BadVersion),
+            "1 in 92 bytes"
+        );
+        assert_eq!(decode(&v2[..91], false), Err(Reject::BadLength));
+        assert_eq!(decode(&v2, true), Err(Reject::BadLength));
+    }
+
+    #[test]
+    fn verified_rows_add_256_to_the_flags_column() {
+        let mut row = Vec::new();
+        push_row_of(&mut row, 1_764_110_400_200, &TEST_VECTOR, true);
+        let text = String::from_utf8(row.clone()).unwrap();
+        assert!(text.ends_with(",65536,256\n"), "{text}");
+        let back = parse_row(text.trim_end()).unwrap();
+        assert!(back.verified);
+        assert_eq!(back.stat, TEST_VECTOR);
+        let last = Stat {
+            flags: FLAG_FINAL,
+            ..TEST_VECTOR
+        };
+        row.clear();
+        push_row_of(&mut row, 1, &last, true);
+        let back = parse_row(std::str::from_utf8(&row).unwrap().trim_end()).unwrap();
+        assert!(back.verified && back.stat.is_final());
+        assert!(parse_row(text.trim_end().replace(",256", ",512")).is_err());
+    }
 
     pub(crate) fn vector_bytes() -> Vec<u8> {
         let hex: String = VECTOR_HEX.split_whitespace().collect();
@@ -705,7 +965,7 @@ pub(crate) mod tests {
             #[test]
             fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300), cut in any::<bool>()) {
                 let verdict = decode(&bytes, cut);
-                if bytes.len() != DATAGRAM_LEN || cut {
+                if (bytes.len() != DATAGRAM_LEN && bytes.len() != SIGNED_LEN) || cut {
                     prop_assert_eq!(verdict, Err(Reject::BadLength));
                 }
             }
@@ -729,7 +989,7 @@ pub(crate) mod tests {
                 prop_assert!(row.len() <= MAX_ROW_LEN);
                 let text = std::str::from_utf8(&row).unwrap();
                 let back = parse_row(text.trim_end_matches('\n')).unwrap();
-                prop_assert_eq!(back, Row { recv_ms: 17, stat: s });
+                prop_assert_eq!(back, Row { recv_ms: 17, stat: s, verified: false });
             }
 
             #[test]

@@ -32,6 +32,7 @@ pub(crate) fn row(seq: u64, cpu_x100: u16, mem_x100: u16, net: u64, disk: u64) -
             disk_read_bytes: disk * 60,
             ..Stat::default()
         },
+        verified: false,
     }
 }
 

@@ -213,6 +213,7 @@ mod tests {
                 disk_write_bytes: seq * 13,
                 ..Stat::default()
             },
+            verified: false,
         }
     }
 

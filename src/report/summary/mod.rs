@@ -519,6 +519,7 @@ mod tests {
                     net_rx_bytes: net * i,
                     ..TEST_VECTOR
                 },
+                verified: false,
             })
             .collect()
     }
