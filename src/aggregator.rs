@@ -23,10 +23,11 @@ use std::time::Instant;
 use crossbeam_channel::bounded;
 
 use crate::admission::Admission;
+use crate::auth::{Keyring, Verifier};
 use crate::config::{AggregatorConfig, ConfigError};
 use crate::dispatch::{Batch, Dispatcher, ReopenSignal};
 use crate::metrics::{self, MetricsServer};
-use crate::net_loop::{self, NetLoop};
+use crate::net_loop::{self, Hangup, NetLoop};
 use crate::report::{self, ReportError};
 use crate::stats::{self, Latency, Snapshot, Stats};
 use crate::sys;
@@ -53,6 +54,8 @@ pub enum AggregatorError {
     Sync { path: PathBuf, error: io::Error },
     #[error(transparent)]
     Report(#[from] ReportError),
+    #[error(transparent)]
+    Keys(#[from] crate::auth::KeyFileError),
     #[error("not every accepted row is on disk: {0}")]
     Lost(Losses),
 }
@@ -261,6 +264,10 @@ fn run_receivers(
 pub fn start(cfg: &AggregatorConfig) -> Result<Started, AggregatorError> {
     cfg.validate()?;
     let report = report::Settings::new(&cfg.report)?;
+    let keyring = match &cfg.auth_keys {
+        Some(path) => Some(Arc::new(Keyring::load(path)?)),
+        None => None,
+    };
     let files_cap = if cfg.discard {
         0
     } else {
@@ -284,14 +291,29 @@ pub fn start(cfg: &AggregatorConfig) -> Result<Started, AggregatorError> {
     let metrics = start_metrics(cfg, &stats, &published)?;
     let reopen = ReopenSignal::default();
     let (recycle_tx, recycle_rx) = bounded::<Batch>(workers * cfg.queue_batches);
-    let (senders, handles) = start_workers(cfg, workers, files_cap, &stats, &reopen, &recycle_tx)?;
+    let verifier = || {
+        let skew = cfg.auth_max_skew.as_millis().try_into().unwrap_or(u64::MAX);
+        Verifier::new(keyring.clone(), cfg.report.require_auth, skew)
+    };
+    let (senders, handles) = start_workers(
+        cfg,
+        workers,
+        files_cap,
+        &stats,
+        &reopen,
+        &recycle_tx,
+        verifier,
+    )?;
     let admission = Admission::new(cfg.allow.clone(), cfg.max_vms);
     let mut net_loops = Vec::with_capacity(sockets.len());
     for (i, socket) in sockets.into_iter().enumerate() {
         let net_loop = NetLoop::new(
             socket,
             Dispatcher::new(senders.clone(), recycle_rx.clone()),
-            reopen.clone(),
+            Hangup {
+                reopen: reopen.clone(),
+                keyring: keyring.clone(),
+            },
             admission.share(),
             Arc::clone(&stats),
             cfg.discard,
@@ -392,6 +414,7 @@ fn start_workers(
     stats: &Arc<Stats>,
     reopen: &ReopenSignal,
     recycle: &crossbeam_channel::Sender<Batch>,
+    verifier: impl Fn() -> Verifier,
 ) -> Result<WorkerThreads, AggregatorError> {
     let mut senders = Vec::with_capacity(workers);
     let mut handles = Vec::with_capacity(workers);
@@ -410,7 +433,8 @@ fn start_workers(
             },
             Arc::clone(stats),
             reopen.clone(),
-        );
+        )
+        .verifying(verifier());
         let recycle = recycle.clone();
         let handle = std::thread::Builder::new()
             .name(format!("vmstats-worker-{id}"))

@@ -296,6 +296,11 @@ pub struct ReportConfig {
     /// Monthly price of one GiB of memory.
     #[arg(long, value_name = "PRICE")]
     pub price_gib_month: Option<f64>,
+    /// Trust only authenticated (version 2) datagrams: the collector
+    /// refuses version 1 as unauthenticated, and the report ignores every
+    /// row without the verified flag.
+    #[arg(long)]
+    pub require_auth: bool,
     /// Report format.
     #[arg(long = "report-format", value_enum, default_value_t = ReportFormat::Table)]
     pub format: ReportFormat,
@@ -341,6 +346,29 @@ impl ReportConfig {
             gib_month: self.price_gib_month.unwrap_or(0.0),
         })
     }
+}
+
+/// `udp-aggregator keys`: the key lines of `--auth-keys` and of each VM's
+/// `--key-file` (PROTOCOL.md 1b).
+#[derive(Debug, Clone, PartialEq, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Print a fresh fleet key line (32 bytes from the operating system's
+    /// random source), to add to the --auth-keys file.
+    New {
+        #[arg(long, value_name = "N")]
+        key_id: u32,
+    },
+    /// Print the key line of the VM at --ip under fleet key --key-id: what
+    /// that VM's agent --key-file holds (give the address the collector
+    /// sees, which behind NAT is not the VM's own).
+    Derive {
+        #[arg(long, value_name = "FILE")]
+        auth_keys: PathBuf,
+        #[arg(long, value_name = "N")]
+        key_id: u32,
+        #[arg(long, value_name = "ADDR")]
+        ip: IpAddr,
+    },
 }
 
 /// `udp-aggregator report`: the report from the files alone.
@@ -426,6 +454,15 @@ pub struct AggregatorConfig {
     /// default: all); others are counted as not_allowed.
     #[arg(long = "allow", value_name = "CIDR")]
     pub allow: Vec<Cidr>,
+    /// Fleet keys, one `<key id> <64 hex digits>` a line (mode 0600; see
+    /// `udp-aggregator keys new`): version 2 datagrams are verified with
+    /// them and their rows flagged 256. SIGHUP rereads the file.
+    #[arg(long, value_name = "FILE")]
+    pub auth_keys: Option<PathBuf>,
+    /// A version 2 datagram whose timestamp is further than this from its
+    /// receive time is refused as stale.
+    #[arg(long, default_value = "300s", value_parser = parse_duration, value_name = "DUR")]
+    pub auth_max_skew: Duration,
     /// Distinct sources that may get a file; datagrams from new sources
     /// beyond it are counted as vm_limit.
     #[arg(long, default_value_t = 1_000_000, value_name = "N")]
@@ -592,6 +629,10 @@ pub struct SimConfig {
     /// Send no final-flag datagram at the end.
     #[arg(long)]
     pub no_final: bool,
+    /// Send version 2: each VM's datagrams tagged with the key derived
+    /// from this fleet key file's (newest) key and the VM's source address.
+    #[arg(long, value_name = "FILE")]
+    pub fleet_key: Option<PathBuf>,
     /// Send K consecutive datagrams of one VM as one UDP GSO buffer
     /// (UDP_SEGMENT): a sender that is not the bottleneck.
     #[arg(long, default_value_t = 1, value_name = "K")]
@@ -685,6 +726,11 @@ pub struct AgentConfig {
     /// flag (default: run until SIGTERM or SIGINT).
     #[arg(long, value_parser = parse_duration, value_name = "DUR")]
     pub duration: Option<Duration>,
+    /// Send version 2, authenticated with this VM key (one `<key id> <64
+    /// hex digits>` line, mode 0600: `udp-aggregator keys derive` makes it
+    /// for the address the collector sees).
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for AgentConfig {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 
 use crate::stats::{Counter, Stats};
-use crate::wire::Stat;
+use crate::wire::{Signed, Stat};
 
 /// Records per batch: large enough to amortise a channel operation, small
 /// enough that a batch's latency is negligible when traffic is light.
@@ -37,12 +37,14 @@ pub const LINGER: Duration = Duration::from_millis(2);
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RecvMs(pub u64);
 
-/// One accepted datagram, stamped on receipt.
+/// One accepted datagram, stamped on receipt; a version 2 one with its
+/// claim, which the VM's worker verifies (it holds the VM's replay state).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record {
     pub ip: IpAddr,
     pub recv_ms: RecvMs,
     pub stat: Stat,
+    pub signed: Option<Signed>,
 }
 
 /// What travels to a worker: records of its VMs, in receive order.
@@ -216,6 +218,7 @@ mod tests {
             ip: IpAddr::V4(Ipv4Addr::from(0x7f01_0000 + n)),
             recv_ms: RecvMs(1),
             stat: Stat::default(),
+            signed: None,
         }
     }
 

@@ -30,6 +30,7 @@ use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::admission::{Admission, Refusal};
+use crate::auth::Keyring;
 use crate::dispatch::{Dispatcher, LINGER, Record, RecvMs, ReopenSignal};
 use crate::stats::{self, Counter, Stats};
 use crate::sys::{self, RecvBatch};
@@ -120,13 +121,21 @@ struct Local {
     vm_limit: u64,
 }
 
+/// What SIGHUP does: every worker reopens its files, and the fleet keys
+/// (`--auth-keys`) are reread.
+#[derive(Debug, Clone, Default)]
+pub struct Hangup {
+    pub reopen: ReopenSignal,
+    pub keyring: Option<Arc<Keyring>>,
+}
+
 /// The network loop of one socket.
 pub struct NetLoop {
     socket: UdpSocket,
     poll: Poll,
     batch: RecvBatch,
     dispatcher: Dispatcher,
-    reopen: ReopenSignal,
+    hangup: Hangup,
     admission: Admission,
     stats: Arc<Stats>,
     /// Count and drop: the bare receive loop that benchmarks measure against.
@@ -144,7 +153,7 @@ impl NetLoop {
     pub fn new(
         mut socket: UdpSocket,
         dispatcher: Dispatcher,
-        reopen: ReopenSignal,
+        hangup: Hangup,
         admission: Admission,
         stats: Arc<Stats>,
         discard: bool,
@@ -159,7 +168,7 @@ impl NetLoop {
             poll,
             batch: RecvBatch::new(),
             dispatcher,
-            reopen,
+            hangup,
             admission,
             stats,
             discard,
@@ -184,7 +193,10 @@ impl NetLoop {
             }
             if ctl.reopen.swap(false, Relaxed) {
                 crate::log_line("reopening data files (SIGHUP)");
-                self.reopen.raise();
+                self.hangup.reopen.raise();
+                if let Some(keys) = &self.hangup.keyring {
+                    keys.reload_logged();
+                }
             }
             if self.index == 0 && last_status.elapsed() >= stats_interval {
                 let now = self.stats.snapshot();
@@ -332,15 +344,20 @@ impl NetLoop {
             let (src, payload, truncated) = self.batch.get(i);
             self.local.received += 1;
             let ip = wire::canonical_ip(src);
-            let stat = match wire::decode(payload, truncated) {
-                Ok(stat) => stat,
+            let (stat, signed) = match wire::decode_datagram(payload, truncated) {
+                Ok(decoded) => decoded,
                 Err(reason) => {
                     self.local.rejected[reason.index()] += 1;
                     continue;
                 }
             };
             match self.admission.check(ip) {
-                Ok(()) => self.dispatcher.push(Record { ip, recv_ms, stat }),
+                Ok(()) => self.dispatcher.push(Record {
+                    ip,
+                    recv_ms,
+                    stat,
+                    signed,
+                }),
                 Err(Refusal::NotAllowed) => self.local.rejected[Reject::NotAllowed.index()] += 1,
                 Err(Refusal::VmLimit) => self.local.vm_limit += 1,
             }
@@ -393,7 +410,10 @@ mod tests {
         let net_loop = NetLoop::new(
             bound.socket,
             Dispatcher::new(vec![tx], recycle_rx),
-            reopen.clone(),
+            Hangup {
+                reopen: reopen.clone(),
+                keyring: None,
+            },
             Admission::new(Vec::new(), 10),
             Arc::new(Stats::default()),
             false,

@@ -23,7 +23,8 @@ use crate::wire::Reject;
 pub enum Counter {
     /// Datagrams taken off the socket.
     Received,
-    /// Valid datagrams handed to a worker.
+    /// Valid datagrams handed to a worker (less those its verification
+    /// then refused, which move to their rejection reason).
     Accepted,
     /// Valid datagrams dropped because a worker's queue was full.
     DroppedOverload,
@@ -197,6 +198,13 @@ impl Stats {
 
     pub fn get(&self, c: Counter) -> u64 {
         self.counts[c as usize].load(Relaxed)
+    }
+
+    /// Moves `n` datagrams handed to a worker from accepted to `reason`:
+    /// the worker's verification refused them.
+    pub fn refuse_accepted(&self, reason: Reject, n: u64) {
+        self.rejected[reason.index()].fetch_add(n, Relaxed);
+        self.counts[Counter::Accepted as usize].fetch_sub(n, Relaxed);
     }
 }
 

@@ -38,6 +38,8 @@ pub enum AgentError {
         "no datagram reached any --server: {samples} sample(s), {send_errors} send error(s); check the address and that the aggregator listens"
     )]
     NothingDelivered { samples: u64, send_errors: u64 },
+    #[error(transparent)]
+    Key(#[from] crate::auth::KeyFileError),
 }
 
 /// What a finished agent did.
@@ -84,6 +86,12 @@ const SAMPLE_ERROR_LOG_EVERY: Duration = Duration::from_secs(60);
 /// goes on.
 pub fn run(cfg: &AgentConfig, stop: &Stop) -> Result<AgentSummary, AgentError> {
     cfg.validate()?;
+    // Read first, before anything else can fail or privileges matter.
+    let key = cfg
+        .key_file
+        .as_deref()
+        .map(crate::auth::read_vm_key)
+        .transpose()?;
     let started = Instant::now();
     let monotonic_ms = || started.elapsed().as_millis() as u64;
     let deadline = cfg.duration.map(|d| started + d);
@@ -110,9 +118,13 @@ pub fn run(cfg: &AgentConfig, stop: &Stop) -> Result<AgentSummary, AgentError> {
     // Before the servers are resolved, so a warning about one follows the
     // line that says what the agent is doing.
     crate::log_line(&format!(
-        "udp-vmagent: boot_id {boot_id}, every {:?} to {}, first in {:.1}s",
+        "udp-vmagent: boot_id {boot_id}, every {:?} to {}{}, first in {:.1}s",
         cfg.interval,
         to.join(", "),
+        key.as_ref().map_or(String::new(), |k| format!(
+            " (version 2, key id {})",
+            k.key_id()
+        )),
         (jitter + cfg.interval).as_secs_f64(),
     ));
     let mut servers = Servers::new(&cfg.servers);
@@ -134,7 +146,11 @@ pub fn run(cfg: &AgentConfig, stop: &Stop) -> Result<AgentSummary, AgentError> {
                 let stat = stat_of(&sample, boot_id, seq, interval_s, stopped);
                 seq += 1;
                 summary.samples += 1;
-                if servers.send(&wire::encode(&stat)) > 0 {
+                let sent = match &key {
+                    Some(key) => servers.send(&key.encode(&stat)),
+                    None => servers.send(&wire::encode(&stat)),
+                };
+                if sent > 0 {
                     summary.delivered += 1;
                 }
                 if cfg.print {

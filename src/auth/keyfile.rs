@@ -33,6 +33,14 @@ pub enum KeyFileError {
     },
     #[error("key file {path} ({flag}) holds no key")]
     Empty { path: PathBuf, flag: &'static str },
+    #[error("key file {path} ({flag}) has no key id {key_id} (--key-id)")]
+    NoKeyId {
+        path: PathBuf,
+        flag: &'static str,
+        key_id: u32,
+    },
+    #[error("the operating system's random source failed: {0}")]
+    Random(String),
 }
 
 /// Reads the keys of `path` (`flag` names it in errors): key id -> bytes.

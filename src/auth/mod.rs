@@ -26,6 +26,7 @@ pub mod replay;
 mod verifier;
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
@@ -35,6 +36,59 @@ pub use verifier::Verifier;
 
 /// Fleet keys by key id.
 pub type FleetKeys = BTreeMap<u32, [u8; 32]>;
+
+/// `udp-aggregator keys new`: a fresh fleet key line, 32 bytes from the
+/// operating system's random source.
+pub fn new_key_line(key_id: u32) -> Result<String, KeyFileError> {
+    use rand::TryRng;
+    let mut bytes = [0u8; 32];
+    rand::rngs::SysRng
+        .try_fill_bytes(&mut bytes)
+        .map_err(|e| KeyFileError::Random(e.to_string()))?;
+    Ok(keyfile::line(key_id, &bytes))
+}
+
+/// `udp-aggregator keys derive`: the key line of the VM at `ip` under
+/// fleet key `key_id` of `fleet_file`, as that VM's agent holds it.
+pub fn vm_key_line(fleet_file: &Path, key_id: u32, ip: IpAddr) -> Result<String, KeyFileError> {
+    let keys = keyfile::read(fleet_file, "--auth-keys")?;
+    let fleet = keys.get(&key_id).ok_or(KeyFileError::NoKeyId {
+        path: fleet_file.to_path_buf(),
+        flag: "--auth-keys",
+        key_id,
+    })?;
+    let key = crate::wire::VmKey::derive(key_id, fleet, ip);
+    Ok(keyfile::line(key_id, key.bytes()))
+}
+
+/// An agent's VM key (`--key-file`): the file's one key.
+pub fn read_vm_key(path: &Path) -> Result<crate::wire::VmKey, KeyFileError> {
+    let keys = keyfile::read(path, "--key-file")?;
+    let (id, bytes) = keys
+        .iter()
+        .next_back()
+        .expect("a key file read holds a key");
+    if keys.len() > 1 {
+        return Err(KeyFileError::Line {
+            path: path.to_path_buf(),
+            flag: "--key-file",
+            line: 0,
+            why: format!("a VM key file holds one key, this one {}", keys.len()),
+        });
+    }
+    Ok(crate::wire::VmKey::new(*id, *bytes))
+}
+
+/// A simulator's fleet key (`--fleet-key`): the file's key with the
+/// highest id (the newest, during a rotation).
+pub fn read_fleet_key(path: &Path) -> Result<(u32, [u8; 32]), KeyFileError> {
+    let keys = keyfile::read(path, "--fleet-key")?;
+    let (id, bytes) = keys
+        .iter()
+        .next_back()
+        .expect("a key file read holds a key");
+    Ok((*id, *bytes))
+}
 
 /// The aggregator's fleet keys (`--auth-keys`), reread on SIGHUP: the new
 /// set replaces the old whole, and each worker picks it up at its next

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use vmstats::config::{AggregatorConfig, OfflineReportConfig};
+use vmstats::config::{AggregatorConfig, KeysCommand, OfflineReportConfig};
 use vmstats::net_loop::Control;
 
 /// Collects VM statistics datagrams over UDP into one CSV file per VM and
@@ -25,6 +25,22 @@ struct Cli {
 enum Command {
     /// Build the reclamation report from the files of a data dir alone.
     Report(OfflineReportConfig),
+    /// Make fleet keys and derive VM keys (authenticated datagrams).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
+    let line = match cmd {
+        KeysCommand::New { key_id } => vmstats::auth::new_key_line(key_id)?,
+        KeysCommand::Derive {
+            auth_keys,
+            key_id,
+            ip,
+        } => vmstats::auth::vm_key_line(&auth_keys, key_id, ip)?,
+    };
+    println!("{line}");
+    Ok(())
 }
 
 fn run(cfg: AggregatorConfig) -> anyhow::Result<()> {
@@ -43,6 +59,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Report(cfg)) => vmstats::report::offline(&cfg).map_err(anyhow::Error::from),
+        Some(Command::Keys(cmd)) => keys(cmd),
         None => run(cli.run),
     };
     match result {

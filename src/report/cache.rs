@@ -46,7 +46,7 @@ use super::summary::Accumulator;
 /// The cache's directory inside a data dir.
 pub const DIR_NAME: &str = ".vmstats";
 
-const MAGIC: &[u8] = b"vmstats summary cache 7\n";
+const MAGIC: &[u8] = b"vmstats summary cache 8\n";
 
 /// Bytes of each probe of a plain file kept to recognize it.
 const TAIL: u64 = 32;

@@ -66,14 +66,36 @@ pub fn summarize_vm(
                     caches.forget(part, &file);
                 }
                 // Merging would not be exact: read the VM's rows in order.
-                return scan::read_vm(ip, parts, window, probe);
+                return scan::read_vm(ip, parts, window, probe, false)
+                    .and_then(|vm| trusted(vm, ip, parts, window, probe));
             }
         }
     }
     if scratch.vm.capped() {
-        return scan::read_vm(ip, parts, window, probe);
+        return scan::read_vm(ip, parts, window, probe, false)
+            .and_then(|vm| trusted(vm, ip, parts, window, probe));
     }
-    scratch.vm.finish(ip, probe)
+    let vm = scratch.vm.finish(ip, probe)?;
+    trusted(vm, ip, parts, window, probe)
+}
+
+/// The VM judged by what was proven: when some of its rows in the window
+/// are verified (or the report requires it), its unverified rows claim
+/// its address without proof, so it is read again without them. Rare
+/// (an attack, or agents moving to version 2), so the slow way is fine.
+fn trusted(
+    vm: VmSummary,
+    ip: IpAddr,
+    parts: &[Part],
+    window: &Window,
+    probe: &Probe,
+) -> Option<VmSummary> {
+    let d = &vm.datagrams;
+    let proven = d.authenticated > 0 || probe.settings.require_auth;
+    if proven && d.authenticated < d.samples {
+        return scan::read_vm(ip, parts, window, probe, true);
+    }
+    Some(vm)
 }
 
 /// Adds a part's segments in the window to `scratch.vm`; on error, why a

@@ -462,6 +462,52 @@ mod tests {
     }
 
     #[test]
+    fn a_vm_proven_by_some_rows_is_judged_by_those_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = wire::CSV_HEADER.as_bytes().to_vec();
+        // A busy VM sending version 2, and 40 forged "idle" version 1 rows
+        // for its address (another boot, so none is a duplicate).
+        for r in steady(20, 9000, 5000, 50_000, 0) {
+            wire::push_row_of(&mut text, r.recv_ms, &r.stat, true);
+        }
+        for mut r in steady(40, 100, 5000, 0, 0) {
+            r.stat.boot_id = 99;
+            wire::push_row_of(&mut text, r.recv_ms + 100, &r.stat, false);
+        }
+        std::fs::write(dir.path().join("127.1.0.1.csv"), &text).unwrap();
+        let r = build(&dirs(&dir), &report_cfg(None), AS_OF).unwrap();
+        let v = &r.vms[0];
+        let d = &v.vm.datagrams;
+        assert_eq!(
+            (d.samples, d.authenticated, d.unauthenticated_rows),
+            (20, 20, 40)
+        );
+        assert_eq!(v.verdict.category, Category::Undersized, "not IDLE");
+        assert_eq!(v.vm.utilization.cpu_p95, 90.0);
+        // Cached, the same.
+        assert_eq!(build(&dirs(&dir), &report_cfg(None), AS_OF).unwrap(), r);
+        let table = render(&r, ReportFormat::Table);
+        assert!(table.contains("(40 rows without proof ignored)"), "{table}");
+        // A VM with no verified row is judged on what it has, unless the
+        // report requires proof.
+        let other = tempfile::tempdir().unwrap();
+        let plain = file_text(&steady(20, 100, 5000, 0, 0));
+        std::fs::write(other.path().join("127.1.0.2.csv"), plain).unwrap();
+        let r = build(&dirs(&other), &report_cfg(None), AS_OF).unwrap();
+        assert_eq!(r.vms[0].verdict.category, Category::Idle);
+        assert_eq!(r.vms[0].vm.datagrams.authenticated, 0);
+        let strict = Settings::new(&crate::config::ReportConfig {
+            require_auth: true,
+            window: crate::config::Lookback::All,
+            ..crate::config::ReportConfig::default()
+        })
+        .unwrap();
+        assert!(build(&dirs(&other), &strict, AS_OF).unwrap().vms.is_empty());
+        let r = build(&dirs(&dir), &strict, AS_OF).unwrap();
+        assert_eq!(r.vms[0].vm.datagrams.samples, 20);
+    }
+
+    #[test]
     fn the_window_takes_only_its_rows() {
         let dir = tempfile::tempdir().unwrap();
         let mut text = wire::CSV_HEADER.as_bytes().to_vec();

@@ -137,15 +137,20 @@ pub fn vm_files(dirs: &[PathBuf]) -> Result<BTreeMap<IpAddr, Vec<Part>>, ReportE
 }
 
 /// One VM's summary over `window` from all its parts, or `None` when no
-/// row of it lies in the window. A part that cannot be read is named on
-/// stderr and left out; the VM's other parts still count.
+/// row of it lies in the window (or, `only_verified`, no verified row). A
+/// part that cannot be read is named on stderr and left out; the VM's
+/// other parts still count.
 pub fn read_vm(
     ip: IpAddr,
     parts: &[Part],
     window: &Window,
     probe: &dyn Probe,
+    only_verified: bool,
 ) -> Option<VmSummary> {
     let mut acc = Accumulator::default();
+    if only_verified {
+        acc.only_verified();
+    }
     for part in parts {
         if let Err(e) = read_part(part, window, &mut acc) {
             crate::log_line(&format!("warning: {e}; file left out of the report"));
@@ -477,7 +482,7 @@ mod tests {
         let vms = vm_files(&[dir.path().to_path_buf()]).unwrap();
         assert_eq!(vms.len(), 2);
         for (ip, parts) in vms {
-            assert_eq!(read_vm(ip, &parts, &all, &probe()), None);
+            assert_eq!(read_vm(ip, &parts, &all, &probe(), false), None);
         }
     }
 
@@ -491,7 +496,7 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let all = Window::before(u64::MAX, None);
         let part = Part { path, gzip: false };
-        let vm = read_vm("127.6.0.3".parse().unwrap(), &[part], &all, &probe());
+        let vm = read_vm("127.6.0.3".parse().unwrap(), &[part], &all, &probe(), false);
         assert!(vm.is_none_or(|v| v.datagrams.bad_rows == 1));
     }
 }

@@ -21,6 +21,8 @@ pub struct Settings {
     pub thresholds: Thresholds,
     pub rightsizing: Rightsizing,
     pub prices: PriceList,
+    /// Judge by verified rows alone, every VM (`--require-auth`).
+    pub require_auth: bool,
 }
 
 impl Settings {
@@ -39,6 +41,7 @@ impl Settings {
                 catalog,
                 prices: cfg.prices(),
             },
+            require_auth: cfg.require_auth,
         })
     }
 }

@@ -29,7 +29,7 @@ use rand::{RngExt, SeedableRng};
 
 use crate::config::{ConfigError, Rate, SimConfig};
 use crate::sys::{self, BATCH, Outgoing};
-use crate::wire::{self, DATAGRAM_LEN, FLAG_FINAL, Stat};
+use crate::wire::{self, DATAGRAM_LEN, FLAG_FINAL, SIGNED_LEN, Stat, VmKey};
 
 /// How a simulated VM behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,12 +71,35 @@ pub struct SimVm {
     pub mem_mib: u32,
     pub boot_id: u32,
     pub seq: u64,
+    /// Sends version 2 with this key (`--fleet-key`).
+    key: Option<VmKey>,
     rng: SmallRng,
     base: [f64; 4],
     level: [f64; 4],
 }
 
 impl SimVm {
+    /// The VM sending version 2 under `key`.
+    pub fn signing(mut self, key: VmKey) -> SimVm {
+        self.key = Some(key);
+        self
+    }
+
+    /// The VM's next datagram into `out` (72 or 92 bytes: its length).
+    fn encode_next(&mut self, out: &mut [u8], interval_s: u16, now_ms: u64, last: bool) -> usize {
+        let stat = self.next_stat(interval_s, now_ms, last);
+        match &self.key {
+            Some(key) => {
+                out[..SIGNED_LEN].copy_from_slice(&key.encode(&stat));
+                SIGNED_LEN
+            }
+            None => {
+                out[..DATAGRAM_LEN].copy_from_slice(&wire::encode(&stat));
+                DATAGRAM_LEN
+            }
+        }
+    }
+
     /// VM `index` of a run seeded with `seed`; `boot_id` is per run.
     pub fn new(index: u32, src: Ipv4Addr, seed: u64, boot_id: u32) -> SimVm {
         let profile = PROFILES[((u64::from(index) + seed) % PROFILES.len() as u64) as usize];
@@ -123,6 +146,7 @@ impl SimVm {
         };
         let base = [l.cpu, l.mem, l.net, l.disk];
         SimVm {
+            key: None,
             src,
             profile,
             vcpus,
@@ -228,6 +252,8 @@ pub enum SimError {
         path: std::path::PathBuf,
         error: std::io::Error,
     },
+    #[error(transparent)]
+    Keys(#[from] crate::auth::KeyFileError),
     #[error("cannot open the sending socket: {0}")]
     Socket(io::Error),
 }
@@ -244,6 +270,8 @@ struct Transmitter {
     dst: SocketAddrV4,
     /// Datagrams of one VM per send (UDP GSO); 1 sends each on its own.
     gso: usize,
+    /// Bytes of each datagram: 72, or 92 for version 2.
+    len: usize,
     summary: SimSummary,
     /// Send errors, at most one line per 5 s.
     errors: crate::RateLimited,
@@ -256,9 +284,9 @@ impl Transmitter {
         let msgs: Vec<Outgoing> = parts
             .iter()
             .map(|&(src, n)| {
-                let payload = &buf[off..off + n * DATAGRAM_LEN];
+                let payload = &buf[off..off + n * self.len];
                 off += payload.len();
-                let segment = if n > 1 { DATAGRAM_LEN as u16 } else { 0 };
+                let segment = if n > 1 { self.len as u16 } else { 0 };
                 Outgoing {
                     src,
                     payload,
@@ -307,7 +335,7 @@ fn paced(
     let Phase { count, rate, last } = phase;
     let per_vm = if last { 1 } else { sender.gso };
     let most = BATCH * per_vm;
-    let mut buf = vec![0u8; most * DATAGRAM_LEN];
+    let mut buf = vec![0u8; most * sender.len];
     let mut parts = Vec::with_capacity(BATCH);
     let mut next = 0;
     let start = Instant::now();
@@ -335,9 +363,7 @@ fn paced(
             let take = left.min(per_vm);
             let vm = &mut vms[next];
             for _ in 0..take {
-                let bytes = wire::encode(&vm.next_stat(interval_s, now_ms, last));
-                buf[off..off + DATAGRAM_LEN].copy_from_slice(&bytes);
-                off += DATAGRAM_LEN;
+                off += vm.encode_next(&mut buf[off..], interval_s, now_ms, last);
             }
             parts.push((vm.src, take));
             next = (next + 1) % vms.len();
@@ -361,10 +387,20 @@ pub fn run(cfg: &SimConfig, stop: &AtomicBool) -> Result<SimSummary, SimError> {
     let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(SimError::Socket)?;
     let run_boot: u32 = rand::random();
     let vms_base = u32::from(base);
+    let fleet = cfg
+        .fleet_key
+        .as_deref()
+        .map(crate::auth::read_fleet_key)
+        .transpose()?;
     let mut vms: Vec<SimVm> = (0..cfg.count)
         .map(|i| {
             let boot = run_boot ^ i.wrapping_mul(0x2545_F491);
-            SimVm::new(i, Ipv4Addr::from(vms_base + i), cfg.seed, boot)
+            let src = Ipv4Addr::from(vms_base + i);
+            let vm = SimVm::new(i, src, cfg.seed, boot);
+            match &fleet {
+                Some((id, key)) => vm.signing(VmKey::derive(*id, key, src.into())),
+                None => vm,
+            }
         })
         .collect();
     let interval_s = cfg.interval_s();
@@ -377,6 +413,11 @@ pub fn run(cfg: &SimConfig, stop: &AtomicBool) -> Result<SimSummary, SimError> {
         socket,
         dst,
         gso: cfg.gso,
+        len: if fleet.is_some() {
+            SIGNED_LEN
+        } else {
+            DATAGRAM_LEN
+        },
         summary: SimSummary::default(),
         errors: crate::RateLimited::new(Duration::from_secs(5)),
     };

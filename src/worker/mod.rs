@@ -36,10 +36,11 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 // randomly seeded, so spoofed source addresses cannot be chosen to collide.
 use foldhash::HashMap;
 
+use crate::auth::Verifier;
 use crate::dispatch::{Batch, ReopenSignal};
 use crate::stats::{Counter, Stats};
 use crate::store::{AppendError, FileStore, Opened};
-use crate::wire;
+use crate::wire::{self, Reject};
 
 /// Per-worker settings, derived from the aggregator config.
 #[derive(Debug, Clone)]
@@ -155,6 +156,8 @@ pub struct Worker {
     lost: BTreeMap<IpAddr, u64>,
     reopen: ReopenSignal,
     reopen_seen: u64,
+    /// Version 2's checks, and whether version 1 is taken.
+    verifier: Verifier,
     errors: crate::RateLimited,
     start: Instant,
 }
@@ -163,6 +166,7 @@ impl Worker {
     pub fn new(cfg: WorkerConfig, stats: Arc<Stats>, reopen: ReopenSignal) -> Self {
         let store = FileStore::new(cfg.data_dir.clone(), cfg.max_open_files, cfg.file_mode);
         Worker {
+            verifier: Verifier::new(None, false, u64::MAX),
             delay: FlushDelay::new(cfg.flush_interval, cfg.max_flush_delay),
             reopen_seen: reopen.generation(),
             reopen,
@@ -276,10 +280,28 @@ impl Worker {
     }
 
     /// Appends the rows of a batch to their VMs' buffers.
+    /// Verifies datagrams with `verifier` (`--auth-keys`, `--require-auth`).
+    pub fn verifying(mut self, verifier: Verifier) -> Self {
+        self.verifier = verifier;
+        self
+    }
+
     pub fn ingest(&mut self, batch: &[crate::dispatch::Record]) {
         let now = self.now();
         let deadline = now.plus_ms(self.delay.ms);
+        let mut refused = [0u64; Reject::ALL.len()];
         for rec in batch {
+            let verified =
+                match self
+                    .verifier
+                    .check(rec.ip, rec.recv_ms.0, &rec.stat, rec.signed.as_ref())
+                {
+                    Ok(verified) => verified,
+                    Err(reason) => {
+                        refused[reason.index()] += 1;
+                        continue;
+                    }
+                };
             let vm = self.vms.entry(rec.ip).or_insert_with(|| {
                 self.stats.add(Counter::VmsKnown, 1);
                 Vm::default()
@@ -288,9 +310,14 @@ impl Worker {
                 vm.queued = true;
                 self.due.push(rec.ip, deadline);
             }
-            self.buffered += vm.rows.push_row(rec.recv_ms, &rec.stat);
+            self.buffered += vm.rows.push_row(rec.recv_ms, &rec.stat, verified);
             if vm.rows.len() >= self.cfg.flush_bytes {
                 self.flush_vm(rec.ip, now);
+            }
+        }
+        for (reason, n) in Reject::ALL.iter().zip(refused) {
+            if n > 0 {
+                self.stats.refuse_accepted(*reason, n);
             }
         }
     }
@@ -474,6 +501,7 @@ mod tests {
                 vcpus: 1,
                 ..Stat::default()
             },
+            signed: None,
         })
         .collect()
     }

@@ -24,13 +24,13 @@ pub struct RowBuf {
 
 impl RowBuf {
     /// Formats one row onto the end; returns the bytes added.
-    pub fn push_row(&mut self, recv: RecvMs, stat: &Stat) -> usize {
+    pub fn push_row(&mut self, recv: RecvMs, stat: &Stat, verified: bool) -> usize {
         if self.rows == 0 {
             self.oldest = recv;
             self.bytes.reserve(wire::MAX_ROW_LEN);
         }
         let before = self.bytes.len();
-        wire::push_row(&mut self.bytes, recv.0, stat);
+        wire::push_row_of(&mut self.bytes, recv.0, stat, verified);
         self.rows += 1;
         self.bytes.len() - before
     }
@@ -113,7 +113,7 @@ mod tests {
                 seq,
                 ..Stat::default()
             };
-            let added = buf.push_row(RecvMs(1000 + seq), &stat);
+            let added = buf.push_row(RecvMs(1000 + seq), &stat, false);
             assert!(added > 0 && added <= wire::MAX_ROW_LEN);
         }
         buf
@@ -149,7 +149,7 @@ mod tests {
         assert!(buf.is_empty());
         assert_eq!(buf.len(), 0);
         // The next row starts a new oldest.
-        buf.push_row(RecvMs(5000), &Stat::default());
+        buf.push_row(RecvMs(5000), &Stat::default(), false);
         assert_eq!(buf.oldest(), RecvMs(5000));
     }
 

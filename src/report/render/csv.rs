@@ -49,6 +49,8 @@ struct Row {
     seq_jumps: u64,
     recv_backwards: u64,
     bad_rows: u64,
+    authenticated: u64,
+    unauthenticated_rows: u64,
     last_seen_ms: u64,
     stopped: bool,
     /// Each vendor's finding with `--policy all`, else empty; last, so the
@@ -112,6 +114,8 @@ fn row(r: &VmReport) -> Row {
         seq_jumps: v.datagrams.seq_jumps,
         recv_backwards: v.datagrams.recv_backwards,
         bad_rows: v.datagrams.bad_rows,
+        authenticated: v.datagrams.authenticated,
+        unauthenticated_rows: v.datagrams.unauthenticated_rows,
         last_seen_ms: v.last_seen_ms,
         stopped: v.stopped,
         aws: by(Rule::Aws),

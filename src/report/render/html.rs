@@ -282,6 +282,7 @@ pub fn render(r: &Report) -> String {
     }
     head.extend([
         ("th-samples", "Samples"),
+        ("th-auth", "Auth"),
         ("th-idle-days", "Idle days"),
         ("th-vcpus", "vCPUs"),
         ("th-mem-mib", "MiB"),
@@ -318,6 +319,10 @@ pub fn render(r: &Report) -> String {
             let _ = write!(out, "<td class=\"{name}\" data-v=\"{name}\">{text}</td>");
         }
         out.push_str(&cell(&s.datagrams.samples.to_string(), s.datagrams.samples));
+        out.push_str(&cell(
+            &super::auth_share(&s.datagrams),
+            s.datagrams.authenticated,
+        ));
         let idle = format!("{}/{}", v.idle_days(), s.days.len());
         out.push_str(&cell(&idle, v.idle_days()));
         out.push_str(&cell(&s.size.vcpus.to_string(), s.size.vcpus));

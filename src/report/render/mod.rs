@@ -177,6 +177,14 @@ pub fn reason_text(r: &Reason) -> String {
     }
 }
 
+/// The share of a VM's samples from verified datagrams: `100%`, `0%`.
+pub fn auth_share(d: &crate::report::summary::Datagrams) -> String {
+    format!(
+        "{:.0}%",
+        d.authenticated as f64 * 100.0 / d.samples.max(1) as f64
+    )
+}
+
 /// `4 vCPU/16 GiB`, or with its catalog name `2 vCPU/8 GiB (m6i.large)`.
 pub fn size_text(s: &Size) -> String {
     let mut text = format!("{} vCPU/{} GiB", s.vcpus, Num(s.mem_gib));

@@ -8,10 +8,11 @@ use super::{
 };
 use crate::report::{Report, Rule, VmReport};
 
-const HEAD: [&str; 14] = [
+const HEAD: [&str; 15] = [
     "VM",
     "CATEGORY",
     "SAMPLES",
+    "AUTH",
     "IDLE_DAYS",
     "VCPU",
     "MEM_MIB",
@@ -26,7 +27,7 @@ const HEAD: [&str; 14] = [
 ];
 
 /// Columns aligned to the right (numbers).
-const RIGHT: [&str; 4] = ["SAMPLES", "IDLE_DAYS", "VCPU", "MEM_MIB"];
+const RIGHT: [&str; 5] = ["SAMPLES", "AUTH", "IDLE_DAYS", "VCPU", "MEM_MIB"];
 
 fn cells(r: &VmReport, as_of_ms: u64) -> Vec<String> {
     let v = &r.vm;
@@ -48,10 +49,18 @@ fn cells(r: &VmReport, as_of_ms: u64) -> Vec<String> {
     if v.datagrams.seq_jumps > 0 {
         let _ = write!(advice_text, " ({} seq jumps)", v.datagrams.seq_jumps);
     }
+    if v.datagrams.unauthenticated_rows > 0 {
+        let _ = write!(
+            advice_text,
+            " ({} rows without proof ignored)",
+            v.datagrams.unauthenticated_rows
+        );
+    }
     let mut cells = vec![
         v.ip.to_string(),
         r.verdict.category.name().to_string(),
         v.datagrams.samples.to_string(),
+        super::auth_share(&v.datagrams),
         format!("{}/{}", r.idle_days(), v.days.len()),
         v.size.vcpus.to_string(),
         v.size.mem_mib.to_string(),

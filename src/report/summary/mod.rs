@@ -109,6 +109,12 @@ pub struct Datagrams {
     /// Rows received earlier than the row before them in their file: the
     /// aggregator's clock stepped back (a boot before NTP), or an edit.
     pub recv_backwards: u64,
+    /// Of `samples`, those from verified version 2 datagrams.
+    pub authenticated: u64,
+    /// Rows without the verified flag left out: the VM has verified rows
+    /// in the window (or the report requires them), so rows claiming its
+    /// address without proof are counted here and ignored everywhere else.
+    pub unauthenticated_rows: u64,
 }
 
 /// Milliseconds in a day: days are UTC days of the receive time.
@@ -204,6 +210,11 @@ pub struct Accumulator {
     last: Option<Row>,
     bad_rows: u64,
     recv_backwards: u64,
+    /// Rows taken that are verified, and (when only those are taken) the
+    /// others left out.
+    verified: u64,
+    only_verified: bool,
+    unverified_skipped: u64,
     days: BTreeMap<u64, DayAcc>,
     /// A bound was reached (seq ranges, distinct sizes or intervals): the
     /// figures are still right for these rows, but merging them with
@@ -235,6 +246,9 @@ impl Default for Accumulator {
             last: None,
             bad_rows: 0,
             recv_backwards: 0,
+            verified: 0,
+            only_verified: false,
+            unverified_skipped: 0,
             days: BTreeMap::new(),
             capped: false,
             held: Vec::new(),
@@ -251,9 +265,14 @@ impl Accumulator {
 
     pub fn add(&mut self, row: &Row) {
         let s = &row.stat;
+        if self.only_verified && !row.verified {
+            self.unverified_skipped = self.unverified_skipped.saturating_add(1);
+            return;
+        }
         if !self.take_seq(s) {
             return;
         }
+        self.verified += u64::from(row.verified);
         let secs = u64::from(s.interval_s.max(1));
         self.add_figures(s, secs);
         self.days
@@ -415,6 +434,8 @@ impl Accumulator {
                 seq_jumps,
                 bad_rows: self.bad_rows,
                 recv_backwards: self.recv_backwards,
+                authenticated: self.verified,
+                unauthenticated_rows: self.unverified_skipped,
             },
             demand: figures.demand,
             gcp_cpu_low: self.gcp_low[0],
@@ -490,6 +511,9 @@ impl Accumulator {
         self.last = None;
         self.bad_rows = 0;
         self.recv_backwards = 0;
+        self.verified = 0;
+        self.only_verified = false;
+        self.unverified_skipped = 0;
         self.days.clear();
         self.capped = false;
     }
@@ -498,6 +522,13 @@ impl Accumulator {
     /// reading the rows in order.
     pub fn capped(&self) -> bool {
         self.capped
+    }
+
+    /// Takes only rows from verified datagrams from here on, counting the
+    /// others (a VM proven by some of its rows: the rest claim its
+    /// address without proof).
+    pub fn only_verified(&mut self) {
+        self.only_verified = true;
     }
 }
 

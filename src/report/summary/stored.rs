@@ -43,6 +43,8 @@ struct Stored<'a> {
     last: Option<Row>,
     bad_rows: u64,
     recv_backwards: u64,
+    /// Rows from verified datagrams.
+    verified: u64,
     /// The segment's day; its samples and CPU counts are `cpu`'s.
     day: Option<StoredDay>,
 }
@@ -131,6 +133,7 @@ impl Accumulator {
             last: self.last,
             bad_rows: self.bad_rows,
             recv_backwards: self.recv_backwards,
+            verified: self.verified,
             day: self.days.iter().next().map(|(day, acc)| StoredDay {
                 day: *day,
                 cpu_max: acc.cpu_max,
@@ -201,6 +204,9 @@ impl Accumulator {
         self.recv_backwards = self
             .recv_backwards
             .saturating_add(bounded(st.recv_backwards, max_rows)?);
+        self.verified = self
+            .verified
+            .saturating_add(bounded(st.verified, max_rows)?);
         if let Some(day) = &st.day {
             self.absorb_day(day, bounds.day)?;
         }
