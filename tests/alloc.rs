@@ -39,6 +39,7 @@ fn feed(d: &mut Dispatcher, stats: &Stats, rounds: u64, seq0: u64) {
                 ip,
                 recv_ms: RecvMs(1),
                 stat,
+                signed: None,
             });
         }
         d.flush();
