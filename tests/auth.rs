@@ -323,6 +323,8 @@ fn keys_new_and_derive_make_what_the_agent_and_simulator_send_with() {
             "20",
             "--total",
             "60",
+            "--rate",
+            "1000",
             "--fleet-key",
             keys.to_str().unwrap(),
         ],
