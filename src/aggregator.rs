@@ -276,6 +276,17 @@ pub fn start(cfg: &AggregatorConfig) -> Result<Started, AggregatorError> {
     };
     let (sockets, local, recv_buffer) = bind_sockets(cfg)?;
     crate::log_line(&listening_line(cfg, local, files_cap, recv_buffer));
+    if let Some(ring) = &keyring {
+        let ids: Vec<u32> = ring.keys().keys().copied().collect();
+        let v1 = if cfg.report.require_auth {
+            "refused (--require-auth)"
+        } else {
+            "still accepted"
+        };
+        crate::log_line(&format!(
+            "udp-aggregator: version 2 verified with key ids {ids:?}; version 1 {v1}"
+        ));
+    }
     if recv_buffer < cfg.recv_buffer {
         crate::log_line(&format!(
             "warning: the kernel granted a {recv_buffer} byte receive buffer, {} were asked (--recv-buffer); raise net.core.rmem_max or run as root to avoid drops in bursts",
