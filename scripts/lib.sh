@@ -25,6 +25,9 @@ read -r -a AGG_EXTRA <<<"${AGG_FLAGS:-}"
 # the same run (e.g. VARIANT_FLAGS="--receivers 2"). With --metrics-listen
 # among them, /metrics is scraped every SCRAPE_EVERY seconds meanwhile.
 read -r -a VARIANT_EXTRA <<<"${VARIANT_FLAGS:-}"
+# And the sender's flags for the variant, e.g. VARIANT_FLAGS="--auth-keys K"
+# VARIANT_SIM_FLAGS="--fleet-key K": version 2 against version 1.
+read -r -a VARIANT_SIM_EXTRA <<<"${VARIANT_SIM_FLAGS:-}"
 SCRAPE_EVERY=${SCRAPE_EVERY:-1}
 
 build_release() {
@@ -175,14 +178,16 @@ trial() {
         pid=$RS_PID port=$RS_PORT
         ;;
     esac
-    local rss0 t0 t1 rss1 out sent got
+    local rss0 t0 t1 rss1 out sent got sim_extra=()
+    [ "$kind" = variant ] && sim_extra=("${VARIANT_SIM_EXTRA[@]}")
     rss0=$(rss_kib "$pid")
-    "$SIM" --server "127.0.0.1:$port" --count "$vms" --rate 100000 --total "$vms" --no-final >/dev/null
+    "$SIM" --server "127.0.0.1:$port" --count "$vms" --rate 100000 --total "$vms" --no-final \
+        "${sim_extra[@]}" >/dev/null
     sleep 1.5
     [ "$kind" = rsyslog ] && wait_settled "$data/out" .log
     t0=$(cpu_ticks "$pid")
     out=$("$SIM" --server "127.0.0.1:$port" --count "$vms" --rate "$rate" \
-        --duration "${TRIAL}s" --gso "$GSO" --no-final)
+        --duration "${TRIAL}s" --gso "$GSO" --no-final "${sim_extra[@]}")
     sent=$(sim_sent "$out")
     sleep 1.2
     [ "$kind" = rsyslog ] && wait_settled "$data/out" .log

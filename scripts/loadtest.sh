@@ -8,6 +8,8 @@
 #   RUNS=3 TRIAL=4 GSO=64 OUT=benches/runs/2026-11-26 scripts/loadtest.sh
 #   GSO=1 AGG_FLAGS="--max-flush-delay 5s" NAME=loadtest-gso1-mfd5s scripts/loadtest.sh
 #   VARIANT_FLAGS="--metrics-listen 127.0.0.1:0" NAME=loadtest-metrics scripts/loadtest.sh 10000
+#   AUTH=1 scripts/loadtest.sh          # the variant: version 2 (a fleet key
+#                                       # made here; the sender signs)
 #
 # Each search tries the sender's ceiling, then bisects the target rate
 # between half the ceiling and the ceiling; RUNS searches are made and the
@@ -27,6 +29,13 @@ mkdir -p "$OUT"
 build_release
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; remove_work' EXIT
 
+if [ "${AUTH:-0}" = 1 ]; then
+    (umask 077 && "$AGG" keys new --key-id 1 >"$WORK/fleet.keys")
+    VARIANT_FLAGS="--auth-keys $WORK/fleet.keys ${VARIANT_FLAGS:-}"
+    VARIANT_SIM_FLAGS="--fleet-key $WORK/fleet.keys"
+    read -r -a VARIANT_EXTRA <<<"$VARIANT_FLAGS"
+    read -r -a VARIANT_SIM_EXTRA <<<"$VARIANT_SIM_FLAGS"
+fi
 sender_ceiling
 {
     echo "# $(date -u +%FT%TZ) $(nproc) cores; sender: udp-vmsim --gso $GSO, ceiling $CEILING datagrams/s; aggregator flags: ${AGG_FLAGS:-none}; variant flags: ${VARIANT_FLAGS:-none}"
