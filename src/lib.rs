@@ -10,8 +10,10 @@
 //!    source against [`admission`] (allow-list, VM cap);
 //! 2. [`dispatch`]: accepted records go, in batches over bounded channels,
 //!    to the one worker that owns their VM (source IP);
-//! 3. [`worker`]: the worker formats rows into the VM's buffer and flushes
-//!    it through the [`store`], which owns the per-VM files;
+//! 3. [`worker`]: the worker verifies version 2 datagrams against [`auth`]
+//!    (the fleet keys, each VM's key and replay window), formats rows into
+//!    the VM's buffer and flushes it through the [`store`], which owns the
+//!    per-VM files;
 //! 4. [`report`]: the reclamation report is built from those files.
 //!
 //! [`aggregator`] wires these together for one run, [`stats`] counts what
