@@ -39,6 +39,8 @@ pub enum KeyFileError {
         flag: &'static str,
         key_id: u32,
     },
+    #[error("key file {path} (--key-file) holds {count} keys: a VM's holds its one key")]
+    Several { path: PathBuf, count: usize },
     #[error("the operating system's random source failed: {0}")]
     Random(String),
 }

@@ -64,30 +64,31 @@ pub fn vm_key_line(fleet_file: &Path, key_id: u32, ip: IpAddr) -> Result<String,
 /// An agent's VM key (`--key-file`): the file's one key.
 pub fn read_vm_key(path: &Path) -> Result<crate::wire::VmKey, KeyFileError> {
     let keys = keyfile::read(path, "--key-file")?;
-    let (id, bytes) = keys
-        .iter()
-        .next_back()
-        .expect("a key file read holds a key");
     if keys.len() > 1 {
-        return Err(KeyFileError::Line {
+        return Err(KeyFileError::Several {
             path: path.to_path_buf(),
-            flag: "--key-file",
-            line: 0,
-            why: format!("a VM key file holds one key, this one {}", keys.len()),
+            count: keys.len(),
         });
     }
-    Ok(crate::wire::VmKey::new(*id, *bytes))
+    let (id, bytes) = newest(&keys);
+    Ok(crate::wire::VmKey::new(id, *bytes))
 }
 
 /// A simulator's fleet key (`--fleet-key`): the file's key with the
 /// highest id (the newest, during a rotation).
 pub fn read_fleet_key(path: &Path) -> Result<(u32, [u8; 32]), KeyFileError> {
     let keys = keyfile::read(path, "--fleet-key")?;
+    let (id, bytes) = newest(&keys);
+    Ok((id, *bytes))
+}
+
+/// The key with the highest id of a key file read (never empty).
+fn newest(keys: &FleetKeys) -> (u32, &[u8; 32]) {
     let (id, bytes) = keys
         .iter()
         .next_back()
         .expect("a key file read holds a key");
-    Ok((*id, *bytes))
+    (*id, bytes)
 }
 
 /// The aggregator's fleet keys (`--auth-keys`), reread on SIGHUP: the new

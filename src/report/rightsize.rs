@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::catalog::Catalog;
+use super::catalog::{Catalog, Entry};
 use super::summary::{DAY_MS, DaySummary, Demand, VmSummary};
 use crate::config::{Prices, Rightsizing};
 
@@ -146,6 +146,16 @@ pub struct Size {
 }
 
 impl Size {
+    /// A catalog entry as a size.
+    fn of(e: &Entry) -> Size {
+        Size {
+            name: Some(e.name.clone()),
+            vcpus: e.vcpus,
+            mem_gib: e.mem_gib,
+            price_month: Some(e.price_month),
+        }
+    }
+
     fn holds(&self, cpu: &Need, mem: &Need) -> bool {
         f64::from(self.vcpus) >= cpu.need && self.mem_gib >= mem.need
     }
@@ -273,11 +283,10 @@ impl PriceList {
     /// one, else priced per unit (when prices were given).
     fn size(&self, vcpus: u32, mem_gib: f64) -> Size {
         if let Some(e) = self.catalog.as_ref().and_then(|c| c.find(vcpus, mem_gib)) {
+            // The VM's own memory figure, not the entry's (within 2 %).
             return Size {
-                name: Some(e.name.clone()),
-                vcpus,
                 mem_gib,
-                price_month: Some(e.price_month),
+                ..Size::of(e)
             };
         }
         Size {
@@ -300,12 +309,7 @@ impl PriceList {
                 .iter()
                 .filter(|e| f64::from(e.vcpus) >= cpu.need && e.mem_gib >= mem.need)
                 .take(MAX_OPTIONS)
-                .map(|e| Size {
-                    name: Some(e.name.clone()),
-                    vcpus: e.vcpus,
-                    mem_gib: e.mem_gib,
-                    price_month: Some(e.price_month),
-                })
+                .map(Size::of)
                 .collect();
         }
         let vcpus = power_of_two_at_least(cpu.need);
