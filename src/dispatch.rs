@@ -92,8 +92,7 @@ pub struct Dispatcher {
     /// At shutdown, once the socket is frozen, a full queue is waited on
     /// until then rather than dropped: nothing new can arrive meanwhile.
     patient_until: Option<Instant>,
-    /// Accepted and dropped since the last [`Dispatcher::publish`].
-    accepted: u64,
+    /// Dropped since the last [`Dispatcher::publish`].
     dropped: u64,
 }
 
@@ -109,7 +108,6 @@ impl Dispatcher {
             recycle,
             pending_since: None,
             patient_until: None,
-            accepted: 0,
             dropped: 0,
         }
     }
@@ -174,7 +172,6 @@ impl Dispatcher {
         };
         match sent {
             Ok(()) => {
-                self.accepted += n;
                 self.pending[w] = self
                     .recycle
                     .try_recv()
@@ -192,9 +189,7 @@ impl Dispatcher {
     /// Adds the counts since the last call to `stats`, and samples the
     /// queue depth.
     pub fn publish(&mut self, stats: &Stats) {
-        stats.add(Counter::Accepted, self.accepted);
         stats.add(Counter::DroppedOverload, self.dropped);
-        self.accepted = 0;
         self.dropped = 0;
         let mut depth = 0;
         for (i, sender) in self.senders.iter().enumerate() {
@@ -250,7 +245,6 @@ mod tests {
         d.push(rec(9));
         d.flush(); // no room: dropped, not blocked
         d.publish(&stats);
-        assert_eq!(stats.get(Counter::Accepted), 3);
         assert_eq!(stats.get(Counter::DroppedOverload), 1);
         assert_eq!(stats.get(Counter::QueueDepth), 1);
         assert_eq!(rx.try_recv().unwrap().len(), 3);

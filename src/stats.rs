@@ -23,8 +23,9 @@ use crate::wire::Reject;
 pub enum Counter {
     /// Datagrams taken off the socket.
     Received,
-    /// Valid datagrams handed to a worker (less those its verification
-    /// then refused, which move to their rejection reason).
+    /// Valid datagrams a worker took: version 1, or version 2 verified
+    /// (counted by the worker, after its checks, so no count ever goes
+    /// down).
     Accepted,
     /// Valid datagrams dropped because a worker's queue was full.
     DroppedOverload,
@@ -200,11 +201,10 @@ impl Stats {
         self.counts[c as usize].load(Relaxed)
     }
 
-    /// Moves `n` datagrams handed to a worker from accepted to `reason`:
-    /// the worker's verification refused them.
-    pub fn refuse_accepted(&self, reason: Reject, n: u64) {
+    /// Counts `n` datagrams refused for `reason` after the receive loop
+    /// (a worker's verification).
+    pub fn refuse(&self, reason: Reject, n: u64) {
         self.rejected[reason.index()].fetch_add(n, Relaxed);
-        self.counts[Counter::Accepted as usize].fetch_sub(n, Relaxed);
     }
 }
 
