@@ -10,6 +10,7 @@
 #   scripts/fleet.sh VMS RATE SECONDS             # e.g. 100000 100000 20
 #   GSO=64 scripts/fleet.sh 100000 100000 20
 #   CRASH=1 scripts/fleet.sh 100000 100000 20
+#   AUTH=1 scripts/fleet.sh 100000 100000 20    # version 2, --require-auth
 #
 # Every load is bounded by --total (RATE x SECONDS datagrams).
 set -euo pipefail
@@ -26,12 +27,18 @@ trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; remove_work' EXIT
 
 data=$WORK/data
 flags=(--stats-interval 1h)
+sim_flags=()
 [ "${CRASH:-0}" = 1 ] && flags+=(--metrics-listen 127.0.0.1:0)
+if [ "${AUTH:-0}" = 1 ]; then
+    (umask 077 && "$AGG" keys new --key-id 1 >"$WORK/fleet.keys")
+    flags+=(--auth-keys "$WORK/fleet.keys" --require-auth)
+    sim_flags+=(--fleet-key "$WORK/fleet.keys")
+fi
 start_aggregator "$WORK/agg.log" "$data" "${flags[@]}"
 out=$("$SIM" --server "127.0.0.1:$AGG_PORT" --count "$VMS" --rate "$RATE" \
-    --total "$TOTAL" --no-final --gso "$GSO" --src-base 127.2.0.1)
+    --total "$TOTAL" --no-final --gso "$GSO" --src-base 127.2.0.1 "${sim_flags[@]}")
 sent=$(sim_sent "$out")
-echo "fleet: vms=$VMS rate=$RATE total=$TOTAL gso=$GSO sent=$sent achieved=$(sim_rate "$out")/s"
+echo "fleet: vms=$VMS rate=$RATE total=$TOTAL gso=$GSO auth=${AUTH:-0} sent=$sent achieved=$(sim_rate "$out")/s"
 
 if [ "${CRASH:-0}" = 1 ]; then
     addr=$(grep -oE 'metrics on http://[^/]+' "$WORK/agg.log" | sed 's|.*http://||')
