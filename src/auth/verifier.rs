@@ -65,18 +65,24 @@ impl Verifier {
             };
         };
         self.refresh();
-        let fleet = self.keys.get(&signed.key_id).ok_or(Reject::BadAuth)?;
-        let known = self
-            .vms
-            .get(&ip)
-            .filter(|v| v.generation == self.generation && v.key.key_id() == signed.key_id);
-        let derived;
-        let key = match known {
-            Some(v) => &v.key,
-            None => {
-                derived = VmKey::derive(signed.key_id, fleet, ip);
-                &derived
-            }
+        let generation = self.generation;
+        // One lookup: the VM's entry, if one of its datagrams verified.
+        let vm = self.vms.get_mut(&ip);
+        let known = vm
+            .as_ref()
+            .is_some_and(|v| v.generation == generation && v.key.key_id() == signed.key_id);
+        // A key not kept (a new VM, another id, a reread key set) is derived
+        // here and kept only once its datagram verified.
+        let derived = if known {
+            None
+        } else {
+            let fleet = self.keys.get(&signed.key_id).ok_or(Reject::BadAuth)?;
+            Some(VmKey::derive(signed.key_id, fleet, ip))
+        };
+        let key = match (&derived, &vm) {
+            (Some(key), _) => key,
+            (None, Some(v)) => &v.key,
+            (None, None) => unreachable!("a key is known only with its VM"),
         };
         if !key.verify(stat, signed) {
             return Err(Reject::BadAuth);
@@ -84,20 +90,19 @@ impl Verifier {
         if stat.timestamp_ms.abs_diff(recv_ms) > self.max_skew_ms {
             return Err(Reject::Stale);
         }
-        let key = known.is_none().then(|| key.clone());
-        match self.vms.get_mut(&ip) {
+        match vm {
             Some(vm) => {
                 if !vm.replay.take(stat.boot_id, stat.seq, stat.timestamp_ms) {
                     return Err(Reject::Replayed);
                 }
-                if let Some(key) = key {
-                    (vm.key, vm.generation) = (key, self.generation);
+                if let Some(key) = derived {
+                    (vm.key, vm.generation) = (key, generation);
                 }
             }
             None => {
                 let vm = VmAuth {
-                    key: key.expect("a VM not known has its key derived"),
-                    generation: self.generation,
+                    key: derived.expect("a VM not known has its key derived"),
+                    generation,
                     replay: Replay::first(stat.boot_id, stat.seq, stat.timestamp_ms),
                 };
                 self.vms.insert(ip, vm);
