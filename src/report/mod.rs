@@ -113,17 +113,9 @@ impl VmReport {
         }
     }
 
-    /// Whether the deciding verdict moves the VM to another size (an IDLE
-    /// VM goes rather than moves).
+    /// Whether the deciding verdict moves the VM to another size.
     pub fn moves(&self) -> bool {
-        matches!(
-            self.verdict.category,
-            Category::Oversized | Category::Undersized
-        ) && self
-            .verdict
-            .recommendation
-            .as_ref()
-            .is_some_and(|r| r.moves())
+        self.verdict.move_target().is_some()
     }
 
     /// Days (of those with data) on which it looked idle.

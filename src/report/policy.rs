@@ -172,6 +172,19 @@ pub struct Verdict {
     pub recommendation: Option<Recommendation>,
 }
 
+impl Verdict {
+    /// The size the verdict moves the VM to: its target, when it is
+    /// OVERSIZED or UNDERSIZED and the target is another size (an IDLE VM
+    /// goes rather than moves).
+    pub fn move_target(&self) -> Option<&rightsize::Size> {
+        if !matches!(self.category, Category::Oversized | Category::Undersized) {
+            return None;
+        }
+        let rec = self.recommendation.as_ref()?;
+        rec.target.as_ref().filter(|_| rec.moves())
+    }
+}
+
 fn verdict(category: Category, reasons: Vec<Reason>) -> Verdict {
     Verdict {
         category,

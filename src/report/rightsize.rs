@@ -376,6 +376,29 @@ fn current(vm: &VmSummary, prices: &PriceList) -> Size {
     )
 }
 
+/// What a sizer makes of a VM before its risks are known: the needs,
+/// today's size and the sizes that hold the needs.
+struct Plan {
+    cpu: Need,
+    mem: Need,
+    trend: Option<Trend>,
+    current: Size,
+    fits: Vec<Size>,
+}
+
+fn plan(vm: &VmSummary, sizer: &Sizer, prices: &PriceList, as_of_ms: u64) -> Plan {
+    let (cpu, mem, trend) = needs(vm, sizer, as_of_ms);
+    let current = current(vm, prices);
+    let fits = prices.fits(&cpu, &mem, &current);
+    Plan {
+        cpu,
+        mem,
+        trend,
+        current,
+        fits,
+    }
+}
+
 /// The sizes whose risk a recommendation by `sizer` will show: today's and
 /// the options.
 pub fn sizes_shown(
@@ -384,15 +407,12 @@ pub fn sizes_shown(
     prices: &PriceList,
     as_of_ms: u64,
 ) -> Vec<(u32, f64)> {
-    let (cpu, mem, _) = needs(vm, sizer, as_of_ms);
-    let now = current(vm, prices);
-    let mut sizes: Vec<(u32, f64)> = prices
-        .fits(&cpu, &mem, &now)
+    let p = plan(vm, sizer, prices, as_of_ms);
+    p.fits
         .iter()
+        .chain([&p.current])
         .map(|s| (s.vcpus, s.mem_gib))
-        .collect();
-    sizes.push((now.vcpus, now.mem_gib));
-    sizes
+        .collect()
 }
 
 /// What `sizer` recommends for the VM at `as_of_ms`.
@@ -402,8 +422,13 @@ pub fn recommend(
     prices: &PriceList,
     as_of_ms: u64,
 ) -> Recommendation {
-    let (cpu, mem, trend) = needs(vm, sizer, as_of_ms);
-    let current = current(vm, prices);
+    let Plan {
+        cpu,
+        mem,
+        trend,
+        current,
+        fits,
+    } = plan(vm, sizer, prices, as_of_ms);
     let d = &vm.demand;
     let risk = |s: &Size| {
         // Every size shown was probed when the summary was made.
@@ -416,7 +441,6 @@ pub fn recommend(
         }
     };
     let pct = |busy: f64, of: f64| busy / of * 100.0;
-    let fits = prices.fits(&cpu, &mem, &current);
     let mem_peak_alone = d.mem_max_samples == 1 && mem.projected.is_none() && {
         let without = Need::new(d.mem_next_gib, None, mem.factor);
         let mem_of = |sizes: &[Size]| sizes.first().map(|s| s.mem_gib);

@@ -290,7 +290,6 @@ impl Worker {
         let now = self.now();
         let deadline = now.plus_ms(self.delay.ms);
         let mut refused = [0u64; Reject::ALL.len()];
-        let mut taken = 0u64;
         for rec in batch {
             let verified =
                 match self
@@ -311,13 +310,14 @@ impl Worker {
                 vm.queued = true;
                 self.due.push(rec.ip, deadline);
             }
-            taken += 1;
             self.buffered += vm.rows.push_row(rec.recv_ms, &rec.stat, verified);
             if vm.rows.len() >= self.cfg.flush_bytes {
                 self.flush_vm(rec.ip, now);
             }
         }
-        self.stats.add(Counter::Accepted, taken);
+        let refused_n: u64 = refused.iter().sum();
+        self.stats
+            .add(Counter::Accepted, batch.len() as u64 - refused_n);
         for (reason, n) in Reject::ALL.iter().zip(refused) {
             if n > 0 {
                 self.stats.refuse(*reason, n);

@@ -245,17 +245,11 @@ pub fn count_files_and_rows(dir: &Path) -> (usize, usize) {
 
 /// Runs `udp-vmsim` to completion against `port` with extra flags.
 pub fn vmsim(port: u16, extra: &[&str]) -> Output {
-    let out = Command::new(VMSIM)
-        .args(["--server", &format!("127.0.0.1:{port}")])
-        .args(extra)
-        .output()
-        .expect("run udp-vmsim");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    succeeded(
+        Command::new(VMSIM)
+            .args(["--server", &format!("127.0.0.1:{port}")])
+            .args(extra),
+    )
 }
 
 /// Polls until `cond` holds or `limit` passes; true if it held.
@@ -376,20 +370,22 @@ pub fn agent_fixture(case: &str, n: u32) -> (PathBuf, PathBuf) {
     (dir.join(format!("{n}/proc")), sys)
 }
 
-/// Runs `udp-aggregator report` with `args`, insists it succeeded (showing
-/// its stderr if not) and returns its stdout.
-pub fn report_with(args: &[&std::ffi::OsStr]) -> Vec<u8> {
-    let out = Command::new(AGGREGATOR)
-        .arg("report")
-        .args(args)
-        .output()
-        .expect("run udp-aggregator report");
+/// Runs `cmd` to its end and insists it succeeded, showing its stderr if
+/// not.
+pub fn succeeded(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("start the command");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    out.stdout
+    out
+}
+
+/// Runs `udp-aggregator report` with `args`, insists it succeeded (showing
+/// its stderr if not) and returns its stdout.
+pub fn report_with(args: &[&std::ffi::OsStr]) -> Vec<u8> {
+    succeeded(Command::new(AGGREGATOR).arg("report").args(args)).stdout
 }
 
 /// A plain HTTP GET of `path` from `addr`: the status code and the body.
@@ -422,16 +418,11 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
 /// `udp-vmsim --write-dir` (10-minute interval).
 pub fn write_history(dir: &Path, count: u32, days: &str) {
     let count = count.to_string();
-    let out = Command::new(VMSIM)
-        .args(["--count", &count, "--interval", "10m", "--days", days])
-        .arg("--write-dir")
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeeded(
+        Command::new(VMSIM)
+            .args(["--count", &count, "--interval", "10m", "--days", days])
+            .arg("--write-dir")
+            .arg(dir),
     );
 }
 

@@ -71,10 +71,7 @@ fn series(class: &str, values: &[f64]) -> String {
 /// percent of today's size (above 100 % they sit on the top edge), so the
 /// reader sees the daily figures fit under them.
 fn target_lines(r: &VmReport) -> String {
-    let Some(rec) = &r.verdict.recommendation else {
-        return String::new();
-    };
-    let Some(target) = rec.target.as_ref().filter(|_| r.moves()) else {
+    let (Some(rec), Some(target)) = (&r.verdict.recommendation, r.verdict.move_target()) else {
         return String::new();
     };
     let cpu = f64::from(target.vcpus) / f64::from(rec.current.vcpus.max(1)) * 100.0;
@@ -108,9 +105,7 @@ fn chart(r: &VmReport) -> String {
             d.mem_max
         );
     }
-    if let Some(rec) = r.verdict.recommendation.as_ref().filter(|_| r.moves())
-        && let Some(target) = &rec.target
-    {
+    if let Some(target) = r.verdict.move_target() {
         let _ = write!(title, "target {}", super::size_text(target));
     }
     // A frame (0 and 100 %) and a 50 % line make it read as a chart.

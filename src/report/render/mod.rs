@@ -226,12 +226,9 @@ pub fn recommendation_text(v: &Verdict, savings: Option<f64>) -> String {
 /// it would move the VM (`OVERSIZED -> 2 vCPU/8 GiB`).
 pub fn finding_text(v: &Verdict) -> String {
     let name = v.category.name();
-    match (&v.recommendation, v.category) {
-        (Some(rec), Category::Oversized | Category::Undersized) if rec.moves() => {
-            let target = rec.target.as_ref().expect("a move has a target");
-            format!("{name} -> {}", size_text(target))
-        }
-        _ => name.to_string(),
+    match v.move_target() {
+        Some(target) => format!("{name} -> {}", size_text(target)),
+        None => name.to_string(),
     }
 }
 

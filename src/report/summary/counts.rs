@@ -11,6 +11,12 @@ use serde::{Deserialize, Serialize};
 use crate::report::codec::{Corrupt, Reader, put};
 use crate::wire::MAX_PCT_X100;
 
+/// The nearest rank of percentile `p` among `n` values (1-based, at least
+/// 1): every percentile of the report is taken this way.
+pub(super) fn nearest_rank(p: f64, n: u64) -> u64 {
+    ((p / 100.0) * n as f64).ceil().max(1.0) as u64
+}
+
 /// Exact counts of a percentage in 0.01 % steps, with the range of values
 /// seen so that scans and resets touch only that range.
 pub(super) struct PctCounts {
@@ -69,7 +75,7 @@ impl PctCounts {
     /// The values (in hundredths) at nearest-rank percentiles `ps`
     /// (ascending); 0 when empty.
     pub(super) fn ranked<const N: usize>(&self, ps: [f64; N]) -> [usize; N] {
-        let ranks = ps.map(|p| ((p / 100.0) * self.n as f64).ceil().max(1.0) as u64);
+        let ranks = ps.map(|p| nearest_rank(p, self.n));
         let mut out = [0; N];
         let mut next = 0;
         let mut seen = 0;
@@ -192,7 +198,7 @@ impl Rates {
         if self.values.is_empty() {
             return 0.0;
         }
-        let rank = ((0.95 * self.values.len() as f64).ceil() as usize).max(1);
+        let rank = nearest_rank(95.0, self.values.len() as u64) as usize;
         let mut values = self.values.clone();
         let (_, v, _) = values.select_nth_unstable(rank - 1);
         self.spilled.lowest_equivalent(*v) as f64

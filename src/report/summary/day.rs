@@ -97,7 +97,7 @@ impl DayAcc {
     fn cpu_percentile(&self, p: f64) -> f64 {
         // The value at rank r is the highest bucket with at least
         // samples - r + 1 samples at or above it.
-        let rank = (p / 100.0 * self.samples as f64).ceil().max(1.0) as u64;
+        let rank = super::counts::nearest_rank(p, self.samples);
         let want = self.samples + 1 - rank.min(self.samples);
         let top = usize::from(self.cpu_max.min(MAX_PCT_X100) / 10);
         let mut seen = 0u64;

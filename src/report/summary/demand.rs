@@ -14,7 +14,7 @@
 use serde::Serialize;
 
 use super::VmSummary;
-use super::counts::PctCounts;
+use super::counts::{PctCounts, nearest_rank};
 
 /// Distinct sizes whose counts a VM keeps: a VM resized more often than
 /// this within the window is rare; past it (a spoofer claiming a new size
@@ -276,7 +276,7 @@ impl Scaled<'_> {
             Scaled::Many(list) => {
                 let n = self.total();
                 ps.map(|p| {
-                    let rank = ((p / 100.0) * n as f64).ceil().max(1.0) as u64;
+                    let rank = nearest_rank(p, n);
                     let mut seen = 0;
                     list.iter()
                         .find(|(_, c)| {
