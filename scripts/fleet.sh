@@ -11,7 +11,12 @@
 #   GSO=64 scripts/fleet.sh 100000 100000 20
 #   CRASH=1 scripts/fleet.sh 100000 100000 20
 #   AUTH=1 scripts/fleet.sh 100000 100000 20    # version 2, --require-auth
+#   REPORT=1 scripts/fleet.sh 1000000 100000 300  # then the report, cold and cached
 #
+# CRASH=1 then restarts the collector on the same data dir, which replays
+# the journal, and counts rows on disk against what /metrics said was
+# durable when it was killed, and rows that appear twice.
+# Each run prints the aggregator's CPU per datagram and its peak RSS.
 # Every load is bounded by --total (RATE x SECONDS datagrams).
 set -euo pipefail
 # Interleaved unless asked otherwise (lib.sh would default to bursts).
@@ -40,14 +45,30 @@ out=$("$SIM" --server "127.0.0.1:$AGG_PORT" --count "$VMS" --rate "$RATE" \
 sent=$(sim_sent "$out")
 echo "fleet: vms=$VMS rate=$RATE total=$TOTAL gso=$GSO auth=${AUTH:-0} sent=$sent achieved=$(sim_rate "$out")/s"
 
+cpu=$(cpu_ticks "$AGG_PID")
+hwm=$(awk '/^VmHWM/{print $2}' "/proc/$AGG_PID/status")
+echo "load: aggregator_cpu_us_per_datagram=$(awk -v t="$cpu" -v n="$sent" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", t * 1e6 / hz / n}') peak_rss_mib=$((hwm / 1024))"
+
 if [ "${CRASH:-0}" = 1 ]; then
     addr=$(grep -oE 'metrics on http://[^/]+' "$WORK/agg.log" | sed 's|.*http://||')
-    accepted=$(curl -s "http://$addr/metrics" | awk '/^vmstats_datagrams_accepted_total /{print $2}')
-    written=$(curl -s "http://$addr/metrics" | awk '/^vmstats_rows_written_total /{print $2}')
+    scrape=$(curl -s "http://$addr/metrics")
+    accepted=$(awk '/^vmstats_datagrams_accepted_total /{print $2}' <<<"$scrape")
+    durable=$(awk '/^vmstats_receive_to_disk_seconds_count /{print $2}' <<<"$scrape")
+    written=$(awk '/^vmstats_rows_written_total /{print $2}' <<<"$scrape")
     kill -KILL "$AGG_PID"
     wait "$AGG_PID" 2>/dev/null || true
     rows=$(rows_in "$data")
-    echo "crash: accepted_before_kill=$accepted written_before_kill=$written rows_on_disk=$rows lost=$((${accepted%.*} - rows))"
+    echo "crash: accepted_before_kill=$accepted durable_before_kill=$durable written_before_kill=$written rows_in_files_after_kill=$rows journal_bytes=$(du -sb "$data/.vmstats/journal" | cut -f1)"
+    # The restart: the journal's rows go to the files before anything is
+    # received; a clean stop right after.
+    t0=$(date +%s%N)
+    "$AGG" --listen 127.0.0.1:0 --data-dir "$data" --duration 1s --cache-refresh 0 \
+        --report-format csv --report-file "$WORK/report.csv" >"$WORK/restart.out" 2>"$WORK/restart.log"
+    t1=$(date +%s%N)
+    grep -E 'replayed the journal' "$WORK/restart.log" || true
+    rows=$(rows_in "$data")
+    dups=$(find "$data" -maxdepth 1 -name '*.csv' -print0 | xargs -0 awk -F, 'FNR > 1 { print FILENAME "," $3 "," $4 }' | sort | uniq -d | wc -l)
+    echo "restart: restart_to_exit_ms=$(((t1 - t0) / 1000000)) rows_on_disk=$rows duplicates=$dups durable_missing=$(( ${durable%.*} > rows ? ${durable%.*} - rows : 0 )) beyond_accepted=$(( rows > ${accepted%.*} ? rows - ${accepted%.*} : 0 )) journal_left=$(find "$data/.vmstats/journal" -type f | wc -l)"
     exit 0
 fi
 
@@ -56,5 +77,19 @@ stop_pid "$AGG_PID"
 t1=$(date +%s%N)
 rows=$(rows_in "$data")
 accepted=$(summary_value "$WORK/agg.log" accepted)
-echo "stop: sigterm_to_exit_ms=$(((t1 - t0) / 1000000)) accepted=$accepted rows_on_disk=$rows lost=$((accepted - rows)) not_accepted=$((sent - accepted))"
+echo "stop: sigterm_to_exit_ms=$(((t1 - t0) / 1000000)) accepted=$accepted rows_on_disk=$rows lost=$((accepted - rows)) not_accepted=$((sent - accepted)) journal_left=$(find "$data/.vmstats/journal" -type f | wc -l)"
 grep -E '^summary: (received|rows_written|receive_to_disk)' "$WORK/agg.log"
+csv=$(find "$data" -maxdepth 1 -name '*.csv' -print0 | du -cb --files0-from=- | tail -1 | cut -f1)
+store=$(du -sb --exclude=journal "$data/.vmstats" | cut -f1)
+echo "data: vm_files=$(find "$data" -maxdepth 1 -name '*.csv' | wc -l) csv_bytes=$csv summary_store_bytes=$store"
+if [ "${REPORT:-0}" = 1 ]; then
+    for run in cold cached; do
+        [ "$run" = cold ] && rm -rf "$data/.vmstats"
+        t0=$(date +%s%N)
+        /usr/bin/time -f "%M" -o "$WORK/report.rss" "$AGG" report --data-dir "$data" --report-format csv --report-file "$WORK/report.csv"
+        t1=$(date +%s%N)
+        echo "report: $run ms=$(((t1 - t0) / 1000000)) peak_rss_mib=$(($(cat "$WORK/report.rss") / 1024))"
+    done
+    store=$(du -sb "$data/.vmstats" | cut -f1)
+    echo "report: summary_store_bytes=$store of csv_bytes=$csv"
+fi

@@ -26,6 +26,7 @@ use crate::admission::Admission;
 use crate::auth::{Keyring, Verifier};
 use crate::config::{AggregatorConfig, ConfigError};
 use crate::dispatch::{Batch, Dispatcher, ReopenSignal};
+use crate::journal;
 use crate::metrics::{self, MetricsServer};
 use crate::net_loop::{self, Hangup, NetLoop};
 use crate::report::{self, ReportError};
@@ -56,6 +57,8 @@ pub enum AggregatorError {
     Report(#[from] ReportError),
     #[error(transparent)]
     Keys(#[from] crate::auth::KeyFileError),
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
     #[error("not every accepted row is on disk: {0}")]
     Lost(Losses),
 }
@@ -276,6 +279,19 @@ pub fn start(cfg: &AggregatorConfig) -> Result<Started, AggregatorError> {
     };
     let (sockets, local, recv_buffer) = bind_sockets(cfg)?;
     crate::log_line(&listening_line(cfg, local, files_cap, recv_buffer));
+    if !cfg.discard {
+        // Before anything is read off the socket (the kernel queues what
+        // comes meanwhile): the journal's rows are older.
+        let replayed = journal::replay(
+            &cfg.data_dir,
+            cfg.file_mode,
+            files_cap * cfg.workers,
+            !cfg.no_sync,
+        )?;
+        if let Some(line) = replayed.line() {
+            crate::log_line(&line);
+        }
+    }
     if let Some(ring) = &keyring {
         let ids: Vec<u32> = ring.keys().keys().copied().collect();
         let v1 = if cfg.report.require_auth {
@@ -434,17 +450,26 @@ fn start_workers(
         senders.push(tx);
         let worker = Worker::new(
             WorkerConfig {
+                id,
                 data_dir: cfg.data_dir.clone(),
                 file_mode: cfg.file_mode,
                 flush_bytes: cfg.flush_bytes,
                 flush_interval: cfg.flush_interval,
+                file_interval: cfg.file_interval,
                 max_flush_delay: cfg.max_flush_delay(),
+                journal: journal::Settings {
+                    dir: journal::dir_of(&cfg.data_dir),
+                    file_mode: cfg.file_mode,
+                    sync: !cfg.no_sync,
+                    segment_bytes: journal::SEGMENT_BYTES,
+                },
                 max_open_files: files_cap,
                 max_buffered: cfg.max_buffered / cfg.workers,
             },
             Arc::clone(stats),
             reopen.clone(),
         )
+        .map_err(AggregatorError::Start)?
         .verifying(verifier());
         let recycle = recycle.clone();
         let handle = std::thread::Builder::new()
@@ -504,8 +529,12 @@ fn finish(
     }
     let counters = stats.snapshot();
     let latency = stats.latency.figures();
+    let file_latency = stats.file_latency.figures();
     let elapsed_s = started.elapsed().as_secs_f64();
-    eprint!("{}", stats::summary(&counters, elapsed_s, &latency));
+    eprint!(
+        "{}",
+        stats::summary(&counters, elapsed_s, &latency, &file_latency)
+    );
     if !cfg.discard {
         let dirs = [cfg.data_dir.clone()];
         let report = report::build(&dirs, settings, crate::unix_ms())?;

@@ -187,6 +187,22 @@ fn end_of_last_line(file: &mut File, len: u64) -> io::Result<u64> {
     Ok(0)
 }
 
+/// How many leading bytes of `rows` (whole lines) the file's last `len`
+/// bytes end with: the longest prefix of `rows` that is also the file's
+/// tail, starting at a line of the file.
+fn present_prefix(file: &File, len: u64, rows: &[u8]) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    // One byte more than the rows, to see the newline before a match.
+    let n = len.min(rows.len() as u64 + 1) as usize;
+    let mut tail = vec![0u8; n];
+    file.read_exact_at(&mut tail, len - n as u64)?;
+    // The first line start whose rest is a prefix of `rows` is the longest.
+    let found = (1..tail.len())
+        .filter(|p| tail[p - 1] == b'\n')
+        .find(|p| rows.starts_with(&tail[*p..]));
+    Ok(found.map_or(0, |p| tail.len() - p))
+}
+
 /// `write_all` that says how much was written before an error.
 fn write_counted(file: &mut File, data: &[u8]) -> Result<(), (usize, io::Error)> {
     let mut written = 0;
@@ -250,6 +266,37 @@ impl FileStore {
     /// Appends `data` (whole rows) to the VM's file with one `write` in the
     /// common case. Returns what opening found when the file was not open.
     pub fn append(&mut self, ip: IpAddr, data: &[u8]) -> Result<Option<Opened>, AppendError> {
+        let opened = self.ensure_open(ip)?;
+        self.write_open(ip, data)?;
+        Ok(opened)
+    }
+
+    /// Appends the rows of `rows` that the file does not already end with
+    /// (the journal's replay: a crash may have come after some of a VM's
+    /// journaled rows reached its file, always a prefix of them). Returns
+    /// the bytes of `rows` that were already there, and what opening found.
+    pub fn append_missing(
+        &mut self,
+        ip: IpAddr,
+        rows: &[u8],
+    ) -> Result<(usize, Option<Opened>), AppendError> {
+        let opened = self.ensure_open(ip)?;
+        let entry = self.open.get(&ip).expect("opened above");
+        let present = match opened {
+            Some(Opened::New) => 0,
+            _ => present_prefix(&entry.file, entry.mark.len, rows).map_err(|e| AppendError {
+                path: self.path_of(ip),
+                written: 0,
+                error: OpenError::Io(e),
+            })?,
+        };
+        self.write_open(ip, &rows[present..])?;
+        Ok((present, opened))
+    }
+
+    /// Opens the VM's file unless it is open (closing the least recently
+    /// used one beyond the cap), and marks it used.
+    fn ensure_open(&mut self, ip: IpAddr) -> Result<Option<Opened>, AppendError> {
         let mut opened = None;
         if !self.open.contains_key(&ip) {
             while self.open.len() >= self.cap {
@@ -279,12 +326,17 @@ impl FileStore {
         if self.lru.len() > 2 * self.cap + 64 {
             self.compact();
         }
-        let entry = self.open.get_mut(&ip).expect("opened above");
-        entry.stamp = stamp;
+        self.open.get_mut(&ip).expect("opened above").stamp = stamp;
+        Ok(opened)
+    }
+
+    /// Writes `data` to the VM's open file.
+    fn write_open(&mut self, ip: IpAddr, data: &[u8]) -> Result<(), AppendError> {
+        let entry = self.open.get_mut(&ip).expect("the caller opened it");
         match write_counted(&mut entry.file, data) {
             Ok(()) => {
                 entry.mark.len += data.len() as u64;
-                Ok(opened)
+                Ok(())
             }
             Err((written, error)) => {
                 // A write cut short (a full disk) leaves part of a row: cut

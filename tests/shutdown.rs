@@ -126,9 +126,10 @@ fn a_stop_while_the_disk_is_full_leaves_no_partial_row() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "csv") {
             let bytes = std::fs::read(&path).unwrap();
-            assert_eq!(
-                bytes.last(),
-                Some(&b'\n'),
+            // Empty when the journal filled the disk before the file's
+            // header could be written: no row, so no partial one.
+            assert!(
+                bytes.is_empty() || bytes.last() == Some(&b'\n'),
                 "{} ends in a partial row",
                 path.display()
             );
@@ -165,6 +166,7 @@ fn kill_9_leaves_parsable_files_and_a_restart_appends_cleanly() {
         "{missing} rows lost, more than a flush interval"
     );
 
+    // The restart first appends what the journal holds beyond the files.
     let agg = Aggregator::start(dir.path(), &[]);
     load(agg.port(), 50, "5000", 500, "127.33.0.1", &[]);
     let done = agg.stop();
@@ -172,5 +174,21 @@ fn kill_9_leaves_parsable_files_and_a_restart_appends_cleanly() {
     // read_rows asserts one header and no torn line anywhere.
     let (files, rows) = count_files_and_rows(dir.path());
     assert_eq!(files, 50);
-    assert_eq!(rows, on_disk + 500);
+    assert!(
+        (on_disk + 500..=10_500).contains(&rows),
+        "{rows} rows, {on_disk} before the restart"
+    );
+    for entry in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "csv") {
+            let rows = read_rows(&entry.path());
+            let unique: std::collections::HashSet<(u32, u64)> =
+                rows.iter().map(|r| (r.stat.boot_id, r.stat.seq)).collect();
+            assert_eq!(
+                unique.len(),
+                rows.len(),
+                "{}: a row twice",
+                entry.path().display()
+            );
+        }
+    }
 }

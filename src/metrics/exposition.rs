@@ -91,14 +91,22 @@ impl Collector for Source {
             ),
             &by_index(&self.stats.worker_queues),
         )?;
-        let latency = LatencyHistogram(self.stats.latency.snapshot());
-        let m = enc.encode_descriptor(
-            "vmstats_receive_to_disk_seconds",
-            "Time from receiving a datagram to writing its row.",
-            None,
-            latency.metric_type(),
-        )?;
-        latency.encode(m)?;
+        for (name, help, latencies) in [
+            (
+                "vmstats_receive_to_disk_seconds",
+                "Time from receiving a datagram to its row being durable (the journal synced; written, with --no-sync).",
+                &self.stats.latency,
+            ),
+            (
+                "vmstats_receive_to_file_seconds",
+                "Time from receiving a datagram to its row being written to its VM's file.",
+                &self.stats.file_latency,
+            ),
+        ] {
+            let latency = LatencyHistogram(latencies.snapshot());
+            let m = enc.encode_descriptor(name, help, None, latency.metric_type())?;
+            latency.encode(m)?;
+        }
         if let Some(f) = *self.published.lock().expect("no panic holds it") {
             report_figures(&mut enc, &f)?;
         }
@@ -213,7 +221,7 @@ fn family<S: AsRef<str>>(
     Ok(())
 }
 
-/// The workers' latency buckets as a Prometheus histogram (seconds).
+/// A latency's buckets as a Prometheus histogram (seconds).
 #[derive(Debug)]
 struct LatencyHistogram(LatencySnapshot);
 
@@ -300,6 +308,7 @@ pub(super) mod tests {
         stats.worker_queues[1].store(4, Relaxed);
         stats.latency.observe(7, 10);
         stats.latency.observe(700, 1);
+        stats.file_latency.observe(30_000, 11);
         let text = render(&registry);
         for line in [
             "vmstats_datagrams_received_total 7",
@@ -310,6 +319,9 @@ pub(super) mod tests {
             "vmstats_receive_to_disk_seconds_bucket{le=\"1.0\"} 11",
             "vmstats_receive_to_disk_seconds_bucket{le=\"+Inf\"} 11",
             "vmstats_receive_to_disk_seconds_count 11",
+            "vmstats_receive_to_file_seconds_bucket{le=\"25.0\"} 0",
+            "vmstats_receive_to_file_seconds_bucket{le=\"60.0\"} 11",
+            "vmstats_journal_bytes 0",
             "vmstats_build_info{version=\"",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");

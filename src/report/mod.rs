@@ -26,6 +26,7 @@
 //!    [`Report`].
 
 mod cache;
+pub use cache::DIR_NAME as CACHE_DIR;
 pub mod catalog;
 mod codec;
 mod merge;

@@ -1,18 +1,22 @@
-//! A worker: buffers its VMs' rows and flushes them to their files.
+//! A worker: journals its VMs' rows and writes them to their files in
+//! batches.
 //!
-//! Rows are formatted into a per-VM [`RowBuf`] as batches arrive and written
-//! out with one `write` when the buffer reaches `flush_bytes` or its oldest
-//! row has waited the flush delay. Deadlines live in [`Deadlines`], at most
-//! one entry per VM: made when a buffer gets a row and has none; when it
-//! comes due, whatever the VM holds is written (a busy VM that flushed by
-//! size meanwhile just writes early), so no row waits longer than the delay
-//! and the queue never outgrows the VMs.
+//! Rows are formatted into a per-VM [`RowBuf`] as batches arrive and copied
+//! into the worker's [`Journal`], which makes them durable every
+//! `--flush-interval` with one write and one sync for all VMs. A VM's rows
+//! go to its file with one `write` when the buffer reaches `flush_bytes` or
+//! its oldest row has waited the file delay, but never before the journal
+//! holds them durably: that order is what lets a restart replay the journal
+//! exactly once (see [`crate::journal`]). Deadlines live in [`Deadlines`],
+//! at most one entry per VM: made when a buffer gets a row and has none;
+//! when it comes due, whatever the VM holds durably is written, so the
+//! queue never outgrows the VMs.
 //!
-//! The flush delay is `--flush-interval`. With `--max-flush-delay` above it,
-//! a worker whose flushing falls behind (100,000 VMs, most of them reopening
-//! a file each flush) doubles its delay, up to that bound, so each open
-//! carries more rows; once it keeps up, the delay relaxes back. Without the
-//! flag nothing stretches: what a crash can lose stays what the user chose.
+//! The file delay is `--file-interval`. With `--max-flush-delay` above it,
+//! a worker whose file writes fall behind (a million VMs, each reopening
+//! its file per write) doubles its delay, up to that bound, so each open
+//! carries more rows; once it keeps up, the delay relaxes back. Either way
+//! the journal, not the delay, bounds what a crash loses.
 //!
 //! A failed write keeps the rows (up to a bound) and retries at the next
 //! deadline, so a full or failing disk loses nothing until the bound forces
@@ -38,6 +42,7 @@ use foldhash::HashMap;
 
 use crate::auth::Verifier;
 use crate::dispatch::{Batch, ReopenSignal};
+use crate::journal::{self, Journal};
 use crate::stats::{Counter, Stats};
 use crate::store::{AppendError, FileStore, Opened};
 use crate::wire::{self, Reject};
@@ -45,14 +50,21 @@ use crate::wire::{self, Reject};
 /// Per-worker settings, derived from the aggregator config.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
+    /// Which worker: names its journal segments.
+    pub id: usize,
     pub data_dir: PathBuf,
     /// Permissions of new VM files.
     pub file_mode: u32,
     pub flush_bytes: usize,
+    /// How often the journal is written and synced.
     pub flush_interval: Duration,
-    /// Longest the flush delay may stretch to under pressure (at least
-    /// `flush_interval`; equal means never stretch).
+    /// How long a VM's rows wait for their file.
+    pub file_interval: Duration,
+    /// Longest the file delay may stretch to under pressure (at least
+    /// `file_interval`; equal means never stretch).
     pub max_flush_delay: Duration,
+    /// Where and how the journal is written.
+    pub journal: journal::Settings,
     pub max_open_files: usize,
     /// Bytes of rows this worker may hold before it stops taking batches.
     pub max_buffered: usize,
@@ -73,6 +85,11 @@ const BATCHES_PER_ROUND: usize = 64;
 /// How many times `flush_bytes` a VM may hold while its writes fail.
 const RETRY_BUFFERS: usize = 4;
 
+/// How often, at most, the worker looks for the oldest chunk its VMs still
+/// hold, so the journal can drop the segments before it (a scan of every
+/// VM: cheap once a second, wasteful per batch).
+const RELEASE_EVERY_MS: u64 = 1_000;
+
 /// Longest sleep with nothing due: how soon a SIGHUP reopen is noticed.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
 
@@ -88,6 +105,12 @@ const ERROR_LOG_EVERY: Duration = Duration::from_secs(1);
 #[derive(Default)]
 struct Vm {
     rows: RowBuf,
+    /// The journal chunk of the newest rows held.
+    epoch: u64,
+    /// Bytes at the front of `rows` from chunks before `epoch`.
+    split: usize,
+    /// The journal chunk of the oldest row held.
+    oldest_chunk: u64,
     /// The VM has an entry in `due`.
     queued: bool,
     /// Its file was found to be something other than a regular file, and
@@ -158,16 +181,25 @@ pub struct Worker {
     reopen_seen: u64,
     /// Version 2's checks, and whether version 1 is taken.
     verifier: Verifier,
+    journal: Journal,
+    /// When the open journal chunk is sealed next.
+    next_seal: WorkerMs,
+    released: WorkerMs,
     errors: crate::RateLimited,
     start: Instant,
 }
 
 impl Worker {
-    pub fn new(cfg: WorkerConfig, stats: Arc<Stats>, reopen: ReopenSignal) -> Self {
+    /// A worker with its journal thread started.
+    pub fn new(cfg: WorkerConfig, stats: Arc<Stats>, reopen: ReopenSignal) -> io::Result<Self> {
         let store = FileStore::new(cfg.data_dir.clone(), cfg.max_open_files, cfg.file_mode);
-        Worker {
+        let journal = Journal::start(cfg.id, cfg.journal.clone(), Arc::clone(&stats))?;
+        Ok(Worker {
             verifier: Verifier::new(None, false, u64::MAX),
-            delay: FlushDelay::new(cfg.flush_interval, cfg.max_flush_delay),
+            delay: FlushDelay::new(cfg.file_interval, cfg.max_flush_delay),
+            journal,
+            next_seal: WorkerMs(cfg.flush_interval.as_millis() as u64),
+            released: WorkerMs(0),
             reopen_seen: reopen.generation(),
             reopen,
             cfg,
@@ -179,7 +211,7 @@ impl Worker {
             lost: BTreeMap::new(),
             errors: crate::RateLimited::new(ERROR_LOG_EVERY),
             start: Instant::now(),
-        }
+        })
     }
 
     fn now(&self) -> WorkerMs {
@@ -191,6 +223,7 @@ impl Worker {
     pub fn run(mut self, rx: Receiver<Batch>, recycle: Sender<Batch>) -> WorkerOutcome {
         loop {
             self.reopen_if_asked();
+            self.seal_if_due();
             // Flushing is done in slices between batches: when files are
             // slow (first creation of 100,000 files, a cold LRU), due VMs
             // wait a little longer and gather more rows per write, while
@@ -199,10 +232,13 @@ impl Worker {
             let now = self.now();
             self.delay.observe(backlog, now);
             let held_off = self.relieve_memory();
-            let wait = match self.due.next() {
-                _ if backlog => Duration::ZERO,
-                Some(at) => Duration::from_millis(now.ms_until(at)).min(IDLE_WAIT),
-                None => IDLE_WAIT,
+            let next = self
+                .due
+                .next()
+                .map_or(self.next_seal, |at| at.min(self.next_seal));
+            let wait = match backlog {
+                true => Duration::ZERO,
+                false => Duration::from_millis(now.ms_until(next)).min(IDLE_WAIT),
             };
             match rx.recv_timeout(wait) {
                 Ok(batch) => self.take(batch, &recycle),
@@ -222,8 +258,11 @@ impl Worker {
         self.finish()
     }
 
-    /// Writes what is left, counts what could not be, fsyncs.
+    /// Makes what is held durable, writes it to the files, counts what
+    /// could not be, fsyncs, and empties the journal of all that is in the
+    /// files.
     fn finish(mut self) -> WorkerOutcome {
+        self.journal.seal_and_wait();
         self.flush_all();
         self.errors.flush(|held| {
             format!("error: {held} more write errors not shown (at most one line a second)")
@@ -234,10 +273,40 @@ impl Worker {
                 self.stats.add(Counter::DroppedWriteError, vm.rows.rows());
             }
         }
+        let sync_failed = self.store.sync_open();
+        let keep = self.oldest_chunk_held();
+        self.journal.finish(keep);
         WorkerOutcome {
-            sync_failed: self.store.sync_open(),
+            sync_failed,
             lost: self.lost,
         }
+    }
+
+    /// Seals the journal's chunk every flush interval, and lets it drop
+    /// the segments whose rows are all in their files (the run loop's, and
+    /// a benchmark's, call between batches).
+    pub fn seal_if_due(&mut self) {
+        let now = self.now();
+        if now < self.next_seal {
+            return;
+        }
+        self.journal.seal();
+        self.next_seal = now.plus_ms(self.cfg.flush_interval.as_millis() as u64);
+        if self.journal.has_closed() && self.released.ms_until(now) >= RELEASE_EVERY_MS {
+            self.released = now;
+            self.journal.release(self.oldest_chunk_held());
+        }
+    }
+
+    /// The oldest journal chunk a VM still holds rows of (every row of the
+    /// chunks before it is in its file), or the open chunk.
+    fn oldest_chunk_held(&self) -> u64 {
+        self.vms
+            .values()
+            .filter(|vm| !vm.rows.is_empty())
+            .map(|vm| vm.oldest_chunk)
+            .min()
+            .unwrap_or(self.journal.chunk())
     }
 
     fn take(&mut self, mut batch: Batch, recycle: &Sender<Batch>) {
@@ -256,6 +325,9 @@ impl Worker {
             return;
         }
         self.reopen_seen = generation;
+        // Everything held goes to the files as they were, so all of it
+        // must be durable first.
+        self.journal.seal_and_wait();
         self.flush_all();
         let before = self.store.open_count();
         self.store.close_all();
@@ -290,6 +362,7 @@ impl Worker {
         let now = self.now();
         let deadline = now.plus_ms(self.delay.ms);
         let mut refused = [0u64; Reject::ALL.len()];
+        let chunk = self.journal.chunk();
         for rec in batch {
             let verified =
                 match self
@@ -310,7 +383,18 @@ impl Worker {
                 vm.queued = true;
                 self.due.push(rec.ip, deadline);
             }
-            self.buffered += vm.rows.push_row(rec.recv_ms, &rec.stat, verified);
+            if vm.rows.is_empty() {
+                vm.oldest_chunk = chunk;
+                vm.epoch = chunk;
+                vm.split = 0;
+            } else if vm.epoch != chunk {
+                vm.split = vm.rows.len();
+                vm.epoch = chunk;
+            }
+            let added = vm.rows.push_row(rec.recv_ms, &rec.stat, verified);
+            self.buffered += added;
+            let row = &vm.rows.bytes()[vm.rows.len() - added..];
+            self.journal.push(rec.ip, row, rec.recv_ms);
             if vm.rows.len() >= self.cfg.flush_bytes {
                 self.flush_vm(rec.ip, now);
             }
@@ -381,10 +465,11 @@ impl Worker {
         }
     }
 
-    /// Writes what a VM holds. Whatever reached the file is accounted as
-    /// written; after a failure the rest is kept under the retry bound
-    /// (the oldest rows beyond it are dropped, counted) and retried one
-    /// flush interval later.
+    /// Writes what a VM holds durably in the journal. Whatever reached the
+    /// file is accounted as written; after a failure the rest is kept under
+    /// the retry bound (the oldest rows beyond it are dropped, counted) and
+    /// retried one file delay later, as are rows the journal has yet to
+    /// make durable.
     fn flush_vm(&mut self, ip: IpAddr, now: WorkerMs) {
         let Some(vm) = self.vms.get_mut(&ip) else {
             return;
@@ -392,30 +477,47 @@ impl Worker {
         if vm.rows.is_empty() {
             return;
         }
-        let full = vm.rows.len() >= self.cfg.flush_bytes;
-        let oldest = vm.rows.oldest();
-        let open_before = self.store.open_count();
-        let result = self.store.append(ip, vm.rows.bytes());
-        track_open_files(&self.stats, &self.store, open_before);
-        let written = match result {
-            Ok(opened) => {
-                if let Some(Opened::Repaired(cut)) = opened {
-                    crate::log_line(&format!(
-                        "warning: {}: cut a torn last row ({cut} bytes) before appending",
-                        self.store.path_of(ip).display()
-                    ));
-                }
-                vm.rows.len()
-            }
-            Err(err) => write_failed(&self.stats, &mut self.errors, &mut vm.refused, &err),
+        let durable = self.journal.durable();
+        let ready = match vm.epoch {
+            e if e < durable => vm.rows.len(),
+            e if e == durable => vm.split,
+            _ => 0,
         };
-        let done = vm.rows.consume(written);
-        self.buffered -= done.bytes;
-        self.stats.add(Counter::RowsWritten, done.rows);
-        self.stats.add(Counter::BytesWritten, done.bytes as u64);
-        if done.rows > 0 {
-            let age = crate::unix_ms().saturating_sub(oldest.0);
-            self.stats.latency.observe(age, done.rows);
+        let full = vm.rows.len() >= self.cfg.flush_bytes;
+        let mut failed = false;
+        if ready > 0 {
+            let oldest = vm.rows.oldest();
+            let open_before = self.store.open_count();
+            let result = self.store.append(ip, &vm.rows.bytes()[..ready]);
+            track_open_files(&self.stats, &self.store, open_before);
+            let written = match result {
+                Ok(opened) => {
+                    if let Some(Opened::Repaired(cut)) = opened {
+                        crate::log_line(&format!(
+                            "warning: {}: cut a torn last row ({cut} bytes) before appending",
+                            self.store.path_of(ip).display()
+                        ));
+                    }
+                    ready
+                }
+                Err(err) => {
+                    failed = true;
+                    write_failed(&self.stats, &mut self.errors, &mut vm.refused, &err)
+                }
+            };
+            let done = vm.rows.consume(written);
+            vm.split = vm.split.saturating_sub(done.bytes);
+            self.buffered -= done.bytes;
+            self.stats.add(Counter::RowsWritten, done.rows);
+            self.stats.add(Counter::BytesWritten, done.bytes as u64);
+            if done.rows > 0 {
+                let age = crate::unix_ms().saturating_sub(oldest.0);
+                self.stats.file_latency.observe(age, done.rows);
+                if !failed {
+                    // What is left came in the newest chunk.
+                    vm.oldest_chunk = vm.epoch;
+                }
+            }
         }
         if vm.rows.is_empty() {
             vm.refused = false;
@@ -424,16 +526,18 @@ impl Worker {
             }
             return;
         }
-        let dropped = vm.rows.trim_oldest(RETRY_BUFFERS * self.cfg.flush_bytes);
-        self.buffered -= dropped.bytes;
-        if dropped.rows > 0 {
-            self.stats.add(Counter::DroppedWriteError, dropped.rows);
-            *self.lost.entry(ip).or_default() += dropped.rows;
+        if failed {
+            let dropped = vm.rows.trim_oldest(RETRY_BUFFERS * self.cfg.flush_bytes);
+            vm.split = vm.split.saturating_sub(dropped.bytes);
+            self.buffered -= dropped.bytes;
+            if dropped.rows > 0 {
+                self.stats.add(Counter::DroppedWriteError, dropped.rows);
+                *self.lost.entry(ip).or_default() += dropped.rows;
+            }
         }
         if !vm.queued {
             vm.queued = true;
-            let retry_ms = self.cfg.flush_interval.as_millis() as u64;
-            self.due.push(ip, now.plus_ms(retry_ms));
+            self.due.push(ip, now.plus_ms(self.delay.ms));
         }
     }
 }
@@ -480,17 +584,35 @@ mod tests {
     use crate::wire::Stat;
     use std::path::Path;
 
+    /// A worker whose files are written `interval_ms` after a row came (or
+    /// at `flush_bytes`), its journal synced each ms.
     fn worker(dir: &Path, flush_bytes: usize, interval_ms: u64) -> Worker {
+        let journal_dir = journal::dir_of(dir);
+        std::fs::create_dir_all(&journal_dir).unwrap();
         let cfg = WorkerConfig {
+            id: 0,
             data_dir: dir.to_path_buf(),
             file_mode: crate::store::DEFAULT_FILE_MODE,
             flush_bytes,
-            flush_interval: Duration::from_millis(interval_ms),
+            flush_interval: Duration::from_millis(1),
+            file_interval: Duration::from_millis(interval_ms),
             max_flush_delay: Duration::from_millis(interval_ms),
+            journal: journal::Settings {
+                dir: journal_dir,
+                file_mode: crate::store::DEFAULT_FILE_MODE,
+                sync: true,
+                segment_bytes: journal::SEGMENT_BYTES,
+            },
             max_open_files: 8,
             max_buffered: 1 << 20,
         };
-        Worker::new(cfg, Arc::new(Stats::default()), ReopenSignal::default())
+        Worker::new(cfg, Arc::new(Stats::default()), ReopenSignal::default()).unwrap()
+    }
+
+    /// Ingests `rows` and makes them durable, as a flush interval would.
+    fn ingest_durably(w: &mut Worker, rows: &[Record]) {
+        w.ingest(rows);
+        w.journal.seal_and_wait();
     }
 
     fn records(ip: &str, seqs: std::ops::Range<u64>) -> Vec<Record> {
@@ -514,22 +636,31 @@ mod tests {
     }
 
     #[test]
-    fn a_full_buffer_is_written_at_once() {
+    fn a_full_buffer_is_written_at_once_but_not_before_it_is_durable() {
         let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("127.5.0.1.csv");
         let mut w = worker(dir.path(), 256, 60_000);
-        w.ingest(&records("127.5.0.1", 0..3));
+        ingest_durably(&mut w, &records("127.5.0.1", 0..3));
         // Three rows of ~40 bytes reach 256 bytes only with more.
-        assert_eq!(rows_in(&dir.path().join("127.5.0.1.csv")), 0);
+        assert_eq!(rows_in(&path), 0);
         w.ingest(&records("127.5.0.1", 3..8));
-        assert!(rows_in(&dir.path().join("127.5.0.1.csv")) >= 6);
+        // Full, but rows 3..8 are not in the journal yet: only 0..3 go.
+        assert_eq!(rows_in(&path), 3);
+        w.journal.seal_and_wait();
+        w.ingest(&records("127.5.0.1", 8..20));
+        assert_eq!(rows_in(&path), 8);
         assert_eq!(w.stats.get(Counter::VmsKnown), 1);
+        // The journal holds the durable rows 0..8, each after its address.
+        let file_rows = std::fs::metadata(&path).unwrap().len() - wire::CSV_HEADER.len() as u64;
+        let prefix = "127.5.0.1 ".len() as u64;
+        assert_eq!(w.stats.get(Counter::JournalBytes), file_rows + 8 * prefix);
     }
 
     #[test]
     fn an_old_buffer_is_written_when_due_and_not_before() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = worker(dir.path(), 1 << 20, 30);
-        w.ingest(&records("127.5.0.2", 0..5));
+        ingest_durably(&mut w, &records("127.5.0.2", 0..5));
         assert!(!w.flush_due(FLUSH_SLICE));
         assert_eq!(rows_in(&dir.path().join("127.5.0.2.csv")), 0);
         std::thread::sleep(Duration::from_millis(40));
@@ -547,7 +678,7 @@ mod tests {
         // Every write to /dev/full fails with ENOSPC: a disk that is full.
         std::os::unix::fs::symlink("/dev/full", &path).unwrap();
         let mut w = worker(dir.path(), 1 << 20, 10);
-        w.ingest(&records("127.5.0.3", 0..4));
+        ingest_durably(&mut w, &records("127.5.0.3", 0..4));
         w.flush_all();
         assert_eq!(w.stats.get(Counter::WriteErrors), 1);
         assert_eq!(w.stats.get(Counter::RowsWritten), 0);
@@ -567,7 +698,9 @@ mod tests {
         let path = dir.path().join("127.5.0.4.csv");
         std::os::unix::fs::symlink("/dev/full", &path).unwrap();
         let mut w = worker(dir.path(), 256, 60_000);
-        w.ingest(&records("127.5.0.4", 0..100));
+        for tens in 0..10 {
+            ingest_durably(&mut w, &records("127.5.0.4", tens * 10..tens * 10 + 10));
+        }
         let held = w.vms[&"127.5.0.4".parse().unwrap()].rows.rows();
         let dropped = w.stats.get(Counter::DroppedWriteError);
         assert!(held > 0 && dropped > 0, "held {held}, dropped {dropped}");
@@ -646,16 +779,16 @@ mod tests {
         let mut w = worker(dir.path(), 1 << 20, 60_000);
         let signal = w.reopen.clone();
         let path = dir.path().join("127.5.0.7.csv");
-        w.ingest(&records("127.5.0.7", 0..3));
+        ingest_durably(&mut w, &records("127.5.0.7", 0..3));
         w.flush_all();
         std::fs::rename(&path, dir.path().join("127.5.0.7.csv.1")).unwrap();
         // Held rows go to the file they were bound for, then all close.
-        w.ingest(&records("127.5.0.7", 3..4));
+        ingest_durably(&mut w, &records("127.5.0.7", 3..4));
         signal.raise();
         w.reopen_if_asked();
         assert_eq!(rows_in(&dir.path().join("127.5.0.7.csv.1")), 4);
         assert_eq!(w.store.open_count(), 0);
-        w.ingest(&records("127.5.0.7", 4..6));
+        ingest_durably(&mut w, &records("127.5.0.7", 4..6));
         w.flush_all();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with(wire::CSV_HEADER));

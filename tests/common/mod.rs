@@ -37,15 +37,24 @@ impl Aggregator {
         Self::start_on("127.0.0.1:0", data_dir, extra)
     }
 
-    /// As [`Aggregator::start`] on another address. Flushes every 100 ms
-    /// unless `extra` says otherwise.
+    /// As [`Aggregator::start`] on another address. Syncs the journal
+    /// every 100 ms unless `extra` says otherwise, and writes the files as
+    /// often (so a test can read them live) unless `extra` sets
+    /// `--file-interval`.
     pub fn start_on(listen: &str, data_dir: &Path, extra: &[&str]) -> Aggregator {
         let mut cmd = Command::new(AGGREGATOR);
         cmd.args(["--listen", listen, "--data-dir"])
             .arg(data_dir)
             .args(["--stats-interval", "1s"]);
-        if !extra.contains(&"--flush-interval") {
-            cmd.args(["--flush-interval", "100ms"]);
+        let flush = match extra.iter().position(|a| *a == "--flush-interval") {
+            Some(i) => extra[i + 1],
+            None => {
+                cmd.args(["--flush-interval", "100ms"]);
+                "100ms"
+            }
+        };
+        if !extra.contains(&"--file-interval") {
+            cmd.args(["--file-interval", flush]);
         }
         cmd.args(extra)
             .stdout(Stdio::piped())
