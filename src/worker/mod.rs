@@ -198,7 +198,7 @@ impl Worker {
             verifier: Verifier::new(None, false, u64::MAX),
             delay: FlushDelay::new(cfg.file_interval, cfg.max_flush_delay),
             journal,
-            next_seal: WorkerMs(cfg.flush_interval.as_millis() as u64),
+            next_seal: WorkerMs(seal_every_ms(cfg.flush_interval)),
             released: WorkerMs(0),
             reopen_seen: reopen.generation(),
             reopen,
@@ -282,7 +282,7 @@ impl Worker {
         }
     }
 
-    /// Seals the journal's chunk every flush interval, and lets it drop
+    /// Seals the journal's chunk twice a flush interval, and lets it drop
     /// the segments whose rows are all in their files (the run loop's, and
     /// a benchmark's, call between batches).
     pub fn seal_if_due(&mut self) {
@@ -291,7 +291,7 @@ impl Worker {
             return;
         }
         self.journal.seal();
-        self.next_seal = now.plus_ms(self.cfg.flush_interval.as_millis() as u64);
+        self.next_seal = now.plus_ms(seal_every_ms(self.cfg.flush_interval));
         if self.journal.has_closed() && self.released.ms_until(now) >= RELEASE_EVERY_MS {
             self.released = now;
             self.journal.release(self.oldest_chunk_held());
@@ -540,6 +540,13 @@ impl Worker {
             self.due.push(ip, now.plus_ms(self.delay.ms));
         }
     }
+}
+
+/// How often the journal's chunk is sealed: half the flush interval, so a
+/// row waits at most that for the seal and has the other half for the
+/// write and sync, and is durable within `--flush-interval`.
+fn seal_every_ms(flush_interval: Duration) -> u64 {
+    (flush_interval.as_millis() as u64 / 2).max(1)
 }
 
 /// A failed append: counted, and said once for a file that is refused
