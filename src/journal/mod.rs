@@ -109,8 +109,8 @@ pub struct Journal {
     spare: Receiver<Chunk>,
     /// Chunks below this number are durable.
     durable: Arc<AtomicU64>,
-    /// The newest chunk in a closed segment (`u64::MAX` when none): when
-    /// not `MAX`, a release may free a segment.
+    /// The last chunk of the oldest closed segment (`u64::MAX` when none):
+    /// when not `MAX`, a release may free a segment.
     closed: Arc<AtomicU64>,
     thread: JoinHandle<()>,
 }
@@ -119,11 +119,12 @@ impl Journal {
     /// Starts worker `worker`'s journal thread, writing segments by
     /// `settings`.
     pub fn start(worker: usize, settings: Settings, stats: Arc<Stats>) -> std::io::Result<Journal> {
-        // Two chunks in flight: one being synced, one waiting. A disk slower
-        // than that holds the worker up, so its queue fills and the receive
-        // loop counts what it cannot take, rather than memory growing.
-        let (tx, rx) = bounded(2);
-        let (spare_tx, spare) = bounded(4);
+        // Up to 8 chunks (4 s) in flight: a sync slowed by the cleaner's
+        // write-back is absorbed. A disk slower than that holds the worker
+        // up, so its queue fills and the receive loop counts what it cannot
+        // take, rather than memory growing.
+        let (tx, rx) = bounded(8);
+        let (spare_tx, spare) = bounded(10);
         let durable = Arc::new(AtomicU64::new(0));
         let closed = Arc::new(AtomicU64::new(u64::MAX));
         let thread = writer::spawn(
@@ -174,7 +175,7 @@ impl Journal {
     }
 
     /// Hands the open chunk to the journal thread and opens the next one
-    /// (an empty chunk is not sent, but still counts as sealed).
+    /// (an empty chunk costs the thread no write, only its durable mark).
     pub fn seal(&mut self) {
         let number = self.open.number + 1;
         let next = match self.spare.try_recv() {

@@ -4,7 +4,10 @@
 //!
 //! It runs beside the worker so that a sync (tens of ms on a busy disk)
 //! never holds up ingest: the worker keeps formatting rows while the last
-//! second's chunk goes to disk.
+//! chunk goes to disk. Dropping segments has a thread of its own (the
+//! cleaner): its `syncfs` writes back every VM file written since the last
+//! one, seconds of disk time at 100,000 VMs, and must not hold up the
+//! next chunk's sync meanwhile.
 //!
 //! A journal that cannot be written (a full disk) must not stop the VM
 //! files: the failed chunk is marked durable anyway, so its rows still go
@@ -66,6 +69,9 @@ struct Writer {
     closed_newest: Arc<AtomicU64>,
     open: Option<Open>,
     closed: VecDeque<Segment>,
+    /// Segments whose rows are all in their files, to be synced and
+    /// removed.
+    cleaner: Sender<Vec<Segment>>,
     errors: crate::RateLimited,
 }
 
@@ -78,6 +84,8 @@ pub(super) fn spawn(
     durable: Arc<AtomicU64>,
     closed_newest: Arc<AtomicU64>,
 ) -> io::Result<JoinHandle<()>> {
+    let (cleaner, released) = crossbeam_channel::unbounded();
+    let cleaning = spawn_cleaner(worker, settings.clone(), Arc::clone(&stats), released)?;
     let mut w = Writer {
         worker,
         settings,
@@ -86,6 +94,7 @@ pub(super) fn spawn(
         closed_newest,
         open: None,
         closed: VecDeque::new(),
+        cleaner,
         errors: crate::RateLimited::new(Duration::from_secs(1)),
     };
     std::thread::Builder::new()
@@ -105,9 +114,50 @@ pub(super) fn spawn(
                     }
                 }
             }
-            w.errors.flush(|held| {
-                format!("error: {held} more journal errors not shown (at most one line a second)")
-            });
+            w.errors.flush(held_back_line);
+            drop(w);
+            cleaning.join().expect("the journal cleaner panicked");
+        })
+}
+
+fn held_back_line(held: u64) -> String {
+    format!("error: {held} more journal errors not shown (at most one line a second)")
+}
+
+/// The cleaner: syncs the filesystem (unless `--no-sync`) and removes each
+/// batch of released segments; a failed sync keeps the batch on disk, so a
+/// restart replays it (nothing twice) rather than losing its rows.
+fn spawn_cleaner(
+    worker: usize,
+    settings: Settings,
+    stats: Arc<Stats>,
+    released: Receiver<Vec<Segment>>,
+) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("vmstats-journal-clean-{worker}"))
+        .spawn(move || {
+            let mut errors = crate::RateLimited::new(Duration::from_secs(1));
+            for batch in released {
+                if settings.sync {
+                    let synced =
+                        File::open(&settings.dir).and_then(|d| crate::sys::sync_filesystem(&d));
+                    if let Err(e) = synced {
+                        stats.add(Counter::JournalErrors, 1);
+                        let dir = settings.dir.display().to_string();
+                        errors.log(|held| {
+                            format!(
+                                "error: cannot sync the files of {dir}: {e} (journal segments kept){}",
+                                crate::held_back_note(held)
+                            )
+                        });
+                        continue;
+                    }
+                }
+                for segment in &batch {
+                    remove(&stats, segment);
+                }
+            }
+            errors.flush(held_back_line);
         })
 }
 
@@ -192,7 +242,7 @@ impl Writer {
     fn close_open(&mut self) {
         if let Some(open) = self.open.take() {
             if open.segment.bytes == 0 {
-                self.remove(&open.segment);
+                remove(&self.stats, &open.segment);
             } else {
                 self.closed.push_back(open.segment);
             }
@@ -205,9 +255,8 @@ impl Writer {
         self.closed_newest.store(newest, Ordering::Relaxed);
     }
 
-    /// Drops every segment whose chunks are all below `below` (their rows
-    /// are in their files), the open one included, after making the VM
-    /// files durable.
+    /// Hands every segment whose chunks are all below `below` (their rows
+    /// are in their files), the open one included, to the cleaner.
     fn release(&mut self, below: u64) {
         if self
             .open
@@ -224,38 +273,20 @@ impl Writer {
         if n == 0 {
             return;
         }
-        if self.settings.sync {
-            let synced =
-                File::open(&self.settings.dir).and_then(|d| crate::sys::sync_filesystem(&d));
-            if let Err(e) = synced {
-                // Keep the segments: their rows may not be on disk yet.
-                self.stats.add(Counter::JournalErrors, 1);
-                let dir = self.settings.dir.display().to_string();
-                self.errors.log(|held| {
-                    format!(
-                        "error: cannot sync the files of {dir}: {e} (journal segments kept){}",
-                        crate::held_back_note(held)
-                    )
-                });
-                return;
-            }
-        }
-        for segment in self.closed.drain(..n).collect::<Vec<_>>() {
-            self.remove(&segment);
-        }
+        let batch: Vec<Segment> = self.closed.drain(..n).collect();
+        // The cleaner ends only after this writer.
+        let _ = self.cleaner.send(batch);
         self.publish_closed();
     }
+}
 
-    fn remove(&self, segment: &Segment) {
-        if let Err(e) = std::fs::remove_file(&segment.path) {
-            crate::log_line(&format!(
-                "warning: cannot remove journal segment {}: {e}",
-                segment.path.display()
-            ));
-        }
-        self.stats
-            .add(Counter::JournalSegments, 1u64.wrapping_neg());
-        self.stats
-            .add(Counter::JournalBytes, segment.bytes.wrapping_neg());
+fn remove(stats: &Stats, segment: &Segment) {
+    if let Err(e) = std::fs::remove_file(&segment.path) {
+        crate::log_line(&format!(
+            "warning: cannot remove journal segment {}: {e}",
+            segment.path.display()
+        ));
     }
+    stats.add(Counter::JournalSegments, 1u64.wrapping_neg());
+    stats.add(Counter::JournalBytes, segment.bytes.wrapping_neg());
 }

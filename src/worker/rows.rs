@@ -17,8 +17,7 @@ pub struct Taken {
 pub struct RowBuf {
     bytes: Vec<u8>,
     rows: u64,
-    /// Receive time of the oldest row still held (after a partial write, of
-    /// an older row already written: an upper bound on the wait).
+    /// Receive time of the oldest row still held.
     oldest: RecvMs,
 }
 
@@ -98,6 +97,19 @@ impl RowBuf {
         let rows = self.bytes[..end].iter().filter(|b| **b == b'\n').count() as u64;
         self.bytes.drain(..end);
         self.rows -= rows;
+        // A row starts with its receive time: the new oldest is read off
+        // the first row left (a VM that always keeps its newest row back
+        // for the journal would otherwise age forever).
+        let mut digits = self.bytes.iter().take_while(|b| b.is_ascii_digit());
+        let first = digits.try_fold(0u64, |ms, d| {
+            ms.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        });
+        if let Some(ms) = first
+            && rows > 0
+            && !self.bytes.is_empty()
+        {
+            self.oldest = RecvMs(ms);
+        }
         Taken { rows, bytes: end }
     }
 }
@@ -170,6 +182,7 @@ mod tests {
         assert_eq!(buf.len(), len - first_row);
         assert_eq!(buf.rows(), 3);
         assert_eq!(seqs(&buf), [1, 2, 3]);
+        assert_eq!(buf.oldest(), RecvMs(1001), "the oldest left");
         // Nothing whole: nothing removed.
         assert_eq!(buf.consume(2), Taken::default());
         assert_eq!(buf.rows(), 3);
