@@ -123,6 +123,19 @@ fn segments(dir: &Path) -> Result<Vec<PathBuf>, JournalError> {
     Ok(found)
 }
 
+/// A segment's bytes, read through the same no-symlink, regular-file-only
+/// open as the VM files.
+fn read_segment_file(path: &Path) -> io::Result<Vec<u8>> {
+    let (mut file, _) =
+        crate::store::open_regular(path, OpenOptions::new().read(true)).map_err(|e| match e {
+            crate::store::OpenError::Io(e) => e,
+            other => io::Error::other(other.to_string()),
+        })?;
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(&mut file, &mut bytes)?;
+    Ok(bytes)
+}
+
 /// Adds a segment's lines to `by_vm`; returns its rows and the bytes of a
 /// torn tail.
 fn read_segment(bytes: &[u8], by_vm: &mut HashMap<IpAddr, Vec<u8>>) -> (u64, u64) {
@@ -166,17 +179,7 @@ pub fn replay(
     }
     let mut by_vm: HashMap<IpAddr, Vec<u8>> = HashMap::default();
     for path in &paths {
-        let read = |path: &Path| {
-            let (mut file, _) = crate::store::open_regular(path, OpenOptions::new().read(true))
-                .map_err(|e| match e {
-                    crate::store::OpenError::Io(e) => e,
-                    other => io::Error::other(other.to_string()),
-                })?;
-            let mut bytes = Vec::new();
-            io::Read::read_to_end(&mut file, &mut bytes)?;
-            Ok(bytes)
-        };
-        let bytes = read(path).map_err(|error| JournalError::Read {
+        let bytes = read_segment_file(path).map_err(|error| JournalError::Read {
             path: path.clone(),
             error,
         })?;
