@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder, OpenOptions};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -521,7 +521,7 @@ fn finish(
         losses.sync_failed.extend(outcome.sync_failed);
     }
     if !cfg.discard {
-        let dir = File::open(&cfg.data_dir).and_then(|d| sys::sync_filesystem(&d));
+        let dir = sys::sync_filesystem_at(&cfg.data_dir);
         dir.map_err(|error| AggregatorError::Sync {
             path: cfg.data_dir.clone(),
             error,

@@ -66,9 +66,25 @@ fn segment_name(worker: usize, first_chunk: u64) -> String {
 }
 
 /// Appends one journal line: `<address> <row>` (the row ends in `\n`).
+/// Once per datagram: an IPv4 address goes through `itoa`, as the row
+/// does, rather than `fmt::Display`.
 fn push_line(out: &mut Vec<u8>, ip: IpAddr, row: &[u8]) {
-    use std::io::Write;
-    let _ = write!(out, "{ip} ");
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut n = itoa::Buffer::new();
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(n.format(octet).as_bytes());
+            }
+        }
+        IpAddr::V6(_) => {
+            use std::io::Write;
+            let _ = write!(out, "{ip}");
+        }
+    }
+    out.push(b' ');
     out.extend_from_slice(row);
 }
 
@@ -234,6 +250,9 @@ mod tests {
         let mut line = Vec::new();
         push_line(&mut line, "fd00::5".parse().unwrap(), &row);
         assert!(line.starts_with(b"fd00::5 1000,"));
+        let mut v4 = Vec::new();
+        push_line(&mut v4, "10.200.0.15".parse().unwrap(), &row);
+        assert!(v4.starts_with(b"10.200.0.15 1000,"));
         let (ip, parsed) = parse_line(&line[..line.len() - 1]).unwrap();
         assert_eq!(ip, "fd00::5".parse::<IpAddr>().unwrap());
         assert_eq!(parsed, &row[..row.len() - 1]);

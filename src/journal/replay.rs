@@ -16,7 +16,7 @@
 //! (`boot_id`, `seq`) once, so its figures do not change.
 
 use std::collections::hash_map::Entry;
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder, OpenOptions};
 use std::io;
 use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -215,7 +215,7 @@ pub fn replay(
     }
     store.close_all();
     if sync {
-        let synced = File::open(data_dir).and_then(|d| crate::sys::sync_filesystem(&d));
+        let synced = crate::sys::sync_filesystem_at(data_dir);
         synced.map_err(|error| JournalError::Sync {
             path: data_dir.to_path_buf(),
             error,

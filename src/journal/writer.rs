@@ -140,7 +140,7 @@ fn spawn_cleaner(
             for batch in released {
                 if settings.sync {
                     let synced =
-                        File::open(&settings.dir).and_then(|d| crate::sys::sync_filesystem(&d));
+                        crate::sys::sync_filesystem_at(&settings.dir);
                     if let Err(e) = synced {
                         stats.add(Counter::JournalErrors, 1);
                         let dir = settings.dir.display().to_string();

@@ -11,6 +11,7 @@
 //! per up to [`BATCH`] datagrams).
 
 use std::net::IpAddr;
+use std::path::Path;
 
 #[cfg_attr(target_os = "linux", path = "linux.rs")]
 #[cfg_attr(not(target_os = "linux"), path = "fallback.rs")]
@@ -22,6 +23,12 @@ pub use imp::{
     send_batch, socket_drops, sync_filesystem,
 };
 pub use unix::{clock_ticks_per_second, open_at, raise_nofile_limit, unlink_at};
+
+/// Syncs the filesystem that holds `path` (one `syncfs`, whatever the
+/// number of files written on it).
+pub fn sync_filesystem_at(path: &Path) -> std::io::Result<()> {
+    sync_filesystem(&std::fs::File::open(path)?)
+}
 
 /// Datagrams per batched syscall. 64 is where `recvmmsg` stops paying back on
 /// this class of machine (quinn-udp and rsyslog use 32 to 64).
