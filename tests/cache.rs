@@ -6,6 +6,7 @@
 mod common;
 
 use std::ffi::OsStr;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use common::*;
@@ -75,11 +76,15 @@ fn a_cached_report_says_what_the_files_say_and_is_used() {
     write_history(dir.path(), 20, "3");
     let as_of = now_ms();
     let first = report(dir.path(), as_of);
-    let entries = std::fs::read_dir(dir.path().join(".vmstats"))
-        .unwrap()
-        .count();
-    assert_eq!(entries, 20, "one entry per file");
+    assert_eq!(names_in(&dir.path().join(".vmstats")), ["summaries"]);
+    let store = dir.path().join(".vmstats/summaries");
+    let written = std::fs::metadata(&store).unwrap().modified().unwrap();
     assert_eq!(report(dir.path(), as_of), first);
+    let rewritten = std::fs::metadata(&store).unwrap().modified().unwrap();
+    assert_eq!(
+        written, rewritten,
+        "a report over unchanged files rewrote the store"
+    );
     // The cache is what the second report read: a change the file's size,
     // probes and mtime do not show (the mtime put back) stays unseen until
     // the cache is deleted.
@@ -165,13 +170,51 @@ fn grown_shrunk_rotated_and_rewritten_files_are_read_again() {
     std::fs::write(&vm3, vmstats::wire::CSV_HEADER).unwrap();
     let rotated = report(dir.path(), as_of);
     assert_eq!(rotated, fresh_report(dir.path(), as_of));
-    // Entries of files gone are removed.
+    // The entry of a file gone is removed: the store shrinks by about a
+    // quarter (4 entries of 5 left: 127.1.0.1, .2, .3 and .3's rotated part).
+    let store = dir.path().join(".vmstats/summaries");
+    let before = std::fs::metadata(&store).unwrap().len();
     std::fs::remove_file(dir.path().join("127.1.0.4.csv")).unwrap();
     report(dir.path(), as_of);
-    let entries = std::fs::read_dir(dir.path().join(".vmstats"))
+    let after = std::fs::metadata(&store).unwrap().len();
+    assert!(after < before * 9 / 10, "{after} bytes, {before} before");
+}
+
+/// The names in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
-        .count();
-    assert_eq!(entries, 4, "127.1.0.1, .2, .3 and .3's rotated part");
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_dead_reports_temporary_store_and_old_per_file_entries_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    write_history(dir.path(), 2, "1");
+    let as_of = now_ms();
+    let truth = fresh_report(dir.path(), as_of);
+    let cache = dir.path().join(".vmstats");
+    let stale = cache.join("summaries.tmp.1.0");
+    std::fs::write(&stale, "half a store").unwrap();
+    let hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(hours_ago)
+        .unwrap();
+    // One being written right now by another report: left alone.
+    std::fs::write(cache.join("summaries.tmp.2.0"), "being written").unwrap();
+    std::fs::write(cache.join("64768-1234.sum"), "an older version's entry").unwrap();
+    // A changed file, so that the store is written again.
+    let vm = dir.path().join("127.1.0.1.csv");
+    let text = std::fs::read_to_string(&vm).unwrap();
+    std::fs::write(&vm, &text[..text.len() / 2]).unwrap();
+    assert_ne!(report(dir.path(), as_of), truth);
+    assert_eq!(names_in(&cache), ["summaries", "summaries.tmp.2.0"]);
 }
 
 #[test]
@@ -181,32 +224,35 @@ fn planted_and_broken_entries_change_nothing() {
     let as_of = now_ms();
     let truth = report(dir.path(), as_of);
     let cache = dir.path().join(".vmstats");
-    let entries: Vec<_> = std::fs::read_dir(&cache)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    // Every entry cut short, flipped, or turned into a link to elsewhere.
+    let store = cache.join("summaries");
+    let good = std::fs::read(&store).unwrap();
+    // The store cut short, flipped in its index or in an entry, or not a
+    // store at all, then a link to elsewhere: each time the same report,
+    // and a store of our own written in its place.
     let outside = tempfile::NamedTempFile::new().unwrap();
-    for (i, entry) in entries.iter().enumerate() {
-        let bytes = std::fs::read(entry).unwrap();
-        match i % 3 {
-            0 => std::fs::write(entry, &bytes[..bytes.len() / 2]).unwrap(),
+    for case in 0..4 {
+        let mut bytes = good.clone();
+        match case {
+            0 => bytes.truncate(bytes.len() / 2),
             1 => {
-                let flipped: Vec<u8> = bytes.iter().map(|b| b ^ 0x5a).collect();
-                std::fs::write(entry, flipped).unwrap();
+                let at = bytes.len() - 40;
+                bytes[at] ^= 0x5a;
             }
-            _ => {
-                std::fs::remove_file(entry).unwrap();
-                std::os::unix::fs::symlink(outside.path(), entry).unwrap();
-            }
+            2 => bytes[40] ^= 0x5a,
+            _ => bytes = b"vmstats summary store 1\n".repeat(3),
         }
+        std::fs::write(&store, &bytes).unwrap();
+        assert_eq!(report(dir.path(), as_of), truth, "case {case}");
     }
+    std::fs::remove_file(&store).unwrap();
+    std::os::unix::fs::symlink(outside.path(), &store).unwrap();
     assert_eq!(report(dir.path(), as_of), truth);
     assert_eq!(
         std::fs::read(outside.path()).unwrap(),
         b"",
         "a link was followed"
     );
+    assert!(std::fs::symlink_metadata(&store).unwrap().is_file());
     // `.vmstats` itself a link to elsewhere: not used, nothing written there.
     std::fs::remove_dir_all(&cache).unwrap();
     let elsewhere = tempfile::tempdir().unwrap();
@@ -234,12 +280,11 @@ fn an_entry_hard_linked_to_a_file_elsewhere_is_never_written() {
     // The same filesystem (a hard link needs it), outside the data dir.
     let victim = tempfile::NamedTempFile::new_in(dir.path().parent().unwrap()).unwrap();
     std::fs::write(victim.path(), "a file someone else owns\n").unwrap();
-    for entry in std::fs::read_dir(dir.path().join(".vmstats")).unwrap() {
-        let entry = entry.unwrap().path();
-        std::fs::remove_file(&entry).unwrap();
-        std::fs::hard_link(victim.path(), &entry).unwrap();
-    }
+    let store = dir.path().join(".vmstats/summaries");
+    std::fs::remove_file(&store).unwrap();
+    std::fs::hard_link(victim.path(), &store).unwrap();
     assert_eq!(report(dir.path(), as_of), truth);
+    assert_eq!(std::fs::metadata(&store).unwrap().nlink(), 1);
     assert_eq!(
         std::fs::read(victim.path()).unwrap(),
         b"a file someone else owns\n",

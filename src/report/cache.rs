@@ -1,43 +1,54 @@
-//! The summary cache: each data file's per-day [`Segment`]s, kept under
-//! `<data-dir>/.vmstats/` so that a report over data it has seen reads
-//! only what was appended since (and the days its window cuts).
+//! The summary store: each data file's per-day [`Segment`]s, kept in one
+//! file per data dir (`<data-dir>/.vmstats/summaries`), so that a report
+//! over data it has seen reads only what was appended since (and the days
+//! its window cuts).
+//!
+//! One file, not one per VM file: at a million VMs an entry per file cost
+//! a million opens per report and a 4 KiB block for a few hundred bytes
+//! (3.9 GB of cache for 290 MB of CSV). The store is the entries one after
+//! another, then an index of them sorted by file, then a footer that says
+//! where the index is; a report reads the index once and each entry it
+//! needs with one `pread`. Each report writes the next store beside it,
+//! sequentially (the entries it built, and the ones still current copied
+//! across), and renames it over the last: a reader holds the old one or the
+//! new one, never half of either, and a report killed while writing leaves
+//! only a temporary file, removed by a later one.
 //!
 //! Everything in it is derived from the CSV files: deleting the directory
-//! loses nothing but time. An entry is named by the file's device and
+//! loses nothing but time. An entry is keyed by the file's device and
 //! inode, so logrotate's renames (`<ip>.csv` to `<ip>.csv.1` to
 //! `<ip>.csv.2`) keep it; it is used only while the file still matches it:
 //!
 //! - a plain file must be at least as long as the bytes the entry covers,
-//!   and end those bytes with the same last 32 (a file truncated, rewritten
-//!   or replaced under the same inode fails this and is read again);
+//!   and hold at [`PROBES`] places and at the end of those bytes what it
+//!   held then (a file truncated, rewritten or replaced under the same
+//!   inode fails this and is read again);
 //! - a gzip part must have the same length and modification time;
 //! - an entry built for a window that began later than this report's (it
 //!   skipped the rows before) is rebuilt from the earlier start.
 //!
-//! The cache is as trusted as the files beside it, which is not at all:
-//! entries are opened without following links, decoded with every length
-//! checked ([`codec`](super::codec)) and its checksum compared, and one
-//! that does not decode is rebuilt: a report running beside another, or
-//! beside the aggregator's own, at worst reads its part again. When the
-//! directory cannot be made (a read-only data dir) the report runs
-//! without it, saying so once.
+//! The store is as trusted as the files beside it, which is not at all: it
+//! is opened without following links, its index and every entry decoded
+//! with every length checked ([`codec`](super::codec)) and their checksums
+//! compared; a store that does not decode is not used and an entry that
+//! does not is rebuilt. When the directory cannot be made (a read-only
+//! data dir) the report runs without it, saying so once.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
+use std::io::{self, BufWriter, Write as _};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::UNIX_EPOCH;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::Sender;
+use serde::{Deserialize, Serialize};
 
+use crate::stop::Stop;
 use crate::sys;
 
 use super::ReportError;
-use serde::{Deserialize, Serialize};
-
 use super::codec::Corrupt;
 use super::scan::{self, Part, Window};
 use super::segment::{Builder, Segment};
@@ -46,7 +57,25 @@ use super::summary::Accumulator;
 /// The cache's directory inside a data dir.
 pub const DIR_NAME: &str = ".vmstats";
 
-const MAGIC: &[u8] = b"vmstats summary cache 8\n";
+/// The store's name in [`DIR_NAME`]; its next version is written as
+/// `summaries.tmp.<pid>.<n>` and renamed over it.
+pub const STORE_NAME: &str = "summaries";
+
+const MAGIC: &[u8] = b"vmstats summary store 1\n";
+
+/// The footer: the index's offset, its slots, its checksum, and this.
+const FOOTER_MAGIC: &[u8; 8] = b"vmstore\n";
+const FOOTER_LEN: u64 = 32;
+
+/// An index slot: device, inode, offset (u64 each) and length (u32).
+const SLOT_LEN: u64 = 28;
+
+/// Slots a store may index, at most (64 M files; 1.8 GB of index): a
+/// planted footer claiming more is refused before anything is allocated.
+const MAX_SLOTS: u64 = 1 << 26;
+
+/// A temporary store this old is a report's that died while writing it.
+const STALE_TMP: Duration = Duration::from_secs(3600);
 
 /// Bytes of each probe of a plain file kept to recognize it.
 const TAIL: u64 = 32;
@@ -64,57 +93,66 @@ const ENTRY_BASE: u64 = 64 << 10;
 /// less than four times that to a segment.
 const ENTRY_BYTES_PER_BYTE: u64 = 4;
 
-/// One data dir's `.vmstats`, opened once: every entry is opened, written
-/// and removed through this handle (`openat`, `unlinkat`), so swapping the
+/// One data dir's `.vmstats`, opened once: the store is opened, written
+/// and renamed through this handle (`openat`, `renameat`), so swapping the
 /// directory for a symlink while a report runs leads nowhere else.
 struct CacheDir {
+    id: usize,
     path: PathBuf,
     handle: File,
+    /// The store as it was when the report began.
+    store: Option<Store>,
 }
 
-/// Each data dir's cache directory, or `None` where there is none.
+/// Each data dir's cache directory, where it has one.
 pub struct CacheDirs {
-    dirs: HashMap<PathBuf, Option<Arc<CacheDir>>>,
+    by_path: HashMap<PathBuf, usize>,
+    list: Vec<CacheDir>,
     warned: AtomicBool,
 }
 
 impl CacheDirs {
     /// Finds or makes `.vmstats` (mode 0750) in each data dir that holds a
-    /// VM file (`with_files`: a dir with none gets nothing created in it);
-    /// a data dir where that fails, or where `.vmstats` is not a plain
-    /// directory (a symlink planted there), goes without, with one note.
+    /// VM file (`with_files`: a dir with none gets nothing created in it)
+    /// and reads its store's index; a data dir where that fails, or where
+    /// `.vmstats` is not a plain directory (a symlink planted there), goes
+    /// without, with one note.
     pub fn open(data_dirs: &[PathBuf], with_files: &HashSet<&Path>) -> CacheDirs {
-        let dirs = data_dirs
-            .iter()
-            .map(|dir| {
-                let path = dir.join(DIR_NAME);
-                let cache = if with_files.contains(dir.as_path()) {
-                    match open_cache_dir(&path) {
-                        Ok(cache) => Some(Arc::new(cache)),
-                        Err(e) => {
-                            crate::log_line(&format!(
-                                "note: no summary cache in {}: {e}; every report reads all rows",
-                                path.display()
-                            ));
-                            None
-                        }
-                    }
-                } else {
-                    None
-                };
-                (dir.clone(), cache)
-            })
-            .collect();
-        CacheDirs {
-            dirs,
+        let mut caches = CacheDirs {
+            by_path: HashMap::new(),
+            list: Vec::new(),
             warned: AtomicBool::new(false),
+        };
+        for dir in data_dirs {
+            if !with_files.contains(dir.as_path()) || caches.by_path.contains_key(dir) {
+                continue;
+            }
+            let path = dir.join(DIR_NAME);
+            match open_cache_dir(&path) {
+                Ok(handle) => {
+                    let id = caches.list.len();
+                    let store = Store::open(&handle);
+                    caches.list.push(CacheDir {
+                        id,
+                        path,
+                        handle,
+                        store,
+                    });
+                    caches.by_path.insert(dir.clone(), id);
+                }
+                Err(e) => crate::log_line(&format!(
+                    "note: no summary cache in {}: {e}; every report reads all rows",
+                    path.display()
+                )),
+            }
         }
+        caches
     }
 
-    /// The cache directory of `part` and its entry's name.
-    fn entry_of(&self, part: &Path, meta: &fs::Metadata) -> Option<(&Arc<CacheDir>, String)> {
-        let dir = self.dirs.get(part.parent()?)?.as_ref()?;
-        Some((dir, entry_name(meta.dev(), meta.ino())))
+    /// The cache directory of `part`.
+    fn dir_of(&self, part: &Path) -> Option<&CacheDir> {
+        let id = *self.by_path.get(part.parent()?)?;
+        self.list.get(id)
     }
 
     fn warn_once(&self, what: &str, path: &Path, e: &io::Error) {
@@ -126,67 +164,154 @@ impl CacheDirs {
         }
     }
 
-    /// Removes entries of files no longer in the data dirs (rotated away
-    /// or deleted). The names are listed by path but removed through the
-    /// directory's handle: whatever the path leads to now, only entries of
-    /// this cache can go.
-    pub fn prune(&self, parts: &[&Part]) {
-        let live: HashSet<String> = parts
-            .iter()
-            .filter_map(|p| fs::symlink_metadata(&p.path).ok())
-            .map(|m| entry_name(m.dev(), m.ino()))
-            .collect();
-        for dir in self.dirs.values().flatten() {
-            let Ok(entries) = fs::read_dir(&dir.path) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                let Some(name) = name.to_str() else { continue };
-                if name.ends_with(".sum") && !live.contains(name) {
-                    let _ = sys::unlink_at(&dir.handle, name);
-                }
-            }
-        }
+    /// Leaves the entry of `part` out of the next store (it held a segment
+    /// that would not merge as stored), so the next report builds it again.
+    pub fn forget(&self, part: &Part, file: &File, writes: &Sender<EntryWrite>) {
+        let (Some(dir), Ok(meta)) = (self.dir_of(&part.path), file.metadata()) else {
+            return;
+        };
+        let _ = writes.send(EntryWrite::new(dir, &meta, Write::Forget));
     }
-
-    /// Drops the entry of `part` (it held a segment that would not merge
-    /// as stored), so the next report builds it again.
-    pub fn forget(&self, part: &Part, file: &File) {
-        let Ok(meta) = file.metadata() else { return };
-        if let Some((dir, name)) = self.entry_of(&part.path, &meta) {
-            let _ = sys::unlink_at(&dir.handle, &name);
-        }
-    }
-}
-
-fn entry_name(dev: u64, ino: u64) -> String {
-    format!("{dev}-{ino}.sum")
 }
 
 /// Makes `path` if missing and opens it as a directory without following
 /// a symlink.
-fn open_cache_dir(path: &Path) -> io::Result<CacheDir> {
+fn open_cache_dir(path: &Path) -> io::Result<File> {
     match fs::DirBuilder::new().mode(0o750).create(path) {
         Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
         _ => {}
     }
-    let handle = OpenOptions::new()
+    OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
         .map_err(|e| match e.raw_os_error() {
             Some(libc::ELOOP | libc::ENOTDIR) => io::Error::other("not a directory"),
             _ => e,
-        })?;
-    Ok(CacheDir {
-        path: path.to_path_buf(),
-        handle,
-    })
+        })
 }
 
-/// What the cache knows of one file (serde's, written by postcard between
-/// the magic line and the checksum).
+/// Where one file's entry lies in a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Slot {
+    dev: u64,
+    ino: u64,
+    offset: u64,
+    len: u32,
+}
+
+impl Slot {
+    fn key(&self) -> (u64, u64) {
+        (self.dev, self.ino)
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.dev.to_le_bytes());
+        out.extend_from_slice(&self.ino.to_le_bytes());
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.len.to_le_bytes());
+    }
+
+    fn decode(b: &[u8]) -> Slot {
+        let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+        Slot {
+            dev: word(0),
+            ino: word(8),
+            offset: word(16),
+            len: u32::from_le_bytes(b[24..28].try_into().expect("4 bytes")),
+        }
+    }
+}
+
+/// A store, opened: its file and its index, sorted by file.
+struct Store {
+    file: File,
+    slots: Vec<Slot>,
+}
+
+impl Store {
+    /// The store in `dir`, or `None` when there is none, or it is not a
+    /// regular file with one link (a hard link planted there could be
+    /// anyone's file), or its footer or index does not decode.
+    fn open(dir: &File) -> Option<Store> {
+        let file = sys::open_at(dir, STORE_NAME, libc::O_RDONLY | libc::O_NONBLOCK, 0).ok()?;
+        let meta = file.metadata().ok()?;
+        if !meta.is_file() || meta.nlink() != 1 {
+            return None;
+        }
+        let slots = Store::index(&file, meta.len()).ok()?;
+        Some(Store { file, slots })
+    }
+
+    fn index(file: &File, len: u64) -> Result<Vec<Slot>, Corrupt> {
+        let body = MAGIC.len() as u64;
+        if len < body + FOOTER_LEN {
+            return Err(Corrupt);
+        }
+        let mut head = vec![0; MAGIC.len()];
+        let mut foot = [0u8; FOOTER_LEN as usize];
+        file.read_exact_at(&mut head, 0).map_err(|_| Corrupt)?;
+        file.read_exact_at(&mut foot, len - FOOTER_LEN)
+            .map_err(|_| Corrupt)?;
+        let word = |at: usize| u64::from_le_bytes(foot[at..at + 8].try_into().expect("8 bytes"));
+        let (index_at, count, sum) = (word(0), word(8), word(16));
+        let index_len = count.checked_mul(SLOT_LEN).ok_or(Corrupt)?;
+        let fits = index_at >= body
+            && index_at
+                .checked_add(index_len)
+                .and_then(|e| e.checked_add(FOOTER_LEN))
+                == Some(len);
+        if head != MAGIC || &foot[24..] != FOOTER_MAGIC || count > MAX_SLOTS || !fits {
+            return Err(Corrupt);
+        }
+        let mut index = vec![0; index_len as usize];
+        file.read_exact_at(&mut index, index_at)
+            .map_err(|_| Corrupt)?;
+        if checksum(&index) != sum {
+            return Err(Corrupt);
+        }
+        let slots: Vec<Slot> = index
+            .chunks_exact(SLOT_LEN as usize)
+            .map(Slot::decode)
+            .collect();
+        let in_body = |s: &Slot| s.offset >= body && s.offset + u64::from(s.len) <= index_at;
+        let sorted = slots.windows(2).all(|w| w[0].key() < w[1].key());
+        if !sorted || !slots.iter().all(in_body) {
+            return Err(Corrupt);
+        }
+        Ok(slots)
+    }
+
+    fn find(&self, key: (u64, u64)) -> Option<Slot> {
+        let at = self.slots.binary_search_by_key(&key, Slot::key).ok()?;
+        Some(self.slots[at])
+    }
+
+    /// The entry at `slot`, if no longer than `max_len`, decoding, and of
+    /// the file the slot names.
+    fn read(&self, slot: Slot, max_len: u64) -> Option<Entry> {
+        if u64::from(slot.len) > max_len {
+            return None;
+        }
+        let mut bytes = vec![0; slot.len as usize];
+        self.file.read_exact_at(&mut bytes, slot.offset).ok()?;
+        Entry::decode(&bytes)
+            .ok()
+            .filter(|e| (e.dev, e.ino) == slot.key())
+    }
+}
+
+impl CacheDir {
+    /// The stored entry of the file `meta` describes, no longer than
+    /// `max_len`.
+    fn load(&self, meta: &fs::Metadata, max_len: u64) -> Option<Entry> {
+        let store = self.store.as_ref()?;
+        store.read(store.find((meta.dev(), meta.ino()))?, max_len)
+    }
+}
+
+/// What the store knows of one file (serde's, written by postcard and
+/// followed by its checksum).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Entry {
     dev: u64,
@@ -202,9 +327,9 @@ struct Entry {
     complete_after_ms: Option<u64>,
     /// The end of the last whole line read.
     covered: u64,
-    /// Probes of the bytes before `covered` (plain files, [`probes_of`]).
-    #[serde(with = "serde_bytes")]
-    probes: Vec<u8>,
+    /// A checksum of the probes of the bytes before `covered` (plain
+    /// files, [`probes_of`]): 8 bytes, not the 288 probed.
+    probes: u64,
     segments: Vec<Segment>,
 }
 
@@ -215,9 +340,10 @@ fn mtime_ns(meta: &fs::Metadata) -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// [`PROBES`] runs of [`TAIL`] bytes spread over a plain file's first
-/// `covered` bytes, and its last [`TAIL`]: one small `pread` each.
-fn probes_of(file: &File, covered: u64) -> io::Result<Vec<u8>> {
+/// The checksum of [`PROBES`] runs of [`TAIL`] bytes spread over a plain
+/// file's first `covered` bytes, and its last [`TAIL`]: one small `pread`
+/// each.
+fn probes_of(file: &File, covered: u64) -> io::Result<u64> {
     let n = covered.min(TAIL);
     let mut out = vec![0; ((PROBES + 1) * n) as usize];
     let starts = (0..PROBES).map(|i| (covered - n) / PROBES * i);
@@ -227,7 +353,7 @@ fn probes_of(file: &File, covered: u64) -> io::Result<Vec<u8>> {
     {
         file.read_exact_at(chunk, at)?;
     }
-    Ok(out)
+    Ok(checksum(&out))
 }
 
 impl Entry {
@@ -252,7 +378,7 @@ impl Entry {
     }
 
     fn encode(&self) -> Vec<u8> {
-        let mut out = postcard::to_extend(self, MAGIC.to_vec()).expect("a Vec takes any bytes");
+        let mut out = postcard::to_allocvec(self).expect("a Vec takes any bytes");
         let sum = checksum(&out);
         out.extend_from_slice(&sum.to_le_bytes());
         out
@@ -261,13 +387,12 @@ impl Entry {
     /// The entry in `bytes`, refused unless its checksum matches and every
     /// segment lies in the covered bytes, in its own day, in day order.
     fn decode(bytes: &[u8]) -> Result<Entry, Corrupt> {
-        let (bytes, sum) = bytes.split_last_chunk::<8>().ok_or(Corrupt)?;
-        if checksum(bytes) != u64::from_le_bytes(*sum) {
+        let (body, sum) = bytes.split_last_chunk::<8>().ok_or(Corrupt)?;
+        if checksum(body) != u64::from_le_bytes(*sum) {
             return Err(Corrupt);
         }
-        let body = bytes.strip_prefix(MAGIC).ok_or(Corrupt)?;
         let (entry, rest) = postcard::take_from_bytes::<Entry>(body).map_err(|_| Corrupt)?;
-        if !rest.is_empty() || entry.probes.len() as u64 > (PROBES + 1) * TAIL {
+        if !rest.is_empty() {
             return Err(Corrupt);
         }
         let mut day_before = None;
@@ -286,20 +411,6 @@ impl Entry {
     }
 }
 
-/// The entry `name` in `dir`, if it is a regular file with no other link
-/// (a hard link planted there could be anyone's file), no larger than
-/// `max_len`, and decodes.
-fn load(dir: &CacheDir, name: &str, max_len: u64) -> Option<Entry> {
-    let file = sys::open_at(&dir.handle, name, libc::O_RDONLY | libc::O_NONBLOCK, 0).ok()?;
-    let meta = file.metadata().ok()?;
-    if !meta.is_file() || meta.nlink() != 1 || meta.len() > max_len {
-        return None;
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(max_len).read_to_end(&mut bytes).ok()?;
-    Entry::decode(&bytes).ok()
-}
-
 /// The largest entry a part of `len` bytes (compressed when `gzip`) can
 /// need.
 fn max_entry_len(len: u64, gzip: bool) -> u64 {
@@ -307,68 +418,231 @@ fn max_entry_len(len: u64, gzip: bool) -> u64 {
     ENTRY_BASE.saturating_add(rows_bytes.saturating_mul(ENTRY_BYTES_PER_BYTE))
 }
 
-/// Writes `bytes` over the entry `name` in place: a new file (and inode)
-/// per write would make ext4 search its inode bitmaps past the ones just
-/// freed, which cost more than the report itself when every live file's
-/// entry is rewritten. A reader racing the write, or a crash in it, sees a
-/// checksum that does not match, and rebuilds. Anything but a regular file
-/// with one link at the name (a symlink, a FIFO, a hard link to a file
-/// elsewhere) is removed, never written through.
-fn store_entry(dir: &CacheDir, name: &str, bytes: &[u8]) -> io::Result<()> {
-    let existing = match sys::open_at(&dir.handle, name, libc::O_WRONLY | libc::O_NONBLOCK, 0) {
-        Ok(file) => {
-            let meta = file.metadata()?;
-            if meta.is_file() && meta.nlink() == 1 {
-                Some(file)
-            } else {
-                drop(file);
-                sys::unlink_at(&dir.handle, name)?;
-                None
-            }
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        // A symlink (ELOOP), a directory, a socket: not ours to follow.
-        Err(_) => {
-            sys::unlink_at(&dir.handle, name)?;
-            None
-        }
-    };
-    let file = match existing {
-        Some(file) => file,
-        None => {
-            let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
-            sys::open_at(&dir.handle, name, flags, 0o640)?
-        }
-    };
-    file.write_all_at(bytes, 0)?;
-    file.set_len(bytes.len() as u64)
-}
-
 /// Entries waiting for the writer, at most: a few MB.
 const WRITES_QUEUED: usize = 256;
 
-/// An entry to write: the cache directory that holds it, its name, and
-/// its bytes.
+/// What the next store holds of one file.
 pub struct EntryWrite {
-    dir: Arc<CacheDir>,
-    name: String,
-    bytes: Vec<u8>,
+    dir: usize,
+    key: (u64, u64),
+    what: Write,
 }
 
-/// Runs `f` with a sender of entries to write, and a thread writing them
-/// until `f` returns and its sender is dropped. One thread creates the
-/// files: readers that each created their own spent more time waiting on
-/// the directory's lock than writing.
-pub fn with_writer<R>(caches: &CacheDirs, f: impl FnOnce(Sender<EntryWrite>) -> R) -> R {
+enum Write {
+    /// This entry, new or brought up to date.
+    Put(Vec<u8>),
+    /// The last store's entry, still current (or not needed by this
+    /// report's window, but still the file's).
+    Keep,
+    /// Nothing: the last store's entry would not merge.
+    Forget,
+}
+
+impl EntryWrite {
+    fn new(dir: &CacheDir, meta: &fs::Metadata, what: Write) -> EntryWrite {
+        EntryWrite {
+            dir: dir.id,
+            key: (meta.dev(), meta.ino()),
+            what,
+        }
+    }
+}
+
+/// One data dir's next store, as the writer builds it.
+struct NextStore<'a> {
+    dir: &'a CacheDir,
+    /// The temporary file and the bytes written to it, once an entry is.
+    out: Option<(String, BufWriter<File>, u64)>,
+    /// Each file's new slot, or `None` for the last store's entry kept.
+    slots: HashMap<(u64, u64), Option<Slot>>,
+    forgot: bool,
+    failed: bool,
+}
+
+/// Temporary stores made by this process, for unique names.
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl<'a> NextStore<'a> {
+    fn new(dir: &'a CacheDir) -> NextStore<'a> {
+        NextStore {
+            dir,
+            out: None,
+            slots: HashMap::new(),
+            forgot: false,
+            failed: false,
+        }
+    }
+
+    fn take(&mut self, w: EntryWrite, caches: &CacheDirs) {
+        match w.what {
+            Write::Put(bytes) => match self.append(&bytes) {
+                Ok(offset) => {
+                    let (dev, ino) = w.key;
+                    let len = bytes.len() as u32;
+                    self.slots.insert(
+                        w.key,
+                        Some(Slot {
+                            dev,
+                            ino,
+                            offset,
+                            len,
+                        }),
+                    );
+                }
+                Err(e) => self.fail(caches, &e),
+            },
+            Write::Keep => {
+                self.slots.entry(w.key).or_insert(None);
+            }
+            Write::Forget => {
+                self.slots.remove(&w.key);
+                self.forgot = true;
+            }
+        }
+    }
+
+    fn fail(&mut self, caches: &CacheDirs, e: &io::Error) {
+        if !self.failed {
+            self.failed = true;
+            caches.warn_once("write", &self.dir.path.join(STORE_NAME), e);
+        }
+    }
+
+    /// Appends an entry's bytes to the temporary store (made at the first)
+    /// and returns where they begin.
+    fn append(&mut self, bytes: &[u8]) -> io::Result<u64> {
+        if self.failed {
+            return Err(io::Error::other("an earlier write failed"));
+        }
+        if self.out.is_none() {
+            let seq = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
+            let name = format!("{STORE_NAME}.tmp.{}.{seq}", std::process::id());
+            let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+            let file = sys::open_at(&self.dir.handle, &name, flags, 0o640)?;
+            let mut out = BufWriter::with_capacity(1 << 20, file);
+            out.write_all(MAGIC)?;
+            self.out = Some((name, out, MAGIC.len() as u64));
+        }
+        let (_, out, written) = self.out.as_mut().expect("made above");
+        out.write_all(bytes)?;
+        let at = *written;
+        *written += bytes.len() as u64;
+        Ok(at)
+    }
+
+    /// Publishes the store, unless nothing changed since the last one, or
+    /// `stop` was requested (the report is given up; the last store stays).
+    fn finish(mut self, caches: &CacheDirs, stop: Option<&Stop>) {
+        let old = self.dir.store.as_ref();
+        let kept: Vec<Slot> = self
+            .slots
+            .iter()
+            .filter(|(_, new)| new.is_none())
+            .filter_map(|(key, _)| old.and_then(|o| o.find(*key)))
+            .collect();
+        let put = self.slots.values().filter(|s| s.is_some()).count();
+        let unchanged = put == 0 && !self.forgot && kept.len() == old.map_or(0, |o| o.slots.len());
+        if self.failed || unchanged || stop.is_some_and(Stop::requested) {
+            self.discard();
+            return;
+        }
+        match self.publish(kept) {
+            Ok(()) => self.remove_leftovers(),
+            Err(e) => {
+                self.fail(caches, &e);
+                self.discard();
+            }
+        }
+    }
+
+    /// Copies the kept entries across, writes the index and the footer, and
+    /// renames the result over the store.
+    fn publish(&mut self, mut kept: Vec<Slot>) -> io::Result<()> {
+        kept.sort_by_key(|s| s.offset);
+        let mut slots: Vec<Slot> = self.slots.values().flatten().copied().collect();
+        if let Some(old) = &self.dir.store {
+            let mut bytes = Vec::new();
+            for slot in kept {
+                bytes.resize(slot.len as usize, 0);
+                old.file.read_exact_at(&mut bytes, slot.offset)?;
+                let offset = self.append(&bytes)?;
+                slots.push(Slot { offset, ..slot });
+            }
+        }
+        if self.out.is_none() {
+            // Every entry forgotten or gone: an empty store.
+            self.append(&[])?;
+        }
+        slots.sort_by_key(Slot::key);
+        let mut index = Vec::with_capacity(slots.len() * SLOT_LEN as usize + FOOTER_LEN as usize);
+        for s in &slots {
+            s.encode(&mut index);
+        }
+        let sum = checksum(&index);
+        let (name, out, index_at) = self.out.as_mut().expect("made above");
+        index.extend_from_slice(&index_at.to_le_bytes());
+        index.extend_from_slice(&(slots.len() as u64).to_le_bytes());
+        index.extend_from_slice(&sum.to_le_bytes());
+        index.extend_from_slice(FOOTER_MAGIC);
+        out.write_all(&index)?;
+        out.flush()?;
+        sys::rename_at(&self.dir.handle, name, STORE_NAME)?;
+        self.out = None;
+        Ok(())
+    }
+
+    fn discard(&mut self) {
+        if let Some((name, _, _)) = self.out.take() {
+            let _ = sys::unlink_at(&self.dir.handle, &name);
+        }
+    }
+
+    /// Removes what others left: entries of the per-file cache this store
+    /// replaced (`<dev>-<ino>.sum`), and temporary stores of reports that
+    /// died. Listed by path, removed through the directory's handle:
+    /// whatever the path leads to now, only this cache's files can go.
+    fn remove_leftovers(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir.path) else {
+            return;
+        };
+        let tmp = format!("{STORE_NAME}.tmp.");
+        let stale = |e: &fs::DirEntry| {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| SystemTime::now().duration_since(t).unwrap_or_default() > STALE_TMP)
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.ends_with(".sum") || (name.starts_with(&tmp) && stale(&entry)) {
+                let _ = sys::unlink_at(&self.dir.handle, name);
+            }
+        }
+    }
+}
+
+/// Runs `f` with a sender of entries for the next stores, and a thread
+/// writing them until `f` returns and its sender is dropped, then
+/// publishing each data dir's store (unless `stop` was requested). One
+/// thread writes, sequentially, while the readers read.
+pub fn with_writer<R>(
+    caches: &CacheDirs,
+    stop: Option<&Stop>,
+    f: impl FnOnce(Sender<EntryWrite>) -> R,
+) -> R {
     let quiet = crate::is_quiet();
     std::thread::scope(|scope| {
         let (writes, entries) = crossbeam_channel::bounded::<EntryWrite>(WRITES_QUEUED);
         scope.spawn(move || {
             crate::quietly(quiet, || {
+                let mut next: Vec<NextStore> = caches.list.iter().map(NextStore::new).collect();
                 for w in entries {
-                    if let Err(e) = store_entry(&w.dir, &w.name, &w.bytes) {
-                        caches.warn_once("write", &w.dir.path.join(&w.name), &e);
+                    if let Some(store) = next.get_mut(w.dir) {
+                        store.take(w, caches);
                     }
+                }
+                for store in next {
+                    store.finish(caches, stop);
                 }
             })
         });
@@ -376,8 +650,9 @@ pub fn with_writer<R>(caches: &CacheDirs, f: impl FnOnce(Sender<EntryWrite>) -> 
     })
 }
 
-/// A checksum of an entry (not against forgery: the files beside it can be
-/// forged as easily; against a torn or interleaved write).
+/// A checksum of an entry, an index or a file's probes (not against
+/// forgery: the files beside it can be forged as easily; against a torn
+/// or interleaved write).
 fn checksum(bytes: &[u8]) -> u64 {
     const K: u64 = 0x0000_0100_0000_01b3;
     let mut h = 0x9e37_79b9_7f4a_7c15 ^ bytes.len() as u64;
@@ -409,16 +684,24 @@ pub fn segments(
         path: path.to_path_buf(),
         error,
     };
-    let Some((file, meta)) = scan::open_part(part, window)? else {
+    let Some((file, meta)) = scan::open_regular_part(part)? else {
         return Ok(None);
     };
-    let at = caches.entry_of(path, &meta);
+    let at = caches.dir_of(path);
+    // The writer is gone only if it panicked; the report goes on.
+    let send = |what| at.map(|dir| writes.send(EntryWrite::new(dir, &meta, what)));
+    if scan::written_before(&meta, window) {
+        send(Write::Keep);
+        return Ok(None);
+    }
     let cached = at
-        .as_ref()
-        .and_then(|(dir, name)| load(dir, name, max_entry_len(meta.len(), part.gzip)))
+        .and_then(|dir| dir.load(&meta, max_entry_len(meta.len(), part.gzip)))
         .filter(|e| e.fits(&file, &meta, part.gzip, window));
     let entry = match cached {
-        Some(e) if part.gzip || e.covered == meta.len() => return Ok(Some((file, e.segments))),
+        Some(e) if part.gzip || e.covered == meta.len() => {
+            send(Write::Keep);
+            return Ok(Some((file, e.segments)));
+        }
         Some(e) => extend(e, part, &file, acc).map_err(err)?,
         None => None,
     };
@@ -430,20 +713,13 @@ pub fn segments(
         len: meta.len(),
         mtime_ns: mtime_ns(&meta),
         probes: if part.gzip {
-            Vec::new()
+            0
         } else {
             probes_of(&file, entry.covered).map_err(err)?
         },
         ..entry
     };
-    if let Some((dir, name)) = at {
-        // The writer is gone only if it panicked; the report goes on.
-        let _ = writes.send(EntryWrite {
-            dir: Arc::clone(dir),
-            name,
-            bytes: entry.encode(),
-        });
-    }
+    send(Write::Put(entry.encode()));
     Ok(Some((file, entry.segments)))
 }
 
@@ -486,9 +762,15 @@ fn build(
         mtime_ns: mtime_ns(meta),
         complete_after_ms: window.from_ms.filter(|_| start > header_end),
         covered,
-        probes: Vec::new(),
+        probes: 0,
         segments: builder.finish().unwrap_or_default(),
     })
+}
+
+/// The entries in the store in `cache`, `None` when it has none.
+#[cfg(test)]
+pub fn entries_in(cache: &Path) -> Option<usize> {
+    Some(Store::open(&open_cache_dir(cache).ok()?)?.slots.len())
 }
 
 #[cfg(test)]
@@ -505,7 +787,7 @@ mod tests {
             mtime_ns: 4,
             complete_after_ms: Some(5),
             covered: 290,
-            probes: b"0,0\n".to_vec(),
+            probes: 6,
             segments: vec![Segment {
                 day: 3,
                 first_byte: 10,

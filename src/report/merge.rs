@@ -63,7 +63,7 @@ pub fn summarize_vm(
             Err(why) => {
                 if why == Some(Unmergeable::Corrupt) {
                     // A stored day that fails its checks: build it anew next time.
-                    caches.forget(part, &file);
+                    caches.forget(part, &file, &scratch.writes);
                 }
                 // Merging would not be exact: read the VM's rows in order.
                 return scan::read_vm(ip, parts, window, probe, false)

@@ -301,10 +301,9 @@ fn build_with(
         .flat_map(|(_, parts)| parts.iter().filter_map(|p| p.path.parent()))
         .collect();
     let caches = cache::CacheDirs::open(data_dirs, &with_files);
-    let judged = cache::with_writer(&caches, |writes| {
+    let judged = cache::with_writer(&caches, stop, |writes| {
         summarize_all(&vms, &window, &probe, &caches, writes, threads, stop)
     });
-    caches.prune(&vms.iter().flat_map(|(_, parts)| parts).collect::<Vec<_>>());
     if stop.is_some_and(Stop::requested) {
         return Ok(None);
     }

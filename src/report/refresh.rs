@@ -99,7 +99,7 @@ mod tests {
         let figures = published.lock().unwrap().expect("published");
         assert_eq!(figures.vms.iter().sum::<u64>(), 3);
         let cache = dir.path().join(super::super::cache::DIR_NAME);
-        assert_eq!(std::fs::read_dir(cache).unwrap().count(), 3);
+        assert_eq!(super::super::cache::entries_in(&cache), Some(3));
         let stopping = Instant::now();
         r.stop();
         assert!(stopping.elapsed() < Duration::from_secs(5));

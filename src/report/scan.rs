@@ -197,6 +197,13 @@ pub fn read_part(part: &Part, window: &Window, acc: &mut Accumulator) -> Result<
 /// warning) for something that is not a regular file, and `None` for a
 /// part last written before `window` began.
 pub fn open_part(part: &Part, window: &Window) -> Result<Option<(File, Metadata)>, ReportError> {
+    let opened = open_regular_part(part)?;
+    Ok(opened.filter(|(_, meta)| !written_before(meta, window)))
+}
+
+/// Opens a part for reading through the store's check, or `None` (with a
+/// warning) for something that is not a regular file.
+pub fn open_regular_part(part: &Part) -> Result<Option<(File, Metadata)>, ReportError> {
     let (file, meta) = match store::open_regular(&part.path, OpenOptions::new().read(true)) {
         Ok(opened) => opened,
         Err(OpenError::NotRegular(kind)) => {
@@ -211,12 +218,12 @@ pub fn open_part(part: &Part, window: &Window) -> Result<Option<(File, Metadata)
             return Err(ReportError::File { path, error });
         }
     };
-    Ok((!written_before(&meta, window)).then_some((file, meta)))
+    Ok(Some((file, meta)))
 }
 
 /// Whether a file was last written before `window` began: rows are
 /// received before they are written, so it holds none of the window's.
-fn written_before(meta: &Metadata, window: &Window) -> bool {
+pub fn written_before(meta: &Metadata, window: &Window) -> bool {
     let written_ms = meta
         .modified()
         .ok()
