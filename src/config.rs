@@ -386,6 +386,48 @@ pub struct OfflineReportConfig {
     pub report: ReportConfig,
 }
 
+/// `udp-aggregator export`: the data dirs as Parquet datasets.
+#[derive(Debug, Clone, PartialEq, clap::Args)]
+pub struct ExportConfig {
+    /// Directory of the per-VM files (repeatable, merged by address as the
+    /// report merges them).
+    #[arg(long = "data-dir", default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
+    pub data_dirs: Vec<PathBuf>,
+    /// Where the datasets go: `rows/date=YYYY-MM-DD/<shard>.parquet` and
+    /// `vm_days/date=YYYY-MM-DD/<shard>.parquet`. Shards exported into the
+    /// same directory make one dataset.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Rows received in this long before --as-of, or `all`.
+    #[arg(long, default_value = "all", value_parser = parse_window, value_name = "DUR|all")]
+    pub window: Lookback,
+    /// The window ends here (Unix ms) instead of now.
+    #[arg(long, value_name = "UNIX_MS")]
+    pub as_of: Option<u64>,
+    /// This export's name in file names (letters, digits, `-`, `_`; at
+    /// most 64): one per collector exporting into the same --out. Default:
+    /// derived from the data dirs' absolute paths.
+    #[arg(long, value_name = "NAME")]
+    pub shard: Option<String>,
+    /// What makes a day idle in `vm_days` (as the report judges it).
+    #[command(flatten)]
+    pub thresholds: Thresholds,
+}
+
+impl ExportConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.thresholds.validate()?;
+        if let Some(name) = &self.shard {
+            let plain = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+            if name.is_empty() || name.len() > 64 || !name.chars().all(plain) {
+                let why = format!("{name:?} is not 1 to 64 letters, digits, `-` or `_`");
+                return Err(invalid("--shard", why));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Everything `udp-aggregator` needs to run.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AggregatorConfig {

@@ -30,6 +30,7 @@ pub mod aggregator;
 pub mod auth;
 pub mod config;
 pub mod dispatch;
+pub mod export;
 pub mod journal;
 pub mod metrics;
 pub mod net_loop;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use vmstats::config::{AggregatorConfig, KeysCommand, OfflineReportConfig};
+use vmstats::config::{AggregatorConfig, ExportConfig, KeysCommand, OfflineReportConfig};
 use vmstats::net_loop::Control;
 
 /// Collects VM statistics datagrams over UDP into one CSV file per VM and
@@ -25,6 +25,10 @@ struct Cli {
 enum Command {
     /// Build the reclamation report from the files of a data dir alone.
     Report(OfflineReportConfig),
+    /// Write the data dirs as Parquet datasets (rows, vm_days) partitioned
+    /// by UTC day, for DuckDB, ClickHouse, Trino or Spark; only the days
+    /// that changed since the last export.
+    Export(ExportConfig),
     /// Make fleet keys and derive VM keys (authenticated datagrams).
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -40,6 +44,12 @@ fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
         } => vmstats::auth::vm_key_line(&auth_keys, key_id, ip)?,
     };
     println!("{line}");
+    Ok(())
+}
+
+fn export(cfg: &ExportConfig) -> anyhow::Result<()> {
+    let done = vmstats::export::export(cfg)?;
+    println!("{}", vmstats::export::summary_line(&done));
     Ok(())
 }
 
@@ -59,6 +69,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Report(cfg)) => vmstats::report::offline(&cfg).map_err(anyhow::Error::from),
+        Some(Command::Export(cfg)) => export(&cfg),
         Some(Command::Keys(cmd)) => keys(cmd),
         None => run(cli.run),
     };

@@ -27,8 +27,10 @@
 
 mod cache;
 pub use cache::DIR_NAME as CACHE_DIR;
+pub use cache::checksum_of as fingerprint;
 pub mod catalog;
 mod codec;
+pub mod days;
 mod merge;
 pub mod policy;
 mod refresh;
@@ -197,29 +199,89 @@ impl Report {
 
 /// The fleet's totals over its VMs' reports.
 fn totals_of(vms: &[VmReport]) -> Totals {
-    vms.iter().fold(Totals::default(), |t, v| {
+    vms.iter()
+        .fold(Totals::default(), |t, v| t.plus(&Totals::of(v)))
+}
+
+impl Totals {
+    /// One VM's part of the totals.
+    fn of(v: &VmReport) -> Totals {
         let idle = v.verdict.category == Category::Idle;
         let held = |x: u64| if idle { x } else { 0 };
+        let d = &v.vm.datagrams;
         Totals {
-            lost: t.lost.saturating_add(v.vm.datagrams.lost),
-            duplicates: t.duplicates.saturating_add(v.vm.datagrams.duplicates),
-            out_of_order: t.out_of_order.saturating_add(v.vm.datagrams.out_of_order),
-            restarts: t.restarts.saturating_add(v.vm.datagrams.restarts),
-            seq_jumps: t.seq_jumps.saturating_add(v.vm.datagrams.seq_jumps),
-            recv_backwards: t
-                .recv_backwards
-                .saturating_add(v.vm.datagrams.recv_backwards),
-            reclaimable_vcpus: t
-                .reclaimable_vcpus
-                .saturating_add(held(u64::from(v.vm.size.vcpus))),
-            reclaimable_mem_mib: t
-                .reclaimable_mem_mib
-                .saturating_add(held(u64::from(v.vm.size.mem_mib))),
-            moves: t.moves + u64::from(v.moves()),
-            savings: t.savings + v.savings.unwrap_or(0.0).max(0.0),
-            growth_cost: t.growth_cost - v.savings.unwrap_or(0.0).min(0.0),
+            lost: d.lost,
+            duplicates: d.duplicates,
+            out_of_order: d.out_of_order,
+            restarts: d.restarts,
+            seq_jumps: d.seq_jumps,
+            recv_backwards: d.recv_backwards,
+            reclaimable_vcpus: held(u64::from(v.vm.size.vcpus)),
+            reclaimable_mem_mib: held(u64::from(v.vm.size.mem_mib)),
+            moves: u64::from(v.moves()),
+            savings: v.savings.unwrap_or(0.0).max(0.0),
+            growth_cost: -v.savings.unwrap_or(0.0).min(0.0),
         }
-    })
+    }
+
+    fn plus(self, o: &Totals) -> Totals {
+        Totals {
+            lost: self.lost.saturating_add(o.lost),
+            duplicates: self.duplicates.saturating_add(o.duplicates),
+            out_of_order: self.out_of_order.saturating_add(o.out_of_order),
+            restarts: self.restarts.saturating_add(o.restarts),
+            seq_jumps: self.seq_jumps.saturating_add(o.seq_jumps),
+            recv_backwards: self.recv_backwards.saturating_add(o.recv_backwards),
+            reclaimable_vcpus: self.reclaimable_vcpus.saturating_add(o.reclaimable_vcpus),
+            reclaimable_mem_mib: self
+                .reclaimable_mem_mib
+                .saturating_add(o.reclaimable_mem_mib),
+            moves: self.moves + o.moves,
+            savings: self.savings + o.savings,
+            growth_cost: self.growth_cost + o.growth_cost,
+        }
+    }
+}
+
+/// What a pass over the VMs keeps of each one's report: all of them (a
+/// report to render), or only what the metrics show ([`Tally`]: the
+/// refresher's, which at a million VMs would otherwise hold a gigabyte of
+/// reports it never shows).
+trait Keep: Default + Send {
+    fn keep(&mut self, vm: VmReport);
+    fn join(&mut self, other: Self);
+}
+
+impl Keep for Vec<VmReport> {
+    fn keep(&mut self, vm: VmReport) {
+        self.push(vm);
+    }
+
+    fn join(&mut self, other: Self) {
+        self.extend(other);
+    }
+}
+
+/// VMs per category and the totals, VM by VM.
+#[derive(Default)]
+struct Tally {
+    vms: [u64; Category::ALL.len()],
+    totals: Totals,
+}
+
+impl Keep for Tally {
+    fn keep(&mut self, vm: VmReport) {
+        let at = Category::ALL.iter().position(|c| *c == vm.verdict.category);
+        self.vms[at.expect("every category is in ALL")] += 1;
+        self.totals = self.totals.plus(&Totals::of(&vm));
+    }
+
+    fn join(&mut self, other: Self) {
+        for (n, m) in self.vms.iter_mut().zip(other.vms) {
+            *n += m;
+        }
+        self.totals = self.totals.plus(&other.totals);
+    }
 }
 
 /// What a report says in numbers, for the metrics endpoint.
@@ -265,8 +327,33 @@ fn build_all(
     files: Files,
 ) -> Result<Report, ReportError> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) * READERS_PER_CORE;
-    let report = build_with(data_dirs, settings, as_of_ms, threads, None, files)?;
-    Ok(report.expect("a report without a stop is never stopped"))
+    let built = build_with::<Vec<VmReport>>(data_dirs, settings, as_of_ms, threads, None, files)?;
+    let (vms, window) = built.expect("a report without a stop is never stopped");
+    Ok(Report::of(vms, settings, window))
+}
+
+/// The figures of the report of `data_dirs` (on one thread, keeping no
+/// VM's report), or `None` when `stop` came first: what the refresher
+/// publishes.
+fn figures_with(
+    data_dirs: &[PathBuf],
+    settings: &Settings,
+    as_of_ms: u64,
+    stop: &Stop,
+) -> Result<Option<Figures>, ReportError> {
+    let built = build_with::<Tally>(
+        data_dirs,
+        settings,
+        as_of_ms,
+        1,
+        Some(stop),
+        Files::MayBeNone,
+    )?;
+    Ok(built.map(|(tally, window)| Figures {
+        as_of_ms: window.as_of_ms,
+        vms: tally.vms,
+        totals: tally.totals,
+    }))
 }
 
 /// Whether data dirs without any VM file are an error (`report` over a
@@ -277,16 +364,16 @@ enum Files {
     MayBeNone,
 }
 
-/// [`build`] on `threads` reading threads, given up (`None`) when `stop`
-/// is requested before every VM was read.
-fn build_with(
+/// [`build`] on `threads` reading threads, keeping what `K` keeps of each
+/// VM, given up (`None`) when `stop` is requested before every VM was read.
+fn build_with<K: Keep>(
     data_dirs: &[PathBuf],
     settings: &Settings,
     as_of_ms: u64,
     threads: usize,
     stop: Option<&Stop>,
     files: Files,
-) -> Result<Option<Report>, ReportError> {
+) -> Result<Option<(K, Window)>, ReportError> {
     let window = Window::before(as_of_ms, settings.window);
     let probe = policy::Probe { settings, as_of_ms };
     let vms: Vec<_> = scan::vm_files(data_dirs)?.into_iter().collect();
@@ -302,12 +389,12 @@ fn build_with(
         .collect();
     let caches = cache::CacheDirs::open(data_dirs, &with_files);
     let judged = cache::with_writer(&caches, stop, |writes| {
-        summarize_all(&vms, &window, &probe, &caches, writes, threads, stop)
+        summarize_all::<K>(&vms, &window, &probe, &caches, writes, threads, stop)
     });
     if stop.is_some_and(Stop::requested) {
         return Ok(None);
     }
-    Ok(Some(Report::of(judged, settings, window)))
+    Ok(Some((judged, window)))
 }
 
 /// Reading threads per core: with the files cold the scan waits on the
@@ -315,11 +402,11 @@ fn build_with(
 /// cost nothing measurable.
 const READERS_PER_CORE: usize = 2;
 
-/// Every VM's summary, judged, on `threads` threads: each takes the next
-/// VM off a shared counter, so a few long histories do not leave a core
-/// idle, and memory stays one VM's summary per thread. Stops taking VMs
-/// when `stop` is requested.
-fn summarize_all(
+/// Every VM's summary, judged and kept by `K`, on `threads` threads: each
+/// takes the next VM off a shared counter, so a few long histories do not
+/// leave a core idle, and memory stays one VM's summary per thread. Stops
+/// taking VMs when `stop` is requested.
+fn summarize_all<K: Keep>(
     vms: &[(IpAddr, Vec<scan::Part>)],
     window: &Window,
     probe: &policy::Probe,
@@ -327,7 +414,7 @@ fn summarize_all(
     writes: crossbeam_channel::Sender<cache::EntryWrite>,
     threads: usize,
     stop: Option<&Stop>,
-) -> Vec<VmReport> {
+) -> K {
     let next = AtomicUsize::new(0);
     let threads = threads.clamp(1, vms.len().max(1));
     let quiet = crate::is_quiet();
@@ -336,7 +423,7 @@ fn summarize_all(
             .map(|_| {
                 scope.spawn(|| {
                     crate::quietly(quiet, || {
-                        let mut done = Vec::new();
+                        let mut done = K::default();
                         let mut scratch = merge::Scratch::new(writes.clone());
                         while let Some((ip, parts)) = vms.get(next.fetch_add(1, Ordering::Relaxed))
                         {
@@ -351,19 +438,19 @@ fn summarize_all(
                                 caches,
                                 &mut scratch,
                             );
-                            done.extend(
-                                vm.map(|vm| VmReport::new(vm, probe.settings, window.as_of_ms)),
-                            );
+                            if let Some(vm) = vm {
+                                done.keep(VmReport::new(vm, probe.settings, window.as_of_ms));
+                            }
                         }
                         done
                     })
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("a report thread panicked"))
-            .collect()
+        handles.into_iter().fold(K::default(), |mut all, h| {
+            all.join(h.join().expect("a report thread panicked"));
+            all
+        })
     })
 }
 

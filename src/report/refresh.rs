@@ -48,17 +48,10 @@ impl Refresher {
                 let mut next = Instant::now() + every;
                 while !stop.sleep_until(next) {
                     let built = crate::quietly(true, || {
-                        super::build_with(
-                            &dirs,
-                            &settings,
-                            crate::unix_ms(),
-                            1,
-                            Some(&stop),
-                            super::Files::MayBeNone,
-                        )
+                        super::figures_with(&dirs, &settings, crate::unix_ms(), &stop)
                     });
-                    if let Ok(Some(report)) = built {
-                        *published.lock().expect("no panic holds it") = Some(report.figures());
+                    if let Ok(Some(figures)) = built {
+                        *published.lock().expect("no panic holds it") = Some(figures);
                     }
                     next = Instant::now() + every;
                 }
