@@ -315,7 +315,11 @@ pub fn start(cfg: &AggregatorConfig) -> Result<Started, AggregatorError> {
     // The endpoint first: a port already taken stops the start before
     // anything runs.
     let published = report::Published::default();
-    let metrics = start_metrics(cfg, &stats, &published)?;
+    // The report's pages are kept only for a listener to serve them.
+    let served = cfg
+        .metrics_listen
+        .map(|_| report::served::Served::default());
+    let metrics = start_metrics(cfg, &stats, &published, served.clone())?;
     let reopen = ReopenSignal::default();
     let (recycle_tx, recycle_rx) = bounded::<Batch>(workers * cfg.queue_batches);
     let verifier = || {
@@ -353,8 +357,14 @@ pub fn start(cfg: &AggregatorConfig) -> Result<Started, AggregatorError> {
     let refresher = match cfg.cache_refresh {
         every if cfg.discard || every.is_zero() => None,
         every => Some(
-            report::Refresher::start(cfg.data_dir.clone(), report.clone(), every, published)
-                .map_err(AggregatorError::Start)?,
+            report::Refresher::start(
+                cfg.data_dir.clone(),
+                report.clone(),
+                every,
+                published,
+                served,
+            )
+            .map_err(AggregatorError::Start)?,
         ),
     };
     Ok(Started {
@@ -410,6 +420,7 @@ fn start_metrics(
     cfg: &AggregatorConfig,
     stats: &Arc<Stats>,
     published: &report::Published,
+    served: Option<report::served::Served>,
 ) -> Result<Option<MetricsServer>, AggregatorError> {
     let Some(addr) = cfg.metrics_listen else {
         return Ok(None);
@@ -418,11 +429,11 @@ fn start_metrics(
         stats: Arc::clone(stats),
         published: published.clone(),
     };
-    let server = MetricsServer::start(addr, source)
+    let server = MetricsServer::start(addr, source, served.unwrap_or_default())
         .map_err(|error| AggregatorError::MetricsBind { addr, error })?;
     crate::log_line(&format!(
-        "udp-aggregator: metrics on http://{}/metrics",
-        server.local
+        "udp-aggregator: metrics on http://{}/metrics, the report on http://{}/",
+        server.local, server.local
     ));
     Ok(Some(server))
 }

@@ -476,9 +476,12 @@ pub struct AggregatorConfig {
     /// Period of the status line on stderr.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DUR")]
     pub stats_interval: Duration,
-    /// Serve Prometheus metrics on this TCP address (`/metrics`, and
-    /// `/healthz`), e.g. 127.0.0.1:9108 (default: off).
-    #[arg(long, value_name = "ADDR")]
+    /// Serve HTTP on this TCP address, e.g. 127.0.0.1:9108 (default: off):
+    /// Prometheus metrics (`/metrics`, `/healthz`) and the report of the
+    /// latest --cache-refresh pass (`/`, `/report.json`,
+    /// `/vm/<address>.json`), which shows the fleet's inventory: keep it on
+    /// loopback or behind an authenticating proxy.
+    #[arg(long, visible_alias = "http-listen", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
     /// Bring the report's summary cache (<data-dir>/.vmstats) up to date
     /// this often while running, at low priority, so the exit report reads

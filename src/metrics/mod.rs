@@ -42,6 +42,8 @@ use prometheus_client::registry::Registry;
 
 pub use exposition::{Source, render};
 
+use crate::report::served::{Page, Pages, Served};
+
 /// Connections held at once.
 pub const MAX_CONNECTIONS: usize = 64;
 
@@ -72,8 +74,9 @@ pub struct MetricsServer {
 }
 
 impl MetricsServer {
-    /// Binds `listen` and serves `source` from a thread of its own.
-    pub fn start(listen: SocketAddr, source: Source) -> io::Result<MetricsServer> {
+    /// Binds `listen` and serves `source` and the pages in `served` from a
+    /// thread of its own.
+    pub fn start(listen: SocketAddr, source: Source, served: Served) -> io::Result<MetricsServer> {
         let mut listener = TcpListener::bind(listen)?;
         let local = listener.local_addr()?;
         let poll = Poll::new()?;
@@ -82,9 +85,10 @@ impl MetricsServer {
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
         let mut registry = Registry::default();
         registry.register_collector(Box::new(source));
+        let site = Site { registry, served };
         let handle = std::thread::Builder::new()
             .name("vmstats-metrics".into())
-            .spawn(move || Server::new(poll, listener, registry).run())?;
+            .spawn(move || Server::new(poll, listener, site).run())?;
         Ok(MetricsServer {
             local,
             waker,
@@ -111,10 +115,16 @@ struct Conn {
     answer: Option<(Vec<u8>, usize)>,
 }
 
+/// What the endpoint answers from: the metrics and the report's pages.
+struct Site {
+    registry: Registry,
+    served: Served,
+}
+
 struct Server {
     poll: Poll,
     listener: TcpListener,
-    registry: Registry,
+    site: Site,
     conns: HashMap<Token, Conn>,
     next_token: usize,
     /// When to call `accept` again after running out of descriptors.
@@ -122,11 +132,11 @@ struct Server {
 }
 
 impl Server {
-    fn new(poll: Poll, listener: TcpListener, registry: Registry) -> Server {
+    fn new(poll: Poll, listener: TcpListener, site: Site) -> Server {
         Server {
             poll,
             listener,
-            registry,
+            site,
             conns: HashMap::with_capacity(MAX_CONNECTIONS),
             next_token: FIRST_CONN,
             accept_retry: None,
@@ -265,12 +275,12 @@ impl Server {
     /// Reads what the client sent, answers once its request is whole,
     /// and closes when the answer is out or the client went away.
     fn serve(&mut self, token: Token) {
-        let registry = &self.registry;
+        let site = &self.site;
         let Some(c) = self.conns.get_mut(&token) else {
             return;
         };
         let done = match c.answer {
-            None => read_request(c, registry),
+            None => read_request(c, site),
             Some(_) => write_answer(c),
         };
         if done {
@@ -281,7 +291,7 @@ impl Server {
 
 /// Reads into the request; on its end, prepares the answer and starts
 /// sending it. True when the connection is finished.
-fn read_request(c: &mut Conn, registry: &Registry) -> bool {
+fn read_request(c: &mut Conn, site: &Site) -> bool {
     c.read_tried = true;
     let mut buf = [0u8; 2048];
     loop {
@@ -290,7 +300,7 @@ fn read_request(c: &mut Conn, registry: &Registry) -> bool {
             Ok(n) => {
                 let room = MAX_REQUEST - c.request.len();
                 c.request.extend_from_slice(&buf[..n.min(room)]);
-                if let Some(answer) = answer_to(&c.request, n > room, registry) {
+                if let Some(answer) = answer_to(&c.request, n > room, site) {
                     c.request = Vec::new();
                     c.answer = Some((answer, 0));
                     return write_answer(c);
@@ -323,44 +333,142 @@ fn write_answer(c: &mut Conn) -> bool {
 
 /// The whole answer to `request` once its head is complete (`None` while
 /// more is to come); `overflow` says it was cut at [`MAX_REQUEST`].
-fn answer_to(request: &[u8], overflow: bool, registry: &Registry) -> Option<Vec<u8>> {
+fn answer_to(request: &[u8], overflow: bool, site: &Site) -> Option<Vec<u8>> {
     let complete =
         request.windows(4).any(|w| w == b"\r\n\r\n") || request.windows(2).any(|w| w == b"\n\n");
     if !complete {
         return (overflow || request.len() >= MAX_REQUEST)
             .then(|| response(431, "text/plain", "request header too large\n"));
     }
-    let line = request.split(|b| *b == b'\n').next().unwrap_or_default();
+    let mut lines = request.split(|b| *b == b'\n');
+    let line = lines.next().unwrap_or_default();
     let mut parts = line.split(|b| *b == b' ');
     let (method, target) = (
         parts.next().unwrap_or_default(),
         parts.next().unwrap_or_default(),
     );
     let path = target.split(|b| *b == b'?').next().unwrap_or_default();
+    let head = Head::of(lines);
     Some(match (method, path) {
         (b"GET", b"/metrics") => response(
             200,
             "text/plain; version=0.0.4; charset=utf-8",
-            &render(registry),
+            &render(&site.registry),
         ),
         (b"GET", b"/healthz") => response(200, "text/plain", "ok\n"),
-        (b"GET", _) => response(404, "text/plain", "not found: try /metrics or /healthz\n"),
+        (b"GET", b"/" | b"/report.json") => {
+            let Some(pages) = latest(site) else {
+                return Some(not_yet());
+            };
+            let page = if path == b"/" {
+                pages.html()
+            } else {
+                pages.json()
+            };
+            page_response(page, &pages.etag(), &head)
+        }
+        (b"GET", _) if path.starts_with(b"/vm/") && path.ends_with(b".json") => {
+            let Some(pages) = latest(site) else {
+                return Some(not_yet());
+            };
+            let ip = std::str::from_utf8(&path[4..path.len() - 5])
+                .ok()
+                .and_then(|a| a.parse().ok());
+            match ip.and_then(|ip| pages.vm(ip)) {
+                Some(page) => page_response(&page, &pages.etag(), &head),
+                None => response(404, "text/plain", "no such VM in the latest report\n"),
+            }
+        }
+        (b"GET", _) => response(
+            404,
+            "text/plain",
+            "not found: try /, /report.json, /vm/<address>.json, /metrics or /healthz\n",
+        ),
         _ => response(405, "text/plain", "only GET\n"),
     })
 }
 
+/// The request headers the pages heed.
+struct Head {
+    gzip: bool,
+    if_none_match: Option<String>,
+}
+
+impl Head {
+    fn of<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Head {
+        let mut head = Head {
+            gzip: false,
+            if_none_match: None,
+        };
+        for line in lines {
+            let line = String::from_utf8_lossy(line);
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("accept-encoding") {
+                head.gzip = value
+                    .split(',')
+                    .any(|e| e.split(';').next().is_some_and(|e| e.trim() == "gzip"));
+            } else if name.eq_ignore_ascii_case("if-none-match") {
+                head.if_none_match = Some(value.to_string());
+            }
+        }
+        head
+    }
+}
+
+fn latest(site: &Site) -> Option<Arc<Pages>> {
+    site.served.lock().expect("no panic holds it").clone()
+}
+
+fn not_yet() -> Vec<u8> {
+    response(
+        503,
+        "text/plain",
+        "no report yet: it is built every --cache-refresh (its first pass is under way, or it is 0)\n",
+    )
+}
+
+/// A page, gzipped when the client takes it, or 304 when it has it.
+fn page_response(page: &Page, etag: &str, head: &Head) -> Vec<u8> {
+    let mut extra = format!("ETag: {etag}\r\nCache-Control: no-cache\r\nVary: Accept-Encoding\r\n");
+    if head
+        .if_none_match
+        .as_deref()
+        .is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+    {
+        return head_and_body(304, page.content_type, &extra, &[]);
+    }
+    let body = if head.gzip {
+        extra.push_str("Content-Encoding: gzip\r\n");
+        &page.gzip
+    } else {
+        &page.body
+    };
+    head_and_body(200, page.content_type, &extra, body)
+}
+
 fn response(status: u16, content_type: &str, body: &str) -> Vec<u8> {
+    head_and_body(status, content_type, "", body.as_bytes())
+}
+
+fn head_and_body(status: u16, content_type: &str, extra: &str, body: &[u8]) -> Vec<u8> {
     let reason = match status {
         200 => "OK",
+        304 => "Not Modified",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        503 => "Service Unavailable",
         _ => "Request Header Fields Too Large",
     };
-    format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
         body.len()
     )
-    .into_bytes()
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
 }
 
 #[cfg(test)]
@@ -370,8 +478,12 @@ mod tests {
 
     #[test]
     fn requests_are_answered_by_path_and_bounded() {
-        let (r, _) = registry();
-        let ok = |req: &[u8]| answer_to(req, false, &r).map(|a| String::from_utf8(a).unwrap());
+        let (registry, _) = registry();
+        let site = Site {
+            registry,
+            served: Served::default(),
+        };
+        let ok = |req: &[u8]| answer_to(req, false, &site).map(|a| String::from_utf8(a).unwrap());
         assert!(
             ok(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
                 .unwrap()
@@ -407,13 +519,17 @@ mod tests {
     fn a_burst_of_idle_connections_does_not_evict_a_scraper_among_them() {
         use std::io::{Read, Write};
         let (registry, _) = registry();
+        let site = Site {
+            registry,
+            served: Served::default(),
+        };
         let mut listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let poll = Poll::new().unwrap();
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .unwrap();
-        let mut server = Server::new(poll, listener, registry);
+        let mut server = Server::new(poll, listener, site);
         // Every slot taken by idle clients, then the scraper and as many
         // idle ones again, waiting in the kernel's backlog (at most 128)
         // until the one accept that takes them all.

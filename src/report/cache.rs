@@ -452,8 +452,9 @@ impl EntryWrite {
 /// written: a store of hundreds of MB left dirty in the page cache would
 /// make the journal's next `fdatasync` wait for all of it (ext4's
 /// data=ordered commit writes out newly allocated blocks first), which
-/// at a million VMs held rows back from the disk for 110 s.
-const WRITE_OUT_EVERY: u64 = 8 << 20;
+/// at a million VMs held rows back from the disk for 110 s; small enough
+/// that a journal sync queued behind one waits little.
+const WRITE_OUT_EVERY: u64 = 1 << 20;
 
 /// The next store's temporary file.
 struct Tmp {

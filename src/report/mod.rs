@@ -38,6 +38,7 @@ pub mod render;
 pub mod rightsize;
 pub mod scan;
 mod segment;
+pub mod served;
 mod settings;
 pub mod summary;
 
@@ -330,6 +331,25 @@ fn build_all(
     let built = build_with::<Vec<VmReport>>(data_dirs, settings, as_of_ms, threads, None, files)?;
     let (vms, window) = built.expect("a report without a stop is never stopped");
     Ok(Report::of(vms, settings, window))
+}
+
+/// The report of `data_dirs` on one thread, or `None` when `stop` came
+/// first: what the refresher serves.
+fn report_with(
+    data_dirs: &[PathBuf],
+    settings: &Settings,
+    as_of_ms: u64,
+    stop: &Stop,
+) -> Result<Option<Report>, ReportError> {
+    let built = build_with::<Vec<VmReport>>(
+        data_dirs,
+        settings,
+        as_of_ms,
+        1,
+        Some(stop),
+        Files::MayBeNone,
+    )?;
+    Ok(built.map(|(vms, window)| Report::of(vms, settings, window)))
 }
 
 /// The figures of the report of `data_dirs` (on one thread, keeping no

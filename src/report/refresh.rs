@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 
 use crate::stop::Stop;
 
+use std::sync::Arc;
+
+use super::served::{Pages, Served};
 use super::{Published, Settings};
 
 /// The refresh thread; [`Refresher::stop`] ends it between two VMs.
@@ -28,12 +31,15 @@ pub struct Refresher {
 
 impl Refresher {
     /// Starts building `data_dir`'s report by `settings` every `every`,
-    /// publishing its figures to `published`.
+    /// publishing its figures to `published` and, with `served`, the
+    /// report itself for the HTTP listener's pages (which then holds every
+    /// VM's report between passes; without it a pass keeps only counts).
     pub fn start(
         data_dir: PathBuf,
         settings: Settings,
         every: Duration,
         published: Published,
+        served: Option<Served>,
     ) -> std::io::Result<Refresher> {
         let (tx, rx) = std::sync::mpsc::channel::<Stop>();
         let handle = std::thread::Builder::new()
@@ -47,10 +53,20 @@ impl Refresher {
                 let dirs = [data_dir];
                 let mut next = Instant::now() + every;
                 while !stop.sleep_until(next) {
-                    let built = crate::quietly(true, || {
-                        super::figures_with(&dirs, &settings, crate::unix_ms(), &stop)
+                    let as_of = crate::unix_ms();
+                    let figures = crate::quietly(true, || match &served {
+                        None => super::figures_with(&dirs, &settings, as_of, &stop),
+                        Some(served) => {
+                            let built = super::report_with(&dirs, &settings, as_of, &stop)?;
+                            Ok(built.map(|report| {
+                                let figures = report.figures();
+                                let pages = Arc::new(Pages::new(report));
+                                *served.lock().expect("no panic holds it") = Some(pages);
+                                figures
+                            }))
+                        }
                     });
-                    if let Ok(Some(figures)) = built {
+                    if let Ok(Some(figures)) = figures {
                         *published.lock().expect("no panic holds it") = Some(figures);
                     }
                     next = Instant::now() + every;
@@ -83,14 +99,27 @@ mod tests {
         let published = Published::default();
         let settings = Settings::new(&crate::config::ReportConfig::default()).unwrap();
         let every = Duration::from_millis(10);
-        let r =
-            Refresher::start(dir.path().to_path_buf(), settings, every, published.clone()).unwrap();
+        let served = Served::default();
+        let r = Refresher::start(
+            dir.path().to_path_buf(),
+            settings,
+            every,
+            published.clone(),
+            Some(served.clone()),
+        )
+        .unwrap();
         let started = Instant::now();
         while published.lock().unwrap().is_none() && started.elapsed() < Duration::from_secs(20) {
             std::thread::sleep(Duration::from_millis(10));
         }
         let figures = published.lock().unwrap().expect("published");
         assert_eq!(figures.vms.iter().sum::<u64>(), 3);
+        let pages = served
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("the pages published with them");
+        assert!(pages.json().body.starts_with(b"{"));
         let cache = dir.path().join(super::super::cache::DIR_NAME);
         assert_eq!(super::super::cache::entries_in(&cache), Some(3));
         let stopping = Instant::now();

@@ -114,7 +114,7 @@ impl Aggregator {
             .wait_for_line("metrics on http://", Duration::from_secs(10))
             .expect("a metrics line");
         let at = line.find("http://").unwrap() + "http://".len();
-        line[at..].trim_end_matches("/metrics").parse().unwrap()
+        line[at..].split('/').next().unwrap().parse().unwrap()
     }
 
     pub fn first_line(&self) -> &str {

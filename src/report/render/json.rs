@@ -181,6 +181,12 @@ fn vm(r: &VmReport, rule: Rule) -> Vm<'_> {
     }
 }
 
+/// One VM's object of the report, its daily series included: what the
+/// served `/vm/<address>.json` answers.
+pub fn render_vm(r: &Report, v: &VmReport) -> String {
+    serde_json::to_string_pretty(&vm(v, r.rules[0])).expect("a report serializes")
+}
+
 pub fn render(r: &Report) -> String {
     let t = r.totals();
     let doc = Document {

@@ -25,6 +25,11 @@ pub fn render(r: &Report, format: ReportFormat) -> String {
     }
 }
 
+/// One VM of `r` as JSON, its daily series included.
+pub fn render_vm_json(r: &Report, vm: &super::VmReport) -> String {
+    json::render_vm(r, vm)
+}
+
 /// What to do about a VM in its category.
 pub fn advice(c: Category) -> &'static str {
     match c {
