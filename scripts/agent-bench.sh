@@ -18,7 +18,9 @@ RSS_RUN=${RSS_RUN:-6m}
 SAMPLE=${SAMPLE:-10}
 AGENT=$ROOT/target/release/udp-vmagent
 build_release
-trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; remove_work' EXIT
+# Whatever is still running, then the scratch dir (a kill with no job fails:
+# under set -e that ended the trap before remove_work, and the script with 2).
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; remove_work' EXIT
 
 start_aggregator "$WORK/sink.log" "$WORK/none" --discard --stats-interval 1h
 SERVER=127.0.0.1:$AGG_PORT

@@ -30,7 +30,9 @@ if ! command -v rsyslogd >/dev/null; then
     rm -f /usr/sbin/policy-rc.d
 fi
 build_release
-trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; remove_work' EXIT
+# Whatever is still running, then the scratch dir (a kill with no job fails:
+# under set -e that ended the trap before remove_work, and the script with 2).
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; remove_work' EXIT
 
 sender_ceiling
 {

@@ -55,12 +55,13 @@ export_run export-first
 export_run export-unchanged
 # A late row on the last day of one VM: that day only.
 last=$(tail -n 1 "$DATA/127.1.0.1.csv")
-awk -F, -v OFS=, '{ $1 = $1 + 1; $4 = $4 + 1000000; print }' <<<"$last" >>"$DATA/127.1.0.1.csv"
+IFS=, read -r recv ts boot seq rest <<<"$last"
+echo "$((recv + 1)),$ts,$boot,$((seq + 1)),$rest" >>"$DATA/127.1.0.1.csv"
 export_run export-one-day-changed
 rows=$(du -sb "$OUT/rows" | cut -f1)
 days=$(du -sb "$OUT/vm_days" | cut -f1)
 echo "bytes_per_vm_day: parquet_rows=$((rows / vm_days)) parquet_vm_days=$((days / vm_days))"
-echo "summary_store_bytes=$(du -sb "$DATA/.vmstats/summaries" | cut -f1)"
+echo "summary_store_bytes=$(du -cb "$DATA"/.vmstats/summaries.* | tail -1 | cut -f1) (both copies)"
 
 if ! python3 -c 'import duckdb' 2>/dev/null; then
     pip install -q duckdb 2>/dev/null || { echo "duckdb=skipped (pip install duckdb failed)"; exit 0; }

@@ -28,7 +28,9 @@ RATE=${2:?RATE}
 SECONDS_=${3:?SECONDS}
 TOTAL=$((RATE * SECONDS_))
 build_release
-trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; remove_work' EXIT
+# Whatever is still running, then the scratch dir (a kill with no job fails:
+# under set -e that ended the trap before remove_work, and the script with 2).
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; remove_work' EXIT
 
 data=$WORK/data
 flags=(--stats-interval 1h)
@@ -80,8 +82,14 @@ accepted=$(summary_value "$WORK/agg.log" accepted)
 echo "stop: sigterm_to_exit_ms=$(((t1 - t0) / 1000000)) accepted=$accepted rows_on_disk=$rows lost=$((accepted - rows)) not_accepted=$((sent - accepted)) journal_left=$(find "$data/.vmstats/journal" -type f | wc -l)"
 grep -E '^summary: (received|rows_written|receive_to_disk)' "$WORK/agg.log"
 csv=$(find "$data" -maxdepth 1 -name '*.csv' -print0 | du -cb --files0-from=- | tail -1 | cut -f1)
-store=$(du -sb --exclude=journal "$data/.vmstats" | cut -f1)
-echo "data: vm_files=$(find "$data" -maxdepth 1 -name '*.csv' | wc -l) csv_bytes=$csv summary_store_bytes=$store"
+# The summary store's two copies (each rewritten in place in turn) and the
+# larger of them, the one a report reads.
+store_sizes() {
+    local sizes
+    sizes=$(find "$data/.vmstats" -maxdepth 1 -name 'summaries.*' -printf '%s\n')
+    echo "summary_store_bytes=$(awk '{ t += $1 } END { print t + 0 }' <<<"$sizes") one_copy_bytes=$(sort -n <<<"$sizes" | tail -n 1)"
+}
+echo "data: vm_files=$(find "$data" -maxdepth 1 -name '*.csv' | wc -l) csv_bytes=$csv $(store_sizes)"
 if [ "${REPORT:-0}" = 1 ]; then
     for run in cold cached; do
         [ "$run" = cold ] && rm -rf "$data/.vmstats"
@@ -90,6 +98,5 @@ if [ "${REPORT:-0}" = 1 ]; then
         t1=$(date +%s%N)
         echo "report: $run ms=$(((t1 - t0) / 1000000)) peak_rss_mib=$(($(cat "$WORK/report.rss") / 1024))"
     done
-    store=$(du -sb "$data/.vmstats" | cut -f1)
-    echo "report: summary_store_bytes=$store of csv_bytes=$csv"
+    echo "report: $(store_sizes) of csv_bytes=$csv"
 fi

@@ -27,7 +27,9 @@ RUNS=${RUNS:-3}
 OUT=${OUT:-$ROOT/benches/runs/$(date -u +%F)}
 mkdir -p "$OUT"
 build_release
-trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; remove_work' EXIT
+# Whatever is still running, then the scratch dir (a kill with no job fails:
+# under set -e that ended the trap before remove_work, and the script with 2).
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; remove_work' EXIT
 
 if [ "${AUTH:-0}" = 1 ]; then
     (umask 077 && "$AGG" keys new --key-id 1 >"$WORK/fleet.keys")

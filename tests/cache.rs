@@ -76,8 +76,8 @@ fn a_cached_report_says_what_the_files_say_and_is_used() {
     write_history(dir.path(), 20, "3");
     let as_of = now_ms();
     let first = report(dir.path(), as_of);
-    assert_eq!(names_in(&dir.path().join(".vmstats")), ["summaries"]);
-    let store = dir.path().join(".vmstats/summaries");
+    assert_eq!(names_in(&dir.path().join(".vmstats")), ["summaries.0"]);
+    let store = dir.path().join(".vmstats/summaries.0");
     let written = std::fs::metadata(&store).unwrap().modified().unwrap();
     assert_eq!(report(dir.path(), as_of), first);
     let rewritten = std::fs::metadata(&store).unwrap().modified().unwrap();
@@ -171,13 +171,23 @@ fn grown_shrunk_rotated_and_rewritten_files_are_read_again() {
     let rotated = report(dir.path(), as_of);
     assert_eq!(rotated, fresh_report(dir.path(), as_of));
     // The entry of a file gone is removed: the store shrinks by about a
-    // quarter (4 entries of 5 left: 127.1.0.1, .2, .3 and .3's rotated part).
-    let store = dir.path().join(".vmstats/summaries");
-    let before = std::fs::metadata(&store).unwrap().len();
+    // fifth (4 entries of 5 left: 127.1.0.1, .2, .3 and .3's rotated part).
+    let cache = dir.path().join(".vmstats");
+    let before = std::fs::metadata(current_store(&cache)).unwrap().len();
     std::fs::remove_file(dir.path().join("127.1.0.4.csv")).unwrap();
     report(dir.path(), as_of);
-    let after = std::fs::metadata(&store).unwrap().len();
+    let after = std::fs::metadata(current_store(&cache)).unwrap().len();
     assert!(after < before * 9 / 10, "{after} bytes, {before} before");
+}
+
+/// The copy of the store written last.
+fn current_store(cache: &Path) -> std::path::PathBuf {
+    ["summaries.0", "summaries.1"]
+        .iter()
+        .map(|name| cache.join(name))
+        .filter(|p| p.exists())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+        .expect("a store")
 }
 
 /// The names in `dir`, sorted.
@@ -191,30 +201,24 @@ fn names_in(dir: &Path) -> Vec<String> {
 }
 
 #[test]
-fn a_dead_reports_temporary_store_and_old_per_file_entries_are_removed() {
+fn what_earlier_versions_left_is_removed_and_the_copies_alternate() {
     let dir = tempfile::tempdir().unwrap();
     write_history(dir.path(), 2, "1");
     let as_of = now_ms();
     let truth = fresh_report(dir.path(), as_of);
     let cache = dir.path().join(".vmstats");
-    let stale = cache.join("summaries.tmp.1.0");
-    std::fs::write(&stale, "half a store").unwrap();
-    let hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
-    std::fs::File::options()
-        .write(true)
-        .open(&stale)
-        .unwrap()
-        .set_modified(hours_ago)
-        .unwrap();
-    // One being written right now by another report: left alone.
-    std::fs::write(cache.join("summaries.tmp.2.0"), "being written").unwrap();
+    // The per-file entries and the single store of earlier versions.
     std::fs::write(cache.join("64768-1234.sum"), "an older version's entry").unwrap();
-    // A changed file, so that the store is written again.
+    std::fs::write(cache.join("summaries"), "an older version's store").unwrap();
+    std::fs::write(cache.join("summaries.tmp.1.0"), "half of one").unwrap();
+    // A changed file, so that the store is written again: the other copy.
     let vm = dir.path().join("127.1.0.1.csv");
     let text = std::fs::read_to_string(&vm).unwrap();
     std::fs::write(&vm, &text[..text.len() / 2]).unwrap();
-    assert_ne!(report(dir.path(), as_of), truth);
-    assert_eq!(names_in(&cache), ["summaries", "summaries.tmp.2.0"]);
+    let changed = report(dir.path(), as_of);
+    assert_ne!(changed, truth);
+    assert_eq!(names_in(&cache), ["summaries.0", "summaries.1"]);
+    assert_eq!(report(dir.path(), as_of), changed);
 }
 
 #[test]
@@ -224,13 +228,15 @@ fn planted_and_broken_entries_change_nothing() {
     let as_of = now_ms();
     let truth = report(dir.path(), as_of);
     let cache = dir.path().join(".vmstats");
-    let store = cache.join("summaries");
+    let store = cache.join("summaries.0");
     let good = std::fs::read(&store).unwrap();
-    // The store cut short, flipped in its index or in an entry, or not a
-    // store at all, then a link to elsewhere: each time the same report,
-    // and a store of our own written in its place.
+    // The store cut short, flipped in its footer, its index or an entry,
+    // or not a store at all, then a link to elsewhere, each time the only
+    // copy: each time the same report, and a store of our own written.
     let outside = tempfile::NamedTempFile::new().unwrap();
-    for case in 0..4 {
+    let other = cache.join("summaries.1");
+    for case in 0..5 {
+        let _ = std::fs::remove_file(&other);
         let mut bytes = good.clone();
         match case {
             0 => bytes.truncate(bytes.len() / 2),
@@ -238,12 +244,17 @@ fn planted_and_broken_entries_change_nothing() {
                 let at = bytes.len() - 40;
                 bytes[at] ^= 0x5a;
             }
-            2 => bytes[40] ^= 0x5a,
+            2 => {
+                let at = bytes.len() - 48;
+                bytes[at] ^= 0x5a;
+            }
+            3 => bytes[40] ^= 0x5a,
             _ => bytes = b"vmstats summary store 1\n".repeat(3),
         }
         std::fs::write(&store, &bytes).unwrap();
         assert_eq!(report(dir.path(), as_of), truth, "case {case}");
     }
+    let _ = std::fs::remove_file(&other);
     std::fs::remove_file(&store).unwrap();
     std::os::unix::fs::symlink(outside.path(), &store).unwrap();
     assert_eq!(report(dir.path(), as_of), truth);
@@ -280,7 +291,7 @@ fn an_entry_hard_linked_to_a_file_elsewhere_is_never_written() {
     // The same filesystem (a hard link needs it), outside the data dir.
     let victim = tempfile::NamedTempFile::new_in(dir.path().parent().unwrap()).unwrap();
     std::fs::write(victim.path(), "a file someone else owns\n").unwrap();
-    let store = dir.path().join(".vmstats/summaries");
+    let store = dir.path().join(".vmstats/summaries.0");
     std::fs::remove_file(&store).unwrap();
     std::fs::hard_link(victim.path(), &store).unwrap();
     assert_eq!(report(dir.path(), as_of), truth);

@@ -68,15 +68,9 @@ fn rows(dom: &str) -> Vec<(String, bool)> {
         .collect()
 }
 
-#[test]
-fn the_html_report_renders_sorts_and_filters_in_chromium() {
-    let Some(browser) = chromium() else {
-        skip("chromium is not installed (apt-get install chromium)");
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let agg = Aggregator::start(dir.path(), &[]);
-    // Three VMs: CPU 30 %, 3 %, 60 %.
+/// Three VMs, 10 datagrams each `interval_s` apart by their own account:
+/// CPU 30 % (127.39.0.1), 3 % (.2, idle) and 60 % (.3).
+fn send_three_vms(to: SocketAddr, interval_s: u16) {
     for (ip, cpu) in [
         ("127.39.0.1", 3000u16),
         ("127.39.0.2", 300),
@@ -86,16 +80,27 @@ fn the_html_report_renders_sorts_and_filters_in_chromium() {
         for seq in 0..10 {
             let s = Stat {
                 cpu_pct_x100: cpu,
-                interval_s: 1,
+                interval_s,
                 net_rx_bytes: 100,
                 net_tx_bytes: 100,
                 disk_read_bytes: 0,
                 disk_write_bytes: 0,
                 ..stat(seq)
             };
-            send(&sock, agg.addr, &s);
+            send(&sock, to, &s);
         }
     }
+}
+
+#[test]
+fn the_html_report_renders_sorts_and_filters_in_chromium() {
+    let Some(browser) = chromium() else {
+        skip("chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let agg = Aggregator::start(dir.path(), &[]);
+    send_three_vms(agg.addr, 1);
     assert!(agg.stop().success);
     let page = dir.path().join("report.html");
     let os = |s: &'static str| std::ffi::OsStr::new(s);
@@ -191,26 +196,8 @@ fn the_served_report_loads_sorts_and_filters_in_chromium() {
         head.starts_with("HTTP/1.1 503"),
         "before the first pass: {head}"
     );
-    for (ip, cpu) in [
-        ("127.39.0.1", 3000u16),
-        ("127.39.0.2", 300),
-        ("127.39.0.3", 6000),
-    ] {
-        let sock = vm_socket(ip);
-        for seq in 0..10 {
-            let s = Stat {
-                cpu_pct_x100: cpu,
-                // A minute apart: not SILENT for the test's length.
-                interval_s: 60,
-                net_rx_bytes: 100,
-                net_tx_bytes: 100,
-                disk_read_bytes: 0,
-                disk_write_bytes: 0,
-                ..stat(seq)
-            };
-            send(&sock, agg.addr, &s);
-        }
-    }
+    // A minute apart: not SILENT for the test's length.
+    send_three_vms(agg.addr, 60);
     // The next passes see the rows once they are in the files.
     let started = Instant::now();
     loop {

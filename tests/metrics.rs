@@ -101,7 +101,17 @@ fn a_scrape_counts_what_happened_and_promtool_accepts_it() {
 #[test]
 fn hostile_http_clients_neither_block_the_collector_nor_grow_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mut agg = Aggregator::start(dir.path(), &["--metrics-listen", "127.0.0.1:0"]);
+    // The served report too, refreshed meanwhile: its pages are behind
+    // the same limits.
+    let mut agg = Aggregator::start(
+        dir.path(),
+        &[
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--cache-refresh",
+            "200ms",
+        ],
+    );
     let metrics = agg.metrics_addr();
     let written = || {
         metric(
@@ -120,11 +130,10 @@ fn hostile_http_clients_neither_block_the_collector_nor_grow_it() {
         .map(|_| TcpStream::connect(metrics).unwrap())
         .collect();
     let mut dribble = TcpStream::connect(metrics).unwrap();
-    dribble
-        .write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ")
-        .unwrap();
+    dribble.write_all(b"GET / HTTP/1.1\r\nX-Slow: ").unwrap();
     let mut huge = TcpStream::connect(metrics).unwrap();
-    huge.write_all(b"GET /metrics HTTP/1.1\r\nX-Big: ").unwrap();
+    huge.write_all(b"GET /report.json HTTP/1.1\r\nX-Big: ")
+        .unwrap();
     let megabyte = vec![b'a'; 1 << 20];
     // The server stops reading at its bound and answers 431: the write
     // may then fail, which is the point.
@@ -138,6 +147,9 @@ fn hostile_http_clients_neither_block_the_collector_nor_grow_it() {
     let started = Instant::now();
     let (status, text) = http_get(metrics, "/metrics");
     assert_eq!(status, 200);
+    let (page, html) = http_get(metrics, "/");
+    assert_eq!(page, 200, "{html}");
+    assert!(html.contains("127.42.0.1"));
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",

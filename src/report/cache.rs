@@ -1,18 +1,27 @@
 //! The summary store: each data file's per-day [`Segment`]s, kept in one
-//! file per data dir (`<data-dir>/.vmstats/summaries`), so that a report
-//! over data it has seen reads only what was appended since (and the days
-//! its window cuts).
+//! store per data dir (`<data-dir>/.vmstats/summaries.0` and `.1`), so
+//! that a report over data it has seen reads only what was appended since
+//! (and the days its window cuts).
 //!
-//! One file, not one per VM file: at a million VMs an entry per file cost
-//! a million opens per report and a 4 KiB block for a few hundred bytes
-//! (3.9 GB of cache for 290 MB of CSV). The store is the entries one after
-//! another, then an index of them sorted by file, then a footer that says
-//! where the index is; a report reads the index once and each entry it
-//! needs with one `pread`. Each report writes the next store beside it,
+//! One store, not a file per VM file: at a million VMs an entry per file
+//! cost a million opens per report and a 4 KiB block for a few hundred
+//! bytes (3.9 GB of cache for 290 MB of CSV). A store is the entries one
+//! after another, then an index of them sorted by file, then a footer that
+//! says where the index is and the store's generation; a report reads the
+//! index once and each entry it needs with one `pread`.
+//!
+//! Two copies, each rewritten in place: a report reads the valid copy of
+//! the higher generation and writes the next generation over the other,
 //! sequentially (the entries it built, and the ones still current copied
-//! across), and renames it over the last: a reader holds the old one or the
-//! new one, never half of either, and a report killed while writing leaves
-//! only a temporary file, removed by a later one.
+//! across from the copy it read), its footer last. Rewriting in place
+//! reuses the copy's disk blocks: a new file per pass (written beside and
+//! renamed over) allocated hundreds of MB at a million VMs, and ext4's
+//! data=ordered commit, which the journal's `fdatasync` forces, waited for
+//! the newly allocated blocks, holding accepted rows back from the disk
+//! for up to 138 s (`benches/runs/2026-12-03/issue17/`). A reader never
+//! takes the copy being written (its old footer says the older
+//! generation, or is overwritten and fails to decode); a report killed
+//! while writing leaves that copy invalid or older, and the other intact.
 //!
 //! Everything in it is derived from the CSV files: deleting the directory
 //! loses nothing but time. An entry is keyed by the file's device and
@@ -39,8 +48,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write as _};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::UNIX_EPOCH;
 
 use crossbeam_channel::Sender;
 use serde::{Deserialize, Serialize};
@@ -57,15 +66,15 @@ use super::summary::Accumulator;
 /// The cache's directory inside a data dir.
 pub const DIR_NAME: &str = ".vmstats";
 
-/// The store's name in [`DIR_NAME`]; its next version is written as
-/// `summaries.tmp.<pid>.<n>` and renamed over it.
-pub const STORE_NAME: &str = "summaries";
+/// The store's two copies in [`DIR_NAME`].
+pub const STORE_NAMES: [&str; 2] = ["summaries.0", "summaries.1"];
 
 const MAGIC: &[u8] = b"vmstats summary store 1\n";
 
-/// The footer: the index's offset, its slots, its checksum, and this.
+/// The footer: the index's offset, its slots, the store's generation, the
+/// checksum of the index and the generation, and this.
 const FOOTER_MAGIC: &[u8; 8] = b"vmstore\n";
-const FOOTER_LEN: u64 = 32;
+const FOOTER_LEN: u64 = 40;
 
 /// An index slot: device, inode, offset (u64 each) and length (u32).
 const SLOT_LEN: u64 = 28;
@@ -73,9 +82,6 @@ const SLOT_LEN: u64 = 28;
 /// Slots a store may index, at most (64 M files; 1.8 GB of index): a
 /// planted footer claiming more is refused before anything is allocated.
 const MAX_SLOTS: u64 = 1 << 26;
-
-/// A temporary store this old is a report's that died while writing it.
-const STALE_TMP: Duration = Duration::from_secs(3600);
 
 /// Bytes of each probe of a plain file kept to recognize it.
 const TAIL: u64 = 32;
@@ -227,23 +233,40 @@ impl Slot {
 struct Store {
     file: File,
     slots: Vec<Slot>,
+    generation: u64,
+    /// Which of [`STORE_NAMES`] it is.
+    copy: usize,
 }
 
 impl Store {
-    /// The store in `dir`, or `None` when there is none, or it is not a
-    /// regular file with one link (a hard link planted there could be
-    /// anyone's file), or its footer or index does not decode.
+    /// The current store in `dir`: of the copies that decode, the one of
+    /// the higher generation; `None` when neither does.
     fn open(dir: &File) -> Option<Store> {
-        let file = sys::open_at(dir, STORE_NAME, libc::O_RDONLY | libc::O_NONBLOCK, 0).ok()?;
+        (0..STORE_NAMES.len())
+            .filter_map(|copy| Store::open_copy(dir, copy))
+            .max_by_key(|s| s.generation)
+    }
+
+    /// One copy, or `None` when it is missing, not a regular file with one
+    /// link (a hard link planted there could be anyone's file), or its
+    /// footer or index does not decode.
+    fn open_copy(dir: &File, copy: usize) -> Option<Store> {
+        let flags = libc::O_RDONLY | libc::O_NONBLOCK;
+        let file = sys::open_at(dir, STORE_NAMES[copy], flags, 0).ok()?;
         let meta = file.metadata().ok()?;
         if !meta.is_file() || meta.nlink() != 1 {
             return None;
         }
-        let slots = Store::index(&file, meta.len()).ok()?;
-        Some(Store { file, slots })
+        let (slots, generation) = Store::index(&file, meta.len()).ok()?;
+        Some(Store {
+            file,
+            slots,
+            generation,
+            copy,
+        })
     }
 
-    fn index(file: &File, len: u64) -> Result<Vec<Slot>, Corrupt> {
+    fn index(file: &File, len: u64) -> Result<(Vec<Slot>, u64), Corrupt> {
         let body = MAGIC.len() as u64;
         if len < body + FOOTER_LEN {
             return Err(Corrupt);
@@ -254,20 +277,20 @@ impl Store {
         file.read_exact_at(&mut foot, len - FOOTER_LEN)
             .map_err(|_| Corrupt)?;
         let word = |at: usize| u64::from_le_bytes(foot[at..at + 8].try_into().expect("8 bytes"));
-        let (index_at, count, sum) = (word(0), word(8), word(16));
+        let (index_at, count, generation, sum) = (word(0), word(8), word(16), word(24));
         let index_len = count.checked_mul(SLOT_LEN).ok_or(Corrupt)?;
         let fits = index_at >= body
             && index_at
                 .checked_add(index_len)
                 .and_then(|e| e.checked_add(FOOTER_LEN))
                 == Some(len);
-        if head != MAGIC || &foot[24..] != FOOTER_MAGIC || count > MAX_SLOTS || !fits {
+        if head != MAGIC || &foot[32..] != FOOTER_MAGIC || count > MAX_SLOTS || !fits {
             return Err(Corrupt);
         }
         let mut index = vec![0; index_len as usize];
         file.read_exact_at(&mut index, index_at)
             .map_err(|_| Corrupt)?;
-        if checksum(&index) != sum {
+        if index_checksum(&index, generation) != sum {
             return Err(Corrupt);
         }
         let slots: Vec<Slot> = index
@@ -279,7 +302,7 @@ impl Store {
         if !sorted || !slots.iter().all(in_body) {
             return Err(Corrupt);
         }
-        Ok(slots)
+        Ok((slots, generation))
     }
 
     fn find(&self, key: (u64, u64)) -> Option<Slot> {
@@ -448,36 +471,23 @@ impl EntryWrite {
     }
 }
 
-/// Bytes of the next store written to the disk at a time, as it is
-/// written: a store of hundreds of MB left dirty in the page cache would
-/// make the journal's next `fdatasync` wait for all of it (ext4's
-/// data=ordered commit writes out newly allocated blocks first), which
-/// at a million VMs held rows back from the disk for 110 s; small enough
-/// that a journal sync queued behind one waits little.
-const WRITE_OUT_EVERY: u64 = 1 << 20;
-
-/// The next store's temporary file.
-struct Tmp {
-    name: String,
-    out: BufWriter<File>,
-    /// Bytes written, and of those written out to the disk.
+/// The next store's file: the other copy, being rewritten in place.
+struct Out {
+    copy: usize,
+    file: BufWriter<File>,
     written: u64,
-    written_out: u64,
 }
 
 /// One data dir's next store, as the writer builds it.
 struct NextStore<'a> {
     dir: &'a CacheDir,
-    /// The temporary file, once an entry is written.
-    out: Option<Tmp>,
+    /// The copy being written, once an entry is.
+    out: Option<Out>,
     /// Each file's new slot, or `None` for the last store's entry kept.
     slots: HashMap<(u64, u64), Option<Slot>>,
     forgot: bool,
     failed: bool,
 }
-
-/// Temporary stores made by this process, for unique names.
-static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl<'a> NextStore<'a> {
     fn new(dir: &'a CacheDir) -> NextStore<'a> {
@@ -521,40 +531,32 @@ impl<'a> NextStore<'a> {
     fn fail(&mut self, caches: &CacheDirs, e: &io::Error) {
         if !self.failed {
             self.failed = true;
-            caches.warn_once("write", &self.dir.path.join(STORE_NAME), e);
+            let copy = self.out.as_ref().map_or(0, |o| o.copy);
+            caches.warn_once("write", &self.dir.path.join(STORE_NAMES[copy]), e);
         }
     }
 
-    /// Appends an entry's bytes to the temporary store (made at the first)
-    /// and returns where they begin.
+    /// Appends an entry's bytes to the next store (opening the copy the
+    /// current one is not, at the first) and returns where they begin.
     fn append(&mut self, bytes: &[u8]) -> io::Result<u64> {
         if self.failed {
             return Err(io::Error::other("an earlier write failed"));
         }
         if self.out.is_none() {
-            let seq = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
-            let name = format!("{STORE_NAME}.tmp.{}.{seq}", std::process::id());
-            let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
-            let file = sys::open_at(&self.dir.handle, &name, flags, 0o640)?;
-            let mut out = BufWriter::with_capacity(1 << 20, file);
-            out.write_all(MAGIC)?;
-            self.out = Some(Tmp {
-                name,
-                out,
+            let copy = self.dir.store.as_ref().map_or(0, |s| 1 - s.copy);
+            let mut file =
+                BufWriter::with_capacity(1 << 20, open_copy_for_writing(self.dir, copy)?);
+            file.write_all(MAGIC)?;
+            self.out = Some(Out {
+                copy,
+                file,
                 written: MAGIC.len() as u64,
-                written_out: 0,
             });
         }
-        let tmp = self.out.as_mut().expect("made above");
-        tmp.out.write_all(bytes)?;
-        let at = tmp.written;
-        tmp.written += bytes.len() as u64;
-        if tmp.written - tmp.written_out >= WRITE_OUT_EVERY {
-            tmp.out.flush()?;
-            let len = tmp.written - tmp.written_out;
-            sys::write_out_range(tmp.out.get_ref(), tmp.written_out, len)?;
-            tmp.written_out = tmp.written;
-        }
+        let out = self.out.as_mut().expect("opened above");
+        out.file.write_all(bytes)?;
+        let at = out.written;
+        out.written += bytes.len() as u64;
         Ok(at)
     }
 
@@ -583,8 +585,8 @@ impl<'a> NextStore<'a> {
         }
     }
 
-    /// Copies the kept entries across, writes the index and the footer, and
-    /// renames the result over the store.
+    /// Copies the kept entries across, then writes the index and the
+    /// footer (the next generation) and cuts the copy to its new length.
     fn publish(&mut self, mut kept: Vec<Slot>) -> io::Result<()> {
         kept.sort_by_key(|s| s.offset);
         let mut slots: Vec<Slot> = self.slots.values().flatten().copied().collect();
@@ -602,51 +604,81 @@ impl<'a> NextStore<'a> {
             self.append(&[])?;
         }
         slots.sort_by_key(Slot::key);
+        let generation = self.dir.store.as_ref().map_or(0, |s| s.generation) + 1;
         let mut index = Vec::with_capacity(slots.len() * SLOT_LEN as usize + FOOTER_LEN as usize);
         for s in &slots {
             s.encode(&mut index);
         }
-        let sum = checksum(&index);
-        let tmp = self.out.as_mut().expect("made above");
-        index.extend_from_slice(&tmp.written.to_le_bytes());
+        let sum = index_checksum(&index, generation);
+        let out = self.out.as_mut().expect("made above");
+        index.extend_from_slice(&out.written.to_le_bytes());
         index.extend_from_slice(&(slots.len() as u64).to_le_bytes());
+        index.extend_from_slice(&generation.to_le_bytes());
         index.extend_from_slice(&sum.to_le_bytes());
         index.extend_from_slice(FOOTER_MAGIC);
-        tmp.out.write_all(&index)?;
-        tmp.out.flush()?;
-        sys::rename_at(&self.dir.handle, &tmp.name, STORE_NAME)?;
+        out.file.write_all(&index)?;
+        out.file.flush()?;
+        out.file
+            .get_ref()
+            .set_len(out.written + index.len() as u64)?;
         self.out = None;
         Ok(())
     }
 
+    /// Leaves the copy being written empty (it decodes as no store), so
+    /// the other stays the current one.
     fn discard(&mut self) {
-        if let Some(tmp) = self.out.take() {
-            let _ = sys::unlink_at(&self.dir.handle, &tmp.name);
+        if let Some(out) = self.out.take()
+            && let Ok(file) = out.file.into_inner()
+        {
+            let _ = file.set_len(0);
         }
     }
 
-    /// Removes what others left: entries of the per-file cache this store
-    /// replaced (`<dev>-<ino>.sum`), and temporary stores of reports that
-    /// died. Listed by path, removed through the directory's handle:
-    /// whatever the path leads to now, only this cache's files can go.
+    /// Removes what older versions left: entries of the per-file cache
+    /// (`<dev>-<ino>.sum`) and the single store (`summaries`, and its
+    /// `summaries.tmp.*`). Listed by path, removed through the directory's
+    /// handle: whatever the path leads to now, only this cache's files go.
     fn remove_leftovers(&self) {
         let Ok(entries) = fs::read_dir(&self.dir.path) else {
             return;
         };
-        let tmp = format!("{STORE_NAME}.tmp.");
-        let stale = |e: &fs::DirEntry| {
-            e.metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| SystemTime::now().duration_since(t).unwrap_or_default() > STALE_TMP)
-        };
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if name.ends_with(".sum") || (name.starts_with(&tmp) && stale(&entry)) {
+            if name.ends_with(".sum") || name == "summaries" || name.starts_with("summaries.tmp.") {
                 let _ = sys::unlink_at(&self.dir.handle, name);
             }
         }
     }
+}
+
+/// Opens `copy` of the store to rewrite it in place. Anything but a
+/// regular file with one link at its name (a symlink, a FIFO, a hard link
+/// to a file elsewhere) is removed, never written through, and a copy
+/// made in its place.
+fn open_copy_for_writing(dir: &CacheDir, copy: usize) -> io::Result<File> {
+    let name = STORE_NAMES[copy];
+    match sys::open_at(&dir.handle, name, libc::O_WRONLY | libc::O_NONBLOCK, 0) {
+        Ok(file) => {
+            let meta = file.metadata()?;
+            if meta.is_file() && meta.nlink() == 1 {
+                return Ok(file);
+            }
+            drop(file);
+            sys::unlink_at(&dir.handle, name)?;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        // A symlink (ELOOP), a directory, a socket: not ours to follow.
+        Err(_) => sys::unlink_at(&dir.handle, name)?,
+    }
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+    sys::open_at(&dir.handle, name, flags, 0o640)
+}
+
+/// The checksum of an index and the generation it belongs to.
+fn index_checksum(index: &[u8], generation: u64) -> u64 {
+    checksum_of(&[index, &generation.to_le_bytes()])
 }
 
 /// Runs `f` with a sender of entries for the next stores, and a thread

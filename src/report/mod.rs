@@ -341,34 +341,19 @@ fn report_with(
     as_of_ms: u64,
     stop: &Stop,
 ) -> Result<Option<Report>, ReportError> {
-    let built = build_with::<Vec<VmReport>>(
-        data_dirs,
-        settings,
-        as_of_ms,
-        1,
-        Some(stop),
-        Files::MayBeNone,
-    )?;
+    let built = in_background::<Vec<VmReport>>(data_dirs, settings, as_of_ms, stop)?;
     Ok(built.map(|(vms, window)| Report::of(vms, settings, window)))
 }
 
-/// The figures of the report of `data_dirs` (on one thread, keeping no
-/// VM's report), or `None` when `stop` came first: what the refresher
-/// publishes.
+/// The figures of the report of `data_dirs` (keeping no VM's report), or
+/// `None` when `stop` came first: what the refresher publishes.
 fn figures_with(
     data_dirs: &[PathBuf],
     settings: &Settings,
     as_of_ms: u64,
     stop: &Stop,
 ) -> Result<Option<Figures>, ReportError> {
-    let built = build_with::<Tally>(
-        data_dirs,
-        settings,
-        as_of_ms,
-        1,
-        Some(stop),
-        Files::MayBeNone,
-    )?;
+    let built = in_background::<Tally>(data_dirs, settings, as_of_ms, stop)?;
     Ok(built.map(|(tally, window)| Figures {
         as_of_ms: window.as_of_ms,
         vms: tally.vms,
@@ -382,6 +367,23 @@ fn figures_with(
 enum Files {
     Required,
     MayBeNone,
+}
+
+/// The refresher's pass: one reading thread, given up at `stop`.
+fn in_background<K: Keep>(
+    data_dirs: &[PathBuf],
+    settings: &Settings,
+    as_of_ms: u64,
+    stop: &Stop,
+) -> Result<Option<(K, Window)>, ReportError> {
+    build_with::<K>(
+        data_dirs,
+        settings,
+        as_of_ms,
+        1,
+        Some(stop),
+        Files::MayBeNone,
+    )
 }
 
 /// [`build`] on `threads` reading threads, keeping what `K` keeps of each

@@ -53,11 +53,6 @@ pub fn sync_filesystem(dir: &File) -> io::Result<()> {
     dir.sync_all()
 }
 
-/// Without `sync_file_range`, the range's file is synced whole.
-pub fn write_out_range(file: &File, _offset: u64, _len: u64) -> io::Result<()> {
-    file.sync_data()
-}
-
 /// A file closed by the store is synced first: no later call reaches it.
 pub fn close_file(file: File) {
     let _ = file.sync_data();

@@ -294,31 +294,6 @@ pub fn sync_filesystem(file: &File) -> io::Result<()> {
     }
 }
 
-/// Writes `len` bytes of `file` from `offset` to the disk and waits for
-/// them (`sync_file_range`), without a journal commit: a large file
-/// written this way as it grows never leaves a commit (the journal's
-/// `fdatasync`, in data=ordered mode) waiting for its dirty pages.
-pub fn write_out_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
-        | libc::SYNC_FILE_RANGE_WRITE
-        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
-    // SAFETY: the descriptor is valid while `file` is borrowed; the call
-    // reads no memory of ours.
-    let rc = unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            offset as libc::off64_t,
-            len as libc::off64_t,
-            flags,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// Closing needs no sync here: [`sync_filesystem`] reaches closed files.
 pub fn close_file(file: File) {
     drop(file);

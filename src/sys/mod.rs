@@ -1,13 +1,11 @@
 //! Platform syscalls, one file per platform as quinn-udp keeps them:
 //! `linux.rs` has the batched calls (`recvmmsg`, `sendmmsg` with
 //! `IP_PKTINFO`/`UDP_SEGMENT`), the forced receive buffer, the socket's drop
-//! count, `syncfs`, `sync_file_range`, a thread's priority and who else
-//! holds a UDP port;
+//! count, `syncfs`, a thread's priority and who else holds a UDP port;
 //! `fallback.rs` the portable versions of the same signatures, slower but
-//! correct; `unix.rs` what every Unix has (the open-file limit, `openat`,
-//! `unlinkat` and `renameat` for the summary cache, the clock tick). The
-//! rest of the crate never mentions a platform: the only `cfg`s are here,
-//! choosing the file.
+//! correct; `unix.rs` what every Unix has (the open-file limit, `openat` and
+//! `unlinkat` for the summary cache, the clock tick). The rest of the crate
+//! never mentions a platform: the only `cfg`s are here, choosing the file.
 //!
 //! The batched calls are where the collector's speed comes from (one syscall
 //! per up to [`BATCH`] datagrams).
@@ -22,9 +20,9 @@ mod unix;
 
 pub use imp::{
     close_file, force_recv_buffer, foreign_port_sharers, lower_thread_priority, recv_batch,
-    send_batch, socket_drops, sync_filesystem, write_out_range,
+    send_batch, socket_drops, sync_filesystem,
 };
-pub use unix::{clock_ticks_per_second, open_at, raise_nofile_limit, rename_at, unlink_at};
+pub use unix::{clock_ticks_per_second, open_at, raise_nofile_limit, unlink_at};
 
 /// Syncs the filesystem that holds `path` (one `syncfs`, whatever the
 /// number of files written on it).

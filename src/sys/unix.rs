@@ -1,6 +1,5 @@
-//! What every Unix offers alike: the open-file limit, `openat`,
-//! `unlinkat` and `renameat` relative to a directory handle, and the clock
-//! tick of `/proc/stat`.
+//! What every Unix offers alike: the open-file limit, `openat`/`unlinkat`
+//! relative to a directory handle, and the clock tick of `/proc/stat`.
 
 /// Raises the soft open-file limit to the hard limit and returns the limit
 /// now in force (`None` where the platform has no such limit).
@@ -58,21 +57,6 @@ pub fn unlink_at(dir: &std::fs::File, name: &str) -> std::io::Result<()> {
     let name = plain_name(name)?;
     // SAFETY: `dir` is an open descriptor, `name` NUL-terminated.
     if unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-/// Renames `from` to `to`, both in the directory `dir` (`renameat`): a
-/// link at `to` is replaced, never followed, so a file is published whole
-/// where a reader looks for it.
-pub fn rename_at(dir: &std::fs::File, from: &str, to: &str) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let (from, to) = (plain_name(from)?, plain_name(to)?);
-    let fd = dir.as_raw_fd();
-    // SAFETY: `dir` is an open descriptor, both names NUL-terminated.
-    if unsafe { libc::renameat(fd, from.as_ptr(), fd, to.as_ptr()) } == 0 {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
