@@ -161,7 +161,13 @@ fn hostile_http_clients_neither_block_the_collector_nor_grow_it() {
         written()
     );
     let (rss_after, threads_after) = (rss_kib(agg.pid()), threads_of(agg.pid()));
-    assert_eq!(threads_after, threads_before, "a thread per connection");
+    // A refresh pass runs on two threads of its own (its reader and the
+    // store's writer), there or not at either count; 300 clients holding
+    // a thread each would be 300.
+    assert!(
+        threads_after <= threads_before + 2,
+        "a thread per connection: {threads_before} then {threads_after}"
+    );
     // The endpoint holds at most 64 connections of at most 8 KiB each.
     assert!(
         rss_after < rss_before + 16 * 1024,
