@@ -292,9 +292,20 @@ fn a_second_export_writes_nothing_and_a_change_only_its_day() {
     assert_eq!(first["days_written"], first["days"]);
     let before = files(out.path());
     assert_eq!(before.len(), 2 * days, "{before:?}");
+    let manifest_written = || {
+        let mut manifests = std::fs::read_dir(out.path().join("_vmstats")).unwrap();
+        let manifest = manifests.next().unwrap().unwrap();
+        manifest.metadata().unwrap().modified().unwrap()
+    };
+    let manifest_before = manifest_written();
     let second = export(&[data.path()], out.path(), at);
     assert_eq!(second["days_written"], "0", "{second:?}");
     assert_eq!(files(out.path()), before, "a file was rewritten");
+    assert_eq!(
+        manifest_written(),
+        manifest_before,
+        "the manifest was rewritten"
+    );
     // A late row of the last day: that day's two files only.
     let live = data.path().join("127.1.0.2.csv");
     let text = std::fs::read_to_string(&live).unwrap();

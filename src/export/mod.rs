@@ -174,8 +174,11 @@ pub fn export(cfg: &ExportConfig) -> Result<Exported, ExportError> {
             }
         }
     }
-    // The days written are recorded even when another failed.
-    manifest.save(&manifest_path)?;
+    // The days written are recorded even when another failed; with none
+    // written the manifest stays as it was, like every other file.
+    if !dirty.is_empty() {
+        manifest.save(&manifest_path)?;
+    }
     if let Some(e) = first_error {
         return Err(e);
     }
