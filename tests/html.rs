@@ -181,15 +181,7 @@ fn the_served_report_loads_sorts_and_filters_in_chromium() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut agg = Aggregator::start(
-        dir.path(),
-        &[
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--cache-refresh",
-            "200ms",
-        ],
-    );
+    let mut agg = Aggregator::start(dir.path(), &HTTP_AND_REFRESH);
     let http = agg.metrics_addr();
     let (head, _) = get(http, "/", "");
     assert!(

@@ -24,15 +24,7 @@ fn threads_of(pid: i32) -> u64 {
 #[test]
 fn a_scrape_counts_what_happened_and_promtool_accepts_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mut agg = Aggregator::start(
-        dir.path(),
-        &[
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--cache-refresh",
-            "200ms",
-        ],
-    );
+    let mut agg = Aggregator::start(dir.path(), &HTTP_AND_REFRESH);
     let metrics = agg.metrics_addr();
     for (i, ip) in ["127.41.0.1", "127.41.0.2", "127.41.0.3"]
         .iter()
@@ -103,15 +95,7 @@ fn hostile_http_clients_neither_block_the_collector_nor_grow_it() {
     let dir = tempfile::tempdir().unwrap();
     // The served report too, refreshed meanwhile: its pages are behind
     // the same limits.
-    let mut agg = Aggregator::start(
-        dir.path(),
-        &[
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--cache-refresh",
-            "200ms",
-        ],
-    );
+    let mut agg = Aggregator::start(dir.path(), &HTTP_AND_REFRESH);
     let metrics = agg.metrics_addr();
     let written = || {
         metric(

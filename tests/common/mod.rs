@@ -423,6 +423,15 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// Aggregator flags for an HTTP listener on a free loopback port and the
+/// report refreshed (its figures and pages) every 200 ms.
+pub const HTTP_AND_REFRESH: [&str; 4] = [
+    "--metrics-listen",
+    "127.0.0.1:0",
+    "--cache-refresh",
+    "200ms",
+];
+
 /// Writes `days` of history for `count` VMs into `dir`, ending now, with
 /// `udp-vmsim --write-dir` (10-minute interval).
 pub fn write_history(dir: &Path, count: u32, days: &str) {
