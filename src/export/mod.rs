@@ -39,7 +39,7 @@ use ::parquet::errors::ParquetError;
 use crate::config::{ConfigError, ExportConfig, ReportConfig};
 use crate::report::days::{self, Day, DayPlan};
 use crate::report::render::date_of_day;
-use crate::report::summary::Accumulator;
+use crate::report::summary::{self, Accumulator};
 use crate::report::{ReportError, Settings, Window, policy};
 
 use self::manifest::{DayRecord, Manifest};
@@ -238,6 +238,23 @@ impl Out<'_> {
     }
 }
 
+/// What `vm_days` asks of a VM-day's summary: its day, not the sizes the
+/// report's rules would show, which would rightsize every VM-day (each
+/// rule's catalog search) for figures the export throws away.
+struct DaysOnly {
+    cpu_percentile: f64,
+}
+
+impl summary::Probe for DaysOnly {
+    fn cpu_percentile(&self) -> f64 {
+        self.cpu_percentile
+    }
+
+    fn sizes(&self, _: &summary::VmSummary) -> Vec<(u32, f64)> {
+        Vec::new()
+    }
+}
+
 /// Writes one day's two files from its pieces: each VM's rows of the day,
 /// its datagrams once each (the first read, in the report's part order),
 /// and its day's summary. Returns the rows and VMs written.
@@ -257,9 +274,8 @@ fn write_day(
     };
     let mut rows = RowsFile::create(&rows_path).map_err(parquet_err(&rows_path))?;
     let mut vm_days = VmDaysFile::create(&days_path).map_err(parquet_err(&days_path))?;
-    let probe = policy::Probe {
-        settings,
-        as_of_ms: plan.window.as_of_ms,
+    let probe = DaysOnly {
+        cpu_percentile: settings.rightsizing.cpu_percentile,
     };
     let mut record = DayRecord {
         fingerprint: String::new(),
