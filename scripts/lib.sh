@@ -25,6 +25,10 @@ read -r -a AGG_EXTRA <<<"${AGG_FLAGS:-}"
 # the same run (e.g. VARIANT_FLAGS="--receivers 2"). With --metrics-listen
 # among them, /metrics is scraped every SCRAPE_EVERY seconds meanwhile.
 read -r -a VARIANT_EXTRA <<<"${VARIANT_FLAGS:-}"
+# Or another build of the aggregator as the variant, e.g.
+# VARIANT_AGG=/tmp/before/target/release/udp-aggregator: what a change
+# costs, in one run.
+VARIANT_AGG=${VARIANT_AGG:-}
 # And the sender's flags for the variant, e.g. VARIANT_FLAGS="--auth-keys K"
 # VARIANT_SIM_FLAGS="--fleet-key K": version 2 against version 1.
 read -r -a VARIANT_SIM_EXTRA <<<"${VARIANT_SIM_FLAGS:-}"
@@ -168,7 +172,7 @@ trial() {
         ;;
     variant)
         rows0=$(rows_in "$data")
-        start_aggregator "$log" "$data" --stats-interval 1h "${AGG_EXTRA[@]}" "${VARIANT_EXTRA[@]}"
+        AGG=${VARIANT_AGG:-$AGG} start_aggregator "$log" "$data" --stats-interval 1h "${AGG_EXTRA[@]}" "${VARIANT_EXTRA[@]}"
         pid=$AGG_PID port=$AGG_PORT
         start_scraper "$log"
         ;;

@@ -8,6 +8,8 @@
 #   RUNS=3 TRIAL=4 GSO=64 OUT=benches/runs/2026-11-26 scripts/loadtest.sh
 #   GSO=1 AGG_FLAGS="--max-flush-delay 5s" NAME=loadtest-gso1-mfd5s scripts/loadtest.sh
 #   VARIANT_FLAGS="--metrics-listen 127.0.0.1:0" NAME=loadtest-metrics scripts/loadtest.sh 10000
+#   VARIANT_AGG=/tmp/before/target/release/udp-aggregator NAME=loadtest-vs-before \
+#       scripts/loadtest.sh 1000          # the variant: another build
 #   AUTH=1 scripts/loadtest.sh          # the variant: version 2 (a fleet key
 #                                       # made here; the sender signs)
 #
@@ -40,14 +42,14 @@ if [ "${AUTH:-0}" = 1 ]; then
 fi
 sender_ceiling
 {
-    echo "# $(date -u +%FT%TZ) $(nproc) cores; sender: udp-vmsim --gso $GSO, ceiling $CEILING datagrams/s; aggregator flags: ${AGG_FLAGS:-none}; variant flags: ${VARIANT_FLAGS:-none}"
+    echo "# $(date -u +%FT%TZ) $(nproc) cores; sender: udp-vmsim --gso $GSO, ceiling $CEILING datagrams/s; aggregator flags: ${AGG_FLAGS:-none}; variant flags: ${VARIANT_FLAGS:-none}; variant build: ${VARIANT_AGG:-this one}"
     echo "$TABLE_HEAD"
     for vms in "${VMS_LIST[@]}"; do
         bare=$(measure bare "$vms" "$RUNS")
         table_row "$vms" bare "$bare" "$(rate_of "$bare")"
         agg=$(measure aggregator "$vms" "$RUNS")
         table_row "$vms" aggregator "$agg" "$(rate_of "$bare")"
-        if [ -n "${VARIANT_FLAGS:-}" ]; then
+        if [ -n "${VARIANT_FLAGS:-}${VARIANT_AGG}" ]; then
             # The aggregator again after the variant: the disk and page
             # cache change as a run writes gigabytes, so the variant is
             # compared with the mean of the runs before and after it.
@@ -55,7 +57,7 @@ sender_ceiling
             table_row "$vms" variant "$variant" "$(rate_of "$bare")"
             again=$(measure aggregator "$vms" "$RUNS")
             table_row "$vms" aggregator "$again" "$(rate_of "$bare")"
-            awk -v v="$variant" -v a="$agg" -v b="$again" -v flags="$VARIANT_FLAGS" 'BEGIN {
+            awk -v v="$variant" -v a="$agg" -v b="$again" -v flags="${VARIANT_FLAGS:-}${VARIANT_AGG:+ build $VARIANT_AGG}" 'BEGIN {
                 split(v, V, " "); split(a, A, " "); split(b, B, " ")
                 printf "# variant (%s) over the aggregator (mean of the runs before and after): rate %.3f, CPU per datagram %.3f\n",
                     flags, V[7] / ((A[7] + B[7]) / 2), V[3] / ((A[3] + B[3]) / 2)

@@ -10,7 +10,9 @@
 //! exactly once (see [`crate::journal`]). Deadlines live in [`Deadlines`],
 //! at most one entry per VM: made when a buffer gets a row and has none;
 //! when it comes due, whatever the VM holds durably is written, so the
-//! queue never outgrows the VMs.
+//! queue never outgrows the VMs. A VM none of whose due rows were durable
+//! yet (the journal's sync was slow) waits a flush interval in a second
+//! queue, not a whole file delay more.
 //!
 //! The file delay is `--file-interval`. With `--max-flush-delay` above it,
 //! a worker whose file writes fall behind (a million VMs, each reopening
@@ -45,7 +47,7 @@ use crate::dispatch::{Batch, ReopenSignal};
 use crate::journal::{self, Journal};
 use crate::stats::{Counter, Stats};
 use crate::store::{AppendError, FileStore, Opened};
-use crate::wire::{self, Reject};
+use crate::wire::Reject;
 
 /// Per-worker settings, derived from the aggregator config.
 #[derive(Debug, Clone)]
@@ -69,12 +71,6 @@ pub struct WorkerConfig {
     /// Bytes of rows this worker may hold before it stops taking batches.
     pub max_buffered: usize,
 }
-
-/// What a buffer flushed by age keeps. A buffer flushed because it was full
-/// keeps all its capacity (its VM is busy and refills it at once, so steady
-/// state allocates nothing); one flushed by age shrinks to this, so a VM
-/// that was once busy does not pin `flush_bytes` for good.
-const KEEP_CAPACITY: usize = 4 * wire::MAX_ROW_LEN;
 
 /// Longest stretch of flushing before the worker looks at its channel again.
 const FLUSH_SLICE: Duration = Duration::from_millis(5);
@@ -109,6 +105,11 @@ struct Vm {
     epoch: u64,
     /// Bytes at the front of `rows` from chunks before `epoch`.
     split: usize,
+    /// The journal chunk of the newest row before `split`: when it is
+    /// durable and `epoch` is not, those rows may go to the file already
+    /// (a VM every 10 s has its last row in the open chunk one time in
+    /// twenty, and its older rows then waited a whole file delay more).
+    before_split: u64,
     /// The journal chunk of the oldest row held.
     oldest_chunk: u64,
     /// The VM has an entry in `due`.
@@ -172,6 +173,10 @@ pub struct Worker {
     store: FileStore,
     vms: HashMap<IpAddr, Vm>,
     due: Deadlines,
+    /// VMs whose due rows the journal had yet to sync, retried a flush
+    /// interval later (their own FIFO: in `due` they would wait behind
+    /// entries a whole file delay out).
+    unsynced: Deadlines,
     /// Bytes in all VM buffers together.
     buffered: usize,
     delay: FlushDelay,
@@ -206,6 +211,7 @@ impl Worker {
             store,
             vms: HashMap::default(),
             due: Deadlines::default(),
+            unsynced: Deadlines::default(),
             buffered: 0,
             stats,
             lost: BTreeMap::new(),
@@ -232,10 +238,10 @@ impl Worker {
             let now = self.now();
             self.delay.observe(backlog, now);
             let held_off = self.relieve_memory();
-            let next = self
-                .due
-                .next()
-                .map_or(self.next_seal, |at| at.min(self.next_seal));
+            let next = [self.due.next(), self.unsynced.next()]
+                .into_iter()
+                .flatten()
+                .fold(self.next_seal, WorkerMs::min);
             let wait = match backlog {
                 true => Duration::ZERO,
                 false => Duration::from_millis(now.ms_until(next)).min(IDLE_WAIT),
@@ -389,6 +395,7 @@ impl Worker {
                 vm.split = 0;
             } else if vm.epoch != chunk {
                 vm.split = vm.rows.len();
+                vm.before_split = vm.epoch;
                 vm.epoch = chunk;
             }
             let added = vm.rows.push_row(rec.recv_ms, &rec.stat, verified);
@@ -418,9 +425,11 @@ impl Worker {
         loop {
             flushed += 1;
             if flushed.is_multiple_of(32) && start.elapsed() >= slice {
-                return self.due.next().is_some_and(|at| at <= now);
+                return [&self.due, &self.unsynced]
+                    .iter()
+                    .any(|q| q.next().is_some_and(|at| at <= now));
             }
-            let Some(ip) = self.due.pop_due(now) else {
+            let Some(ip) = self.due.pop_due(now).or_else(|| self.unsynced.pop_due(now)) else {
                 return false;
             };
             self.flush_entry(ip, now);
@@ -478,10 +487,12 @@ impl Worker {
             return;
         }
         let durable = self.journal.durable();
-        let ready = match vm.epoch {
-            e if e < durable => vm.rows.len(),
-            e if e == durable => vm.split,
-            _ => 0,
+        let ready = if vm.epoch < durable {
+            vm.rows.len()
+        } else if vm.before_split < durable {
+            vm.split
+        } else {
+            0
         };
         let full = vm.rows.len() >= self.cfg.flush_bytes;
         let mut failed = false;
@@ -521,8 +532,12 @@ impl Worker {
         }
         if vm.rows.is_empty() {
             vm.refused = false;
+            // A buffer flushed because it was full keeps its capacity (its
+            // VM is busy and refills it at once); one flushed by age is
+            // freed: its VM sends rarely, and a million such VMs would
+            // otherwise each pin a buffer between their file writes.
             if !full {
-                vm.rows.shrink_to(KEEP_CAPACITY);
+                vm.rows.free();
             }
             return;
         }
@@ -537,7 +552,14 @@ impl Worker {
         }
         if !vm.queued {
             vm.queued = true;
-            self.due.push(ip, now.plus_ms(self.delay.ms));
+            // Rows kept only because the journal had yet to sync them are
+            // as old as the delay already: they go once it has.
+            if ready == 0 && !failed {
+                let wait = self.cfg.flush_interval.as_millis() as u64;
+                self.unsynced.push(ip, now.plus_ms(wait));
+            } else {
+                self.due.push(ip, now.plus_ms(self.delay.ms));
+            }
         }
     }
 }
@@ -588,7 +610,7 @@ fn track_open_files(stats: &Stats, store: &FileStore, before: usize) {
 mod tests {
     use super::*;
     use crate::dispatch::{Record, RecvMs};
-    use crate::wire::Stat;
+    use crate::wire::{self, Stat};
     use std::path::Path;
 
     /// A worker whose files are written `interval_ms` after a row came (or
@@ -676,6 +698,28 @@ mod tests {
         assert_eq!(w.stats.get(Counter::RowsWritten), 5);
         assert_eq!(w.buffered, 0);
         assert!(w.stats.latency.snapshot().count == 5);
+    }
+
+    #[test]
+    fn a_due_buffer_writes_its_durable_rows_and_retries_the_rest_soon() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = worker(dir.path(), 1 << 20, 30);
+        ingest_durably(&mut w, &records("127.5.0.8", 0..3));
+        // The newest row is in the open chunk, the older ones are synced.
+        w.ingest(&records("127.5.0.8", 3..4));
+        // Another VM has nothing synced at all.
+        w.ingest(&records("127.5.0.9", 0..2));
+        std::thread::sleep(Duration::from_millis(40));
+        w.flush_due(FLUSH_SLICE);
+        assert_eq!(rows_in(&dir.path().join("127.5.0.8.csv")), 3);
+        assert_eq!(rows_in(&dir.path().join("127.5.0.9.csv")), 0);
+        // Once synced, the held rows go within a flush interval (1 ms
+        // here), not a whole file delay (30 ms) later.
+        w.journal.seal_and_wait();
+        std::thread::sleep(Duration::from_millis(5));
+        w.flush_due(FLUSH_SLICE);
+        assert_eq!(rows_in(&dir.path().join("127.5.0.9.csv")), 2);
+        assert_eq!(rows_in(&dir.path().join("127.5.0.8.csv")), 3);
     }
 
     #[test]

@@ -13,6 +13,9 @@ pub struct Taken {
     pub bytes: usize,
 }
 
+/// Below this capacity a buffer grows by one row's room at a time.
+const EXACT_UP_TO: usize = 4096;
+
 #[derive(Debug, Default)]
 pub struct RowBuf {
     bytes: Vec<u8>,
@@ -26,7 +29,18 @@ impl RowBuf {
     pub fn push_row(&mut self, recv: RecvMs, stat: &Stat, verified: bool) -> usize {
         if self.rows == 0 {
             self.oldest = recv;
-            self.bytes.reserve(wire::MAX_ROW_LEN);
+        }
+        if self.bytes.capacity() - self.bytes.len() < wire::MAX_ROW_LEN {
+            // A row at a time while small (a VM every 10 s holds six rows
+            // in a file interval: doubling would leave a million VMs 1 KiB
+            // each for 600 bytes), doubling beyond, so a busy VM filling
+            // --flush-bytes reallocates a few times, not per row.
+            let cap = self.bytes.capacity();
+            let grow = match cap < EXACT_UP_TO {
+                true => wire::MAX_ROW_LEN,
+                false => cap,
+            };
+            self.bytes.reserve_exact(cap + grow - self.bytes.len());
         }
         let before = self.bytes.len();
         wire::push_row_of(&mut self.bytes, recv.0, stat, verified);
@@ -87,10 +101,10 @@ impl RowBuf {
         self.remove_front(end)
     }
 
-    /// Lets go of capacity beyond `keep` bytes (a VM that was busy once
-    /// should not pin a large buffer for good).
-    pub fn shrink_to(&mut self, keep: usize) {
-        self.bytes.shrink_to(keep);
+    /// Lets go of the capacity of an emptied buffer.
+    pub fn free(&mut self) {
+        debug_assert!(self.bytes.is_empty());
+        self.bytes = Vec::new();
     }
 
     fn remove_front(&mut self, end: usize) -> Taken {
@@ -137,6 +151,24 @@ mod tests {
             .lines()
             .map(|l| wire::parse_row(l).unwrap().stat.seq)
             .collect()
+    }
+
+    #[test]
+    fn small_buffers_grow_by_a_row_and_large_ones_double() {
+        let six = filled(6);
+        let slack = six.bytes.capacity() - six.bytes().len();
+        assert!(slack < 2 * wire::MAX_ROW_LEN, "{slack} bytes spare for 6 rows");
+        // Past EXACT_UP_TO a buffer doubles: a 32 KiB one is at most
+        // twice its rows, and got there in a handful of reallocations.
+        let mut big = filled(1);
+        let mut grew = 0;
+        for seq in 1..400 {
+            let cap = big.bytes.capacity();
+            big.push_row(RecvMs(seq), &Stat::default(), false);
+            grew += usize::from(big.bytes.capacity() != cap);
+        }
+        assert!(big.bytes.capacity() <= 2 * big.bytes().len() + wire::MAX_ROW_LEN);
+        assert!(grew < EXACT_UP_TO / 40 + 8, "{grew} reallocations");
     }
 
     #[test]
