@@ -68,8 +68,6 @@ pub enum AggregatorError {
 pub struct Losses {
     /// Rows given up, by file.
     pub rows: BTreeMap<PathBuf, u64>,
-    /// Files whose final fsync failed.
-    pub sync_failed: Vec<(PathBuf, io::Error)>,
 }
 
 /// Files named in the error line before the rest is summed up.
@@ -81,36 +79,30 @@ impl Losses {
     }
 
     fn is_empty(&self) -> bool {
-        self.rows.is_empty() && self.sync_failed.is_empty()
+        self.rows.is_empty()
     }
 }
 
 impl fmt::Display for Losses {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut parts = Vec::new();
-        if !self.rows.is_empty() {
-            let named: Vec<String> = self
-                .rows
-                .iter()
-                .take(LOSSES_NAMED)
-                .map(|(path, n)| format!("{}: {n}", path.display()))
-                .collect();
-            let more = self.rows.len().saturating_sub(LOSSES_NAMED);
-            let tail = if more > 0 {
-                format!(", and {more} more files")
-            } else {
-                String::new()
-            };
-            parts.push(format!(
-                "{} rows lost ({}{tail})",
-                self.total_rows(),
-                named.join(", ")
-            ));
-        }
-        for (path, e) in self.sync_failed.iter().take(LOSSES_NAMED) {
-            parts.push(format!("fsync of {} failed: {e}", path.display()));
-        }
-        write!(f, "{}", parts.join("; "))
+        let named: Vec<String> = self
+            .rows
+            .iter()
+            .take(LOSSES_NAMED)
+            .map(|(path, n)| format!("{}: {n}", path.display()))
+            .collect();
+        let more = self.rows.len().saturating_sub(LOSSES_NAMED);
+        let tail = if more > 0 {
+            format!(", and {more} more files")
+        } else {
+            String::new()
+        };
+        write!(
+            f,
+            "{} rows lost ({}{tail})",
+            self.total_rows(),
+            named.join(", ")
+        )
     }
 }
 
@@ -529,7 +521,6 @@ fn finish(
         for (ip, n) in outcome.lost {
             losses.rows.insert(vm_path(&cfg.data_dir, ip), n);
         }
-        losses.sync_failed.extend(outcome.sync_failed);
     }
     if !cfg.discard {
         let dir = sys::sync_filesystem_at(&cfg.data_dir);
@@ -585,9 +576,6 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with(", and 3 more files)"), "{text}");
-        l.sync_failed
-            .push((PathBuf::from("d/y.csv"), io::Error::other("EIO")));
-        assert!(l.to_string().ends_with("; fsync of d/y.csv failed: EIO"));
     }
 
     #[test]

@@ -402,17 +402,6 @@ impl FileStore {
         }
         self.lru.clear();
     }
-
-    /// fsyncs every open file; the paths of those that failed, with why.
-    pub fn sync_open(&mut self) -> Vec<(PathBuf, io::Error)> {
-        let mut failed = Vec::new();
-        for (ip, f) in &self.open {
-            if let Err(e) = f.file.sync_data() {
-                failed.push((self.dir.join(wire::file_name(*ip)), e));
-            }
-        }
-        failed
-    }
 }
 
 #[cfg(test)]

@@ -125,8 +125,6 @@ pub struct WorkerOutcome {
     /// Accepted rows given up, by VM (its retry bound overflowed while its
     /// file failed, or the file still failed at exit).
     pub lost: BTreeMap<IpAddr, u64>,
-    /// Files whose final fsync failed: their last rows may not be on disk.
-    pub sync_failed: Vec<(PathBuf, io::Error)>,
 }
 
 /// The flush delay in force and the evidence for changing it.
@@ -265,8 +263,10 @@ impl Worker {
     }
 
     /// Makes what is held durable, writes it to the files, counts what
-    /// could not be, fsyncs, and empties the journal of all that is in the
-    /// files.
+    /// could not be, and empties the journal of all that is in the files
+    /// (its cleaner syncs the filesystem first: one `syncfs` covers every
+    /// file, where an fsync per open file cost 20,000 device flushes, about
+    /// 2.5 s, at a million VMs, and missed the closed ones).
     fn finish(mut self) -> WorkerOutcome {
         self.journal.seal_and_wait();
         self.flush_all();
@@ -279,13 +279,9 @@ impl Worker {
                 self.stats.add(Counter::DroppedWriteError, vm.rows.rows());
             }
         }
-        let sync_failed = self.store.sync_open();
         let keep = self.oldest_chunk_held();
         self.journal.finish(keep);
-        WorkerOutcome {
-            sync_failed,
-            lost: self.lost,
-        }
+        WorkerOutcome { lost: self.lost }
     }
 
     /// Seals the journal's chunk twice a flush interval, and lets it drop
@@ -815,7 +811,7 @@ mod tests {
         drop(tx);
         let outcome = w.run(rx, rtx);
         assert_eq!(stats.latency.snapshot().count, 17);
-        assert!(outcome.lost.is_empty() && outcome.sync_failed.is_empty());
+        assert!(outcome.lost.is_empty());
         assert_eq!(rows_in(&dir.path().join("127.5.0.5.csv")), 10);
         assert_eq!(rows_in(&dir.path().join("127.5.0.6.csv")), 7);
         assert_eq!(stats.get(Counter::RowsWritten), 17);

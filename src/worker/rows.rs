@@ -157,7 +157,10 @@ mod tests {
     fn small_buffers_grow_by_a_row_and_large_ones_double() {
         let six = filled(6);
         let slack = six.bytes.capacity() - six.bytes().len();
-        assert!(slack < 2 * wire::MAX_ROW_LEN, "{slack} bytes spare for 6 rows");
+        assert!(
+            slack < 2 * wire::MAX_ROW_LEN,
+            "{slack} bytes spare for 6 rows"
+        );
         // Past EXACT_UP_TO a buffer doubles: a 32 KiB one is at most
         // twice its rows, and got there in a handful of reallocations.
         let mut big = filled(1);
