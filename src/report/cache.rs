@@ -15,10 +15,10 @@
 //! sequentially (the entries it built, and the ones still current copied
 //! across from the copy it read), its footer last. Rewriting in place
 //! reuses the copy's disk blocks: a new file per pass (written beside and
-//! renamed over) allocated hundreds of MB at a million VMs, and ext4's
-//! data=ordered commit, which the journal's `fdatasync` forces, waited for
-//! the newly allocated blocks, holding accepted rows back from the disk
-//! for up to 138 s (`benches/runs/2026-12-03/issue17/`). A reader never
+//! renamed over) allocated hundreds of MB at a million VMs, and the
+//! journal's `fdatasync` queued behind the writeback of the new blocks
+//! (ext4 without a journal, here), holding accepted rows back from the
+//! disk for up to 138 s (`benches/runs/2026-12-03/issue17/`). A reader never
 //! takes the copy being written (its old footer says the older
 //! generation, or is overwritten and fails to decode); a report killed
 //! while writing leaves that copy invalid or older, and the other intact.
