@@ -119,6 +119,33 @@ struct Vm {
     refused: bool,
 }
 
+impl Vm {
+    /// Notes that its next row goes into journal chunk `chunk`.
+    fn enter_chunk(&mut self, chunk: u64) {
+        if self.rows.is_empty() {
+            self.oldest_chunk = chunk;
+            self.epoch = chunk;
+            self.split = 0;
+        } else if self.epoch != chunk {
+            self.split = self.rows.len();
+            self.before_split = self.epoch;
+            self.epoch = chunk;
+        }
+    }
+
+    /// How many bytes at the front of its rows are in journal chunks below
+    /// `durable` (synced).
+    fn durable_len(&self, durable: u64) -> usize {
+        if self.epoch < durable {
+            self.rows.len()
+        } else if self.before_split < durable {
+            self.split
+        } else {
+            0
+        }
+    }
+}
+
 /// What a worker hands back when its channel closes.
 #[derive(Debug)]
 pub struct WorkerOutcome {
@@ -385,15 +412,7 @@ impl Worker {
                 vm.queued = true;
                 self.due.push(rec.ip, deadline);
             }
-            if vm.rows.is_empty() {
-                vm.oldest_chunk = chunk;
-                vm.epoch = chunk;
-                vm.split = 0;
-            } else if vm.epoch != chunk {
-                vm.split = vm.rows.len();
-                vm.before_split = vm.epoch;
-                vm.epoch = chunk;
-            }
+            vm.enter_chunk(chunk);
             let added = vm.rows.push_row(rec.recv_ms, &rec.stat, verified);
             self.buffered += added;
             let row = &vm.rows.bytes()[vm.rows.len() - added..];
@@ -482,14 +501,7 @@ impl Worker {
         if vm.rows.is_empty() {
             return;
         }
-        let durable = self.journal.durable();
-        let ready = if vm.epoch < durable {
-            vm.rows.len()
-        } else if vm.before_split < durable {
-            vm.split
-        } else {
-            0
-        };
+        let ready = vm.durable_len(self.journal.durable());
         let full = vm.rows.len() >= self.cfg.flush_bytes;
         let mut failed = false;
         if ready > 0 {
@@ -697,20 +709,35 @@ mod tests {
     }
 
     #[test]
+    fn the_rows_before_the_split_are_durable_once_their_chunk_is() {
+        let mut vm = Vm::default();
+        for (seq, chunk) in [(0, 3), (1, 3), (2, 5)] {
+            vm.enter_chunk(chunk);
+            vm.rows.push_row(RecvMs(seq), &Stat::default(), false);
+        }
+        assert_eq!(vm.durable_len(3), 0, "chunk 3 not synced yet");
+        // Chunk 4 is synced, 5 (the newest row's) is not: the two older
+        // rows may go.
+        assert_eq!(vm.durable_len(4), vm.split);
+        assert_eq!(vm.durable_len(5), vm.split);
+        assert_eq!(vm.durable_len(6), vm.rows.len());
+    }
+
+    #[test]
     fn a_due_buffer_writes_its_durable_rows_and_retries_the_rest_soon() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = worker(dir.path(), 1 << 20, 30);
+        let mut w = worker(dir.path(), 1 << 20, 300);
         ingest_durably(&mut w, &records("127.5.0.8", 0..3));
         // The newest row is in the open chunk, the older ones are synced.
         w.ingest(&records("127.5.0.8", 3..4));
         // Another VM has nothing synced at all.
         w.ingest(&records("127.5.0.9", 0..2));
-        std::thread::sleep(Duration::from_millis(40));
+        std::thread::sleep(Duration::from_millis(350));
         w.flush_due(FLUSH_SLICE);
         assert_eq!(rows_in(&dir.path().join("127.5.0.8.csv")), 3);
         assert_eq!(rows_in(&dir.path().join("127.5.0.9.csv")), 0);
         // Once synced, the held rows go within a flush interval (1 ms
-        // here), not a whole file delay (30 ms) later.
+        // here), not a whole file delay (300 ms) later.
         w.journal.seal_and_wait();
         std::thread::sleep(Duration::from_millis(5));
         w.flush_due(FLUSH_SLICE);
