@@ -47,7 +47,7 @@ use crate::dispatch::{Batch, ReopenSignal};
 use crate::journal::{self, Journal};
 use crate::stats::{Counter, Stats};
 use crate::store::{AppendError, FileStore, Opened};
-use crate::wire::Reject;
+use crate::wire::{self, Reject};
 
 /// Per-worker settings, derived from the aggregator config.
 #[derive(Debug, Clone)]
@@ -198,6 +198,9 @@ pub struct Worker {
     store: FileStore,
     vms: HashMap<IpAddr, Vm>,
     due: Deadlines,
+    /// The row being formatted, before it goes to its VM's buffer and the
+    /// journal (reused: no allocation per datagram).
+    row: Vec<u8>,
     /// VMs whose due rows the journal had yet to sync, retried a flush
     /// interval later (their own FIFO: in `due` they would wait behind
     /// entries a whole file delay out).
@@ -237,6 +240,7 @@ impl Worker {
             vms: HashMap::default(),
             due: Deadlines::default(),
             unsynced: Deadlines::default(),
+            row: Vec::with_capacity(wire::MAX_ROW_LEN),
             buffered: 0,
             stats,
             lost: BTreeMap::new(),
@@ -413,10 +417,11 @@ impl Worker {
                 self.due.push(rec.ip, deadline);
             }
             vm.enter_chunk(chunk);
-            let added = vm.rows.push_row(rec.recv_ms, &rec.stat, verified);
-            self.buffered += added;
-            let row = &vm.rows.bytes()[vm.rows.len() - added..];
-            self.journal.push(rec.ip, row, rec.recv_ms);
+            self.row.clear();
+            wire::push_row_of(&mut self.row, rec.recv_ms.0, &rec.stat, verified);
+            vm.rows.push(rec.recv_ms, &self.row);
+            self.buffered += self.row.len();
+            self.journal.push(rec.ip, &self.row, rec.recv_ms);
             if vm.rows.len() >= self.cfg.flush_bytes {
                 self.flush_vm(rec.ip, now);
             }
@@ -618,7 +623,7 @@ fn track_open_files(stats: &Stats, store: &FileStore, before: usize) {
 mod tests {
     use super::*;
     use crate::dispatch::{Record, RecvMs};
-    use crate::wire::{self, Stat};
+    use crate::wire::Stat;
     use std::path::Path;
 
     /// A worker whose files are written `interval_ms` after a row came (or
@@ -713,7 +718,9 @@ mod tests {
         let mut vm = Vm::default();
         for (seq, chunk) in [(0, 3), (1, 3), (2, 5)] {
             vm.enter_chunk(chunk);
-            vm.rows.push_row(RecvMs(seq), &Stat::default(), false);
+            let mut row = Vec::new();
+            wire::push_row_of(&mut row, seq, &Stat::default(), false);
+            vm.rows.push(RecvMs(seq), &row);
         }
         assert_eq!(vm.durable_len(3), 0, "chunk 3 not synced yet");
         // Chunk 4 is synced, 5 (the newest row's) is not: the two older

@@ -4,7 +4,6 @@
 //! totals by exactly that.
 
 use crate::dispatch::RecvMs;
-use crate::wire::{self, Stat};
 
 /// Rows and bytes a buffer gave up (written, or dropped).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -13,8 +12,8 @@ pub struct Taken {
     pub bytes: usize,
 }
 
-/// Below this capacity a buffer grows by one row's room at a time.
-const EXACT_UP_TO: usize = 4096;
+/// Below this capacity a buffer grows by exactly the row it takes.
+const EXACT_UP_TO: usize = 1024;
 
 #[derive(Debug, Default)]
 pub struct RowBuf {
@@ -25,27 +24,26 @@ pub struct RowBuf {
 }
 
 impl RowBuf {
-    /// Formats one row onto the end; returns the bytes added.
-    pub fn push_row(&mut self, recv: RecvMs, stat: &Stat, verified: bool) -> usize {
+    /// Appends one formatted row (see [`crate::wire::push_row_of`]). Below
+    /// [`EXACT_UP_TO`] the buffer grows by exactly the row: a VM every 10 s
+    /// holds six rows in a file interval, and room for one more row each
+    /// (or doubling) left a million VMs 250 to 500 bytes idle apiece.
+    /// Beyond it the buffer doubles, so a busy VM filling --flush-bytes
+    /// reallocates a few times, not per row (and, flushed full, keeps it).
+    pub fn push(&mut self, recv: RecvMs, row: &[u8]) {
         if self.rows == 0 {
             self.oldest = recv;
         }
-        if self.bytes.capacity() - self.bytes.len() < wire::MAX_ROW_LEN {
-            // A row at a time while small (a VM every 10 s holds six rows
-            // in a file interval: doubling would leave a million VMs 1 KiB
-            // each for 600 bytes), doubling beyond, so a busy VM filling
-            // --flush-bytes reallocates a few times, not per row.
-            let cap = self.bytes.capacity();
+        let cap = self.bytes.capacity();
+        if cap - self.bytes.len() < row.len() {
             let grow = match cap < EXACT_UP_TO {
-                true => wire::MAX_ROW_LEN,
+                true => row.len(),
                 false => cap,
             };
-            self.bytes.reserve_exact(cap + grow - self.bytes.len());
+            self.bytes.reserve_exact(grow);
         }
-        let before = self.bytes.len();
-        wire::push_row_of(&mut self.bytes, recv.0, stat, verified);
+        self.bytes.extend_from_slice(row);
         self.rows += 1;
-        self.bytes.len() - before
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -131,6 +129,7 @@ impl RowBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::{self, Stat};
 
     fn filled(n: u64) -> RowBuf {
         let mut buf = RowBuf::default();
@@ -139,10 +138,15 @@ mod tests {
                 seq,
                 ..Stat::default()
             };
-            let added = buf.push_row(RecvMs(1000 + seq), &stat, false);
-            assert!(added > 0 && added <= wire::MAX_ROW_LEN);
+            push(&mut buf, RecvMs(1000 + seq), &stat);
         }
         buf
+    }
+
+    fn push(buf: &mut RowBuf, recv: RecvMs, stat: &Stat) {
+        let mut row = Vec::new();
+        wire::push_row_of(&mut row, recv.0, stat, false);
+        buf.push(recv, &row);
     }
 
     fn seqs(buf: &RowBuf) -> Vec<u64> {
@@ -154,24 +158,22 @@ mod tests {
     }
 
     #[test]
-    fn small_buffers_grow_by_a_row_and_large_ones_double() {
+    fn small_buffers_grow_by_the_row_and_large_ones_double() {
         let six = filled(6);
-        let slack = six.bytes.capacity() - six.bytes().len();
-        assert!(
-            slack < 2 * wire::MAX_ROW_LEN,
-            "{slack} bytes spare for 6 rows"
-        );
-        // Past EXACT_UP_TO a buffer doubles: a 32 KiB one is at most
-        // twice its rows, and got there in a handful of reallocations.
-        let mut big = filled(1);
-        let mut grew = 0;
-        for seq in 1..400 {
+        assert_eq!(six.bytes.capacity(), six.bytes().len(), "no room idle");
+        // Past EXACT_UP_TO a buffer doubles: one of 16 KiB is at most
+        // twice its rows, and got there in a few reallocations more than
+        // one per row up to EXACT_UP_TO.
+        let mut big = RowBuf::default();
+        let (mut grew, mut rows_small) = (0, 0);
+        while big.len() < 16 << 10 {
             let cap = big.bytes.capacity();
-            big.push_row(RecvMs(seq), &Stat::default(), false);
+            rows_small += usize::from(cap < EXACT_UP_TO);
+            push(&mut big, RecvMs(1), &Stat::default());
             grew += usize::from(big.bytes.capacity() != cap);
         }
-        assert!(big.bytes.capacity() <= 2 * big.bytes().len() + wire::MAX_ROW_LEN);
-        assert!(grew < EXACT_UP_TO / 40 + 8, "{grew} reallocations");
+        assert!(big.bytes.capacity() <= 2 * big.bytes().len());
+        assert!(grew <= rows_small + 4, "{grew} reallocations");
     }
 
     #[test]
@@ -196,7 +198,7 @@ mod tests {
         assert!(buf.is_empty());
         assert_eq!(buf.len(), 0);
         // The next row starts a new oldest.
-        buf.push_row(RecvMs(5000), &Stat::default(), false);
+        push(&mut buf, RecvMs(5000), &Stat::default());
         assert_eq!(buf.oldest(), RecvMs(5000));
     }
 
