@@ -5,8 +5,8 @@
 //! 2. the network loop runs until a signal or `--duration`;
 //! 3. [`finish`]: shut down in the order that loses nothing accepted (the
 //!    loop has already stopped receiving and handed over its last batches;
-//!    the workers drain their channels, flush and fsync; the filesystem is
-//!    synced), then print the counters, build the report from the files,
+//!    the workers drain their channels and flush; the filesystem is
+//!    synced, once for every file), then print the counters, build the report from the files,
 //!    and say so, with an error, when an accepted row is not on disk.
 
 use std::collections::BTreeMap;

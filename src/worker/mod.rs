@@ -253,8 +253,8 @@ impl Worker {
         WorkerMs(self.start.elapsed().as_millis() as u64)
     }
 
-    /// Serves `rx` until every sender is gone, then flushes and fsyncs all
-    /// it holds and says what it could not write.
+    /// Serves `rx` until every sender is gone, then writes all it holds to
+    /// the files and says what it could not write.
     pub fn run(mut self, rx: Receiver<Batch>, recycle: Sender<Batch>) -> WorkerOutcome {
         loop {
             self.reopen_if_asked();
