@@ -29,7 +29,8 @@ impl RowBuf {
     /// holds six rows in a file interval, and room for one more row each
     /// (or doubling) left a million VMs 250 to 500 bytes idle apiece.
     /// Beyond it the buffer doubles, so a busy VM filling --flush-bytes
-    /// reallocates a few times, not per row (and, flushed full, keeps it).
+    /// reallocates row by row only up to 1 KiB, a few times after (and,
+    /// flushed full, keeps the capacity).
     pub fn push(&mut self, recv: RecvMs, row: &[u8]) {
         if self.rows == 0 {
             self.oldest = recv;
