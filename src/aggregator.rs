@@ -6,8 +6,8 @@
 //! 3. [`finish`]: shut down in the order that loses nothing accepted (the
 //!    loop has already stopped receiving and handed over its last batches;
 //!    the workers drain their channels and flush; the filesystem is
-//!    synced, once for every file), then print the counters, build the report from the files,
-//!    and say so, with an error, when an accepted row is not on disk.
+//!    synced, once for every file), then print the counters, build the
+//!    report from the files, and say so, with an error, when an accepted row is not on disk.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -385,15 +385,19 @@ impl Near {
         }
     }
 
-    /// The slots `key` can be among, or `None` when it is not of the
-    /// bucketed device's range (then any).
+    /// The slots `key` can be among, or `None` when it is of another
+    /// device (then any). Every slot of the bucketed device lies within
+    /// its inode range, so a key outside it (a file created since the
+    /// store was written, as often as not) is found absent at once.
     fn range(&self, (dev, ino): (u64, u64)) -> Option<std::ops::Range<usize>> {
-        if dev != self.dev || ino < self.lo || self.starts.is_empty() {
+        if dev != self.dev || self.starts.is_empty() {
             return None;
         }
-        let bucket = usize::try_from((ino - self.lo) >> self.shift).ok()?;
-        let (start, end) = (self.starts.get(bucket)?, self.starts.get(bucket + 1)?);
-        Some(*start as usize..*end as usize)
+        let bucket = ino
+            .checked_sub(self.lo)
+            .and_then(|d| usize::try_from(d >> self.shift).ok());
+        let found = bucket.and_then(|b| Some(*self.starts.get(b)?..*self.starts.get(b + 1)?));
+        Some(found.map_or(0..0, |r| r.start as usize..r.end as usize))
     }
 }
 
