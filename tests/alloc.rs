@@ -113,5 +113,5 @@ fn steady_state_allocates_nothing_per_datagram() {
         "{during} allocations for {datagrams} datagrams"
     );
     drop(d);
-    handle.join().unwrap();
+    handle.join().unwrap().journal.wait();
 }

@@ -223,13 +223,28 @@ impl Journal {
     }
 
     /// Releases what is in files (`chunk`, as for [`Journal::release`]),
-    /// and ends the journal thread once it has done so: with every row in
-    /// its file, the journal is left empty.
-    pub fn finish(self, chunk: u64) {
+    /// and lets the journal thread end once it has done so (synced the
+    /// files, then removed the segments): with every row in its file, the
+    /// journal is left empty. Returned at once, so that the stop's report
+    /// reads the files while the disk takes them (at a million VMs, a
+    /// sync of 6 to 20 s and a report of 25).
+    pub fn finish(self, chunk: u64) -> Emptying {
         self.release(chunk);
         let Journal { tx, thread, .. } = self;
         drop(tx);
-        thread.join().expect("the journal thread panicked");
+        Emptying(thread)
+    }
+}
+
+/// A journal ending: [`Emptying::wait`] returns once it is empty of every
+/// row that reached its file (or kept what a failed sync left unsafe).
+#[must_use = "the journal is empty only once waited for"]
+#[derive(Debug)]
+pub struct Emptying(JoinHandle<()>);
+
+impl Emptying {
+    pub fn wait(self) {
+        self.0.join().expect("the journal thread panicked");
     }
 }
 

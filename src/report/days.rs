@@ -53,7 +53,7 @@ pub struct DayPlan {
 /// The plan of `data_dirs` over `window`, on `threads` threads. A part
 /// that cannot be read is named on stderr and left out.
 pub fn plan(data_dirs: &[PathBuf], window: Window, threads: usize) -> Result<DayPlan, ReportError> {
-    let vms: Vec<_> = scan::vm_files(data_dirs)?.into_iter().collect();
+    let vms = scan::vm_files(data_dirs)?;
     let with_files = vms
         .iter()
         .flat_map(|(_, parts)| parts.iter().filter_map(|p| p.path.parent()))

@@ -398,7 +398,7 @@ fn build_with<K: Keep>(
 ) -> Result<Option<(K, Window)>, ReportError> {
     let window = Window::before(as_of_ms, settings.window);
     let probe = policy::Probe { settings, as_of_ms };
-    let vms: Vec<_> = scan::vm_files(data_dirs)?.into_iter().collect();
+    let vms = scan::vm_files(data_dirs)?;
     if vms.is_empty() && files == Files::Required {
         let dirs: Vec<String> = data_dirs.iter().map(|d| d.display().to_string()).collect();
         return Err(ReportError::NoVmFiles {

@@ -134,19 +134,27 @@ pub fn render(r: &Report) -> String {
     for (i, rule) in r.rules[1..].iter().enumerate() {
         head.insert(OTHERS_AT + i, rule_header(*rule));
     }
-    let rows: Vec<Vec<String>> = r.vms.iter().map(|v| cells(v, r.window.as_of_ms)).collect();
+    let runs: Vec<Vec<Vec<String>>> = super::in_parallel(&r.vms, |_, vms| {
+        vms.iter().map(|v| cells(v, r.window.as_of_ms)).collect()
+    });
     let mut widths: Vec<usize> = head.iter().map(|h| h.len()).collect();
-    for row in &rows {
+    for row in runs.iter().flatten() {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());
         }
     }
     let right: Vec<bool> = head.iter().map(|h| RIGHT.contains(h)).collect();
-    let mut out = String::with_capacity((rows.len() + 3) * (widths.iter().sum::<usize>() + 64));
+    let line_len = widths.iter().sum::<usize>() + 64;
+    let mut out = String::with_capacity(3 * line_len);
     line(&mut out, &head, &widths, &right);
-    for row in &rows {
-        line(&mut out, row, &widths, &right);
-    }
+    let lines = super::each_on_a_thread(&runs, |_, rows| {
+        let mut out = String::with_capacity(rows.len() * line_len);
+        for row in rows {
+            line(&mut out, row, &widths, &right);
+        }
+        out
+    });
+    lines.iter().for_each(|l| out.push_str(l));
     out.push_str(&summary_line(r));
     out.push('\n');
     out.push_str(&seq_line(r));
