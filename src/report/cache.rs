@@ -920,10 +920,9 @@ pub fn segments(
 
 /// The entry with the rows appended to its file since, up to `len` (its
 /// length when opened: the read buffer is then the size of the new rows,
-/// a few hundred bytes, where one of 32 KiB per file, a million times,
-/// left a fifth of the report's time to the allocator's free lists);
-/// `None` when a cached segment does not decode (the file is then read
-/// again).
+/// a few hundred bytes, not 32 KiB per file, each of which made glibc
+/// consolidate its free blocks, as [`scan`]'s line buffers did); `None`
+/// when a cached segment does not decode (the file is then read again).
 fn extend(
     entry: Entry,
     part: &Part,

@@ -133,7 +133,8 @@ pub fn render(r: &Report) -> String {
         for v in vms {
             w.serialize(row(v)).expect("a row serializes into memory");
         }
-        w.into_inner().expect("writing to memory cannot fail")
+        let bytes = w.into_inner().expect("writing to memory cannot fail");
+        String::from_utf8(bytes).expect("the rows are UTF-8")
     });
-    String::from_utf8(runs.concat()).expect("the rows are UTF-8")
+    super::joined(runs)
 }

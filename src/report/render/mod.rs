@@ -42,6 +42,16 @@ fn in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(usize, &[T]) -> R + Syn
     each_on_a_thread(&runs, |i, run| f(i, run))
 }
 
+/// The runs' text one after the other, each freed once appended to the
+/// first (which a large allocation extends in place), so the report is
+/// not held twice over.
+fn joined(runs: Vec<String>) -> String {
+    let mut runs = runs.into_iter();
+    let mut all = runs.next().unwrap_or_default();
+    runs.for_each(|run| all.push_str(&run));
+    all
+}
+
 /// `f` over each of `runs` on a thread of its own (inline when there is
 /// one), the results in order.
 fn each_on_a_thread<T: Sync, R: Send>(runs: &[T], f: impl Fn(usize, &T) -> R + Sync) -> Vec<R> {

@@ -145,16 +145,18 @@ pub fn render(r: &Report) -> String {
     }
     let right: Vec<bool> = head.iter().map(|h| RIGHT.contains(h)).collect();
     let line_len = widths.iter().sum::<usize>() + 64;
-    let mut out = String::with_capacity(3 * line_len);
-    line(&mut out, &head, &widths, &right);
-    let lines = super::each_on_a_thread(&runs, |_, rows| {
-        let mut out = String::with_capacity(rows.len() * line_len);
+    let lines = super::each_on_a_thread(&runs, |i, rows| {
+        let mut out = String::with_capacity((rows.len() + 1) * line_len);
+        if i == 0 {
+            line(&mut out, &head, &widths, &right);
+        }
         for row in rows {
             line(&mut out, row, &widths, &right);
         }
         out
     });
-    lines.iter().for_each(|l| out.push_str(l));
+    drop(runs);
+    let mut out = super::joined(lines);
     out.push_str(&summary_line(r));
     out.push('\n');
     out.push_str(&seq_line(r));
