@@ -112,7 +112,10 @@ struct CacheDir {
 
 /// Each data dir's cache directory, where it has one.
 pub struct CacheDirs {
-    by_path: HashMap<PathBuf, usize>,
+    /// Data dir and its cache's index in `list`: a few, searched in order
+    /// (hashing a path, component by component, once per VM file cost
+    /// more than the look-up saved).
+    by_path: Vec<(PathBuf, usize)>,
     list: Vec<CacheDir>,
     warned: AtomicBool,
 }
@@ -125,12 +128,13 @@ impl CacheDirs {
     /// without, with one note.
     pub fn open(data_dirs: &[PathBuf], with_files: &HashSet<&Path>) -> CacheDirs {
         let mut caches = CacheDirs {
-            by_path: HashMap::new(),
+            by_path: Vec::new(),
             list: Vec::new(),
             warned: AtomicBool::new(false),
         };
         for dir in data_dirs {
-            if !with_files.contains(dir.as_path()) || caches.by_path.contains_key(dir) {
+            let known = caches.by_path.iter().any(|(d, _)| d == dir);
+            if !with_files.contains(dir.as_path()) || known {
                 continue;
             }
             let path = dir.join(DIR_NAME);
@@ -144,7 +148,7 @@ impl CacheDirs {
                         handle,
                         store,
                     });
-                    caches.by_path.insert(dir.clone(), id);
+                    caches.by_path.push((dir.clone(), id));
                 }
                 Err(e) => crate::log_line(&format!(
                     "note: no summary cache in {}: {e}; every report reads all rows",
@@ -157,8 +161,9 @@ impl CacheDirs {
 
     /// The cache directory of `part`.
     fn dir_of(&self, part: &Path) -> Option<&CacheDir> {
-        let id = *self.by_path.get(part.parent()?)?;
-        self.list.get(id)
+        let parent = part.parent()?;
+        let (_, id) = self.by_path.iter().find(|(d, _)| d == parent)?;
+        self.list.get(*id)
     }
 
     fn warn_once(&self, what: &str, path: &Path, e: &io::Error) {
@@ -331,8 +336,9 @@ impl Store {
 /// Where in the sorted slots a file's key can be, so a look-up searches a
 /// few slots, not all: over a million slots each look-up's binary search
 /// missed the CPU cache twenty times, the costliest step of a cached report.
-/// The slots of the most common device are cut by inode number into
-/// buckets of about [`NEAR_BUCKET`]; other keys are searched in full.
+/// The inode range of the most common device's slots is cut into
+/// buckets, up to [`NEAR_BUCKETS_PER_SLOT`] a slot; other keys are
+/// searched in full.
 #[derive(Debug, Default)]
 struct Near {
     dev: u64,
@@ -344,8 +350,13 @@ struct Near {
     starts: Vec<u32>,
 }
 
-/// Slots per bucket, on average over the device's inode range.
-const NEAR_BUCKET: usize = 4;
+/// Buckets a slot, at most (4 bytes each). Inode numbers come in dense
+/// runs with wide gaps (here a million VM files over nine million inode
+/// numbers), so buckets of four slots on average over the range held 64
+/// each where the files were, and the look-up was still the cached
+/// report's costliest symbol; four buckets a slot leave a few slots in
+/// each.
+const NEAR_BUCKETS_PER_SLOT: usize = 4;
 
 impl Near {
     fn of(slots: &[Slot]) -> Near {
@@ -362,7 +373,7 @@ impl Near {
             return Near::default();
         }
         let (lo, hi) = (slots[best.start].ino, slots[best.end - 1].ino);
-        let want = (best.len() / NEAR_BUCKET).max(1) as u64;
+        let want = (best.len() * NEAR_BUCKETS_PER_SLOT) as u64;
         let mut shift = 0;
         while shift < 63 && ((hi - lo) >> shift) + 1 > want {
             shift += 1;
@@ -1004,7 +1015,7 @@ mod tests {
             copy: 0,
         };
         assert_eq!(store.near.dev, 64769);
-        assert!(store.near.starts.len() < slots.len() / 2);
+        assert!(store.near.starts.len() <= NEAR_BUCKETS_PER_SLOT * slots.len() + 1);
         for s in &slots {
             assert_eq!(store.find(s.key()), Some(*s), "{:?}", s.key());
         }
@@ -1015,6 +1026,19 @@ mod tests {
             );
         }
         assert_eq!(Near::of(&[]).range((1, 1)), None);
+        // Dense runs of inodes with wide gaps, as ext4 hands them out (nine
+        // inode numbers a file over the range, as measured): a few slots a
+        // bucket, not the 64 of buckets sized by the range's average.
+        let runs: Vec<Slot> = [0, 20_000, 50_000]
+            .iter()
+            .flat_map(|start| (start + 1..start + 2001).map(|ino| slot(64769, ino)))
+            .collect();
+        let near = Near::of(&runs);
+        let widest = runs
+            .iter()
+            .map(|s| near.range(s.key()).unwrap().len())
+            .max();
+        assert!(widest.unwrap() <= 4, "{widest:?}");
     }
 
     #[test]
