@@ -100,8 +100,7 @@ if [ "${CRASH:-0}" = 1 ]; then
 fi
 
 t0=$(date +%s%N)
-kill -TERM "$AGG_PID"
-wait "$AGG_PID" 2>/dev/null || true
+stop_pid "$AGG_PID"
 t1=$(date +%s%N)
 rows=$(($(rows_in "$data") - prefilled))
 accepted=$(summary_value "$WORK/agg.log" accepted)

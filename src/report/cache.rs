@@ -896,19 +896,15 @@ pub fn segments(
     let cached = at
         .and_then(|dir| dir.load(&meta, max_entry_len(meta.len(), part.gzip)))
         .filter(|e| e.fits(&file, &meta, part.gzip, window));
-    let (entry, probed) = match cached {
+    // Where the cached entry's probes were taken, and found to hold.
+    let probed = cached.as_ref().map(|e| (e.covered, e.probes));
+    let entry = match cached {
         Some(e) if part.gzip || e.covered == meta.len() => {
             send(Write::Keep);
             return Ok(Some((file, e.segments)));
         }
-        Some(e) => {
-            let probed = (e.covered, e.probes);
-            (
-                extend(e, part, &file, meta.len(), acc).map_err(err)?,
-                Some(probed),
-            )
-        }
-        None => (None, None),
+        Some(e) => extend(e, part, &file, meta.len(), acc).map_err(err)?,
+        None => None,
     };
     let entry = match entry {
         Some(e) => e,

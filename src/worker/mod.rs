@@ -269,10 +269,9 @@ impl Worker {
             let now = self.now();
             self.delay.observe(backlog, now);
             let held_off = self.relieve_memory();
-            let next = [self.due.next(), self.unsynced.next()]
-                .into_iter()
-                .flatten()
-                .fold(self.next_seal, WorkerMs::min);
+            let next = self
+                .next_due()
+                .map_or(self.next_seal, |at| at.min(self.next_seal));
             let wait = match backlog {
                 true => Duration::ZERO,
                 false => Duration::from_millis(now.ms_until(next)).min(IDLE_WAIT),
@@ -450,15 +449,22 @@ impl Worker {
         loop {
             flushed += 1;
             if flushed.is_multiple_of(32) && start.elapsed() >= slice {
-                return [&self.due, &self.unsynced]
-                    .iter()
-                    .any(|q| q.next().is_some_and(|at| at <= now));
+                return self.next_due().is_some_and(|at| at <= now);
             }
             let Some(ip) = self.due.pop_due(now).or_else(|| self.unsynced.pop_due(now)) else {
                 return false;
             };
             self.flush_entry(ip, now);
         }
+    }
+
+    /// The earliest deadline in either queue.
+    fn next_due(&self) -> Option<WorkerMs> {
+        self.due
+            .next()
+            .into_iter()
+            .chain(self.unsynced.next())
+            .min()
     }
 
     /// Takes a VM's `due` entry and writes what it holds.
