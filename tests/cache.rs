@@ -249,7 +249,7 @@ fn planted_and_broken_entries_change_nothing() {
                 bytes[at] ^= 0x5a;
             }
             3 => bytes[40] ^= 0x5a,
-            _ => bytes = b"vmstats summary store 2\n".repeat(3),
+            _ => bytes = b"vmstats summary store 3\n".repeat(3),
         }
         std::fs::write(&store, &bytes).unwrap();
         assert_eq!(report(dir.path(), as_of), truth, "case {case}");

@@ -69,7 +69,7 @@ pub const DIR_NAME: &str = ".vmstats";
 /// The store's two copies in [`DIR_NAME`].
 pub const STORE_NAMES: [&str; 2] = ["summaries.0", "summaries.1"];
 
-const MAGIC: &[u8] = b"vmstats summary store 2\n";
+const MAGIC: &[u8] = b"vmstats summary store 3\n";
 
 /// The footer: the index's offset, its slots, the store's generation, the
 /// checksum of the index and the generation, and this.

@@ -204,30 +204,62 @@ impl Rates {
         self.spilled.lowest_equivalent(*v) as f64
     }
 
-    /// (bucket, count) pairs, each bucket named by its highest value. The
-    /// values held become their buckets' highest, which ranks them the same.
+    /// (bucket, count) pairs, each bucket by its number ([`bucket_of`]):
+    /// a VM's rates of a day lie in a few hundred buckets, so the steps
+    /// between them take one byte where the steps between the values took
+    /// two or three. Read back, each becomes its bucket's highest value,
+    /// which ranks the same as the values it held.
     pub(super) fn stored(&mut self) -> StoredCounts<'static> {
         if !self.spilled.is_empty() {
             let h = self.histogram();
             return StoredCounts::of(
                 h.iter_recorded()
-                    .map(|b| (b.value_iterated_to(), b.count_at_value())),
+                    .map(|b| (bucket_of(b.value_iterated_to()), b.count_at_value())),
             );
-        }
-        for v in &mut self.values {
-            *v = self.spilled.highest_equivalent(*v);
         }
         self.values.sort_unstable();
         StoredCounts::of(
             self.values
-                .chunk_by(|a, b| a == b)
-                .map(|run| (run[0], run.len() as u64)),
+                .chunk_by(|a, b| bucket_of(*a) == bucket_of(*b))
+                .map(|run| (bucket_of(run[0]), run.len() as u64)),
         )
     }
 
     pub(super) fn absorb(&mut self, stored: &StoredCounts, max_rows: u64) -> Result<(), Corrupt> {
-        stored.each(max_rows, |v, n| self.add_n(v, n))
+        let mut beyond = false;
+        stored.each(max_rows, |bucket, n| match bucket_high(bucket) {
+            Some(v) => self.add_n(v, n),
+            None => beyond = true,
+        })?;
+        if beyond { Err(Corrupt) } else { Ok(()) }
     }
+}
+
+/// Values below this are their own bucket in a 3-digit histogram
+/// ([`rate_histogram`]); past it each power of two is split in 1,024.
+const EXACT_BELOW: u64 = 2048;
+
+/// The number of `v`'s bucket in [`rate_histogram`], counting from 0 up:
+/// `v` itself below [`EXACT_BELOW`], then 1,024 buckets per power of two
+/// (at most 56,319, 2^64 - 1's).
+pub(super) fn bucket_of(v: u64) -> u64 {
+    if v < EXACT_BELOW {
+        return v;
+    }
+    let shift = u64::from(63 - v.leading_zeros()) - 10;
+    (shift << 10) + (v >> shift)
+}
+
+/// The highest value of bucket `b` ([`bucket_of`]), or `None` past the
+/// last.
+pub(super) fn bucket_high(b: u64) -> Option<u64> {
+    if b < EXACT_BELOW {
+        return Some(b);
+    }
+    let shift = (b >> 10) - 1;
+    let sub = b - (shift << 10);
+    let high = (u128::from(sub) + 1).checked_shl(shift as u32)?;
+    u64::try_from(high - 1).ok()
 }
 
 /// Records `v`, growing the histogram's range as needed (its
@@ -239,22 +271,32 @@ pub(super) fn record(h: &mut Histogram<u64>, v: u64) {
 }
 
 /// Sorted (value, count) pairs as a segment stores them: LEB128 varints,
-/// each value as its step from the one before, in a byte string that the
-/// derived state borrows. These are most of a segment (a few hundred pairs
-/// a day), so they are read in one tight pass that folds them straight
-/// into the counts: through serde, one allocation and one trait call per
-/// pair made the cached 10,000-VM report 21 % slower.
+/// each value as its step from the one before, shifted left by one with
+/// the low bit set when a count follows (without it the count is 1). Most
+/// values of a day's rows are seen once, so most pairs take one byte
+/// where a separate count made them two or three: the counts were a
+/// third of the summary store. The pairs are a byte string that the
+/// derived state borrows. They are most of a segment (a few hundred a
+/// day), so they are read in one tight pass that folds them straight into
+/// the counts: through serde, one allocation and one trait call per pair
+/// made the cached 10,000-VM report 21 % slower.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(super) struct StoredCounts<'a>(#[serde(borrow)] Cow<'a, [u8]>);
 
 impl StoredCounts<'_> {
-    /// From (value, count) pairs in ascending value.
+    /// From (value, count) pairs in ascending value, each below 2^63.
     pub(super) fn of(pairs: impl Iterator<Item = (u64, u64)>) -> StoredCounts<'static> {
         let mut out = Vec::new();
         let mut prev = 0;
         for (v, c) in pairs {
-            put(&mut out, v - prev);
-            put(&mut out, c);
+            let step = v - prev;
+            debug_assert!(step < 1 << 63, "percent steps and bucket numbers are small");
+            if c == 1 {
+                put(&mut out, step << 1);
+            } else {
+                put(&mut out, step << 1 | 1);
+                put(&mut out, c);
+            }
             prev = v;
         }
         StoredCounts(Cow::Owned(out))
@@ -266,8 +308,9 @@ impl StoredCounts<'_> {
         let r = &mut Reader::new(&self.0);
         let (mut v, mut total) = (0u64, 0u64);
         while !r.is_empty() {
-            v = v.checked_add(r.get()?).ok_or(Corrupt)?;
-            let n = r.get()?;
+            let tag = r.get()?;
+            v = v.checked_add(tag >> 1).ok_or(Corrupt)?;
+            let n = if tag & 1 == 1 { r.get()? } else { 1 };
             total = total
                 .checked_add(n)
                 .filter(|t| *t <= max_rows)
@@ -275,5 +318,62 @@ impl StoredCounts<'_> {
             f(v, n);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_numbers_name_the_histograms_buckets_and_nothing_past_them() {
+        let h = rate_histogram();
+        let mut last = None;
+        for b in 0..=56_319 {
+            let high = bucket_high(b).expect("a bucket up to 2^64 - 1's");
+            assert_eq!(bucket_of(high), b);
+            assert_eq!(h.highest_equivalent(high), high, "bucket {b}");
+            assert_eq!(bucket_of(h.lowest_equivalent(high)), b, "bucket {b}");
+            assert!(last.is_none_or(|l| l < high));
+            last = Some(high);
+        }
+        assert_eq!(last, Some(u64::MAX));
+        for b in [56_320, 1 << 20, u64::MAX] {
+            assert_eq!(bucket_high(b), None);
+        }
+    }
+
+    #[test]
+    fn pairs_of_one_take_a_byte_and_any_count_round_trips() {
+        let pairs = [(3, 1), (40, 1), (41, 7), (2000, 1), (56_319, u64::MAX - 20)];
+        let stored = StoredCounts::of(pairs.into_iter());
+        // 3<<1, 37<<1, 1<<1|1 and 7, 1959<<1 (two bytes), 54319<<1|1 (three), then ten.
+        assert_eq!(stored.0.len(), 1 + 1 + 2 + 2 + 3 + 10);
+        let mut back = Vec::new();
+        stored.each(u64::MAX, |v, n| back.push((v, n))).unwrap();
+        assert_eq!(back, pairs);
+        assert_eq!(stored.each(u64::MAX - 11, |_, _| ()), Err(Corrupt));
+    }
+
+    #[test]
+    fn rates_come_back_as_their_buckets_and_junk_buckets_are_refused() {
+        let mut r = Rates::new();
+        for v in [0, 5, 5, 2047, 2048, 2049, 1 << 40, u64::MAX] {
+            r.add_n(v, 1);
+        }
+        let p95 = r.p95();
+        let stored = r.stored();
+        let mut back = Rates::new();
+        back.absorb(&stored, 8).unwrap();
+        let h = rate_histogram();
+        let mut want: Vec<u64> = [0, 5, 5, 2047, 2049, 2049, 1 << 40, u64::MAX]
+            .map(|v| h.highest_equivalent(v))
+            .to_vec();
+        want.sort_unstable();
+        back.values.sort_unstable();
+        assert_eq!(back.values, want);
+        assert_eq!(back.p95(), p95);
+        let junk = StoredCounts::of([(56_320, 1)].into_iter());
+        assert_eq!(Rates::new().absorb(&junk, 1), Err(Corrupt));
     }
 }
