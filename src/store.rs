@@ -91,11 +91,12 @@ impl Mark {
     }
 }
 
-/// What a non-regular file is, for the refusal's message. (A symlink never
-/// gets here: `O_NOFOLLOW` fails on it with ELOOP, see [`open_regular`].)
-fn kind_of(meta: &Metadata) -> &'static str {
+/// What a non-regular file is, for the refusal's message.
+pub fn kind_of(meta: &Metadata) -> &'static str {
     let t = meta.file_type();
-    if t.is_dir() {
+    if t.is_symlink() {
+        "a symlink"
+    } else if t.is_dir() {
         "a directory"
     } else if t.is_fifo() {
         "a FIFO"

@@ -59,7 +59,7 @@ use crate::sys;
 
 use super::ReportError;
 use super::codec::Corrupt;
-use super::scan::{self, Part, Window};
+use super::scan::{self, Found, Part, Window};
 use super::segment::{Builder, Segment};
 use super::summary::Accumulator;
 
@@ -177,11 +177,11 @@ impl CacheDirs {
 
     /// Leaves the entry of `part` out of the next store (it held a segment
     /// that would not merge as stored), so the next report builds it again.
-    pub fn forget(&self, part: &Part, file: &File, writes: &Sender<EntryWrite>) {
-        let (Some(dir), Ok(meta)) = (self.dir_of(&part.path), file.metadata()) else {
+    pub fn forget(&self, part: &Part, meta: &fs::Metadata, writes: &Sender<EntryWrite>) {
+        let Some(dir) = self.dir_of(&part.path) else {
             return;
         };
-        let _ = writes.send(EntryWrite::new(dir, &meta, Write::Forget));
+        let _ = writes.send(EntryWrite::new(dir, meta, Write::Forget));
     }
 }
 
@@ -513,24 +513,32 @@ fn tail_of(file: &File, covered: u64) -> io::Result<u32> {
 }
 
 impl Entry {
-    /// Whether it still describes `file` and holds every row `window` needs.
-    fn fits(&self, file: &File, meta: &fs::Metadata, gzip: bool, window: &Window) -> bool {
+    /// Whether it describes the file `meta` does, unchanged since, and
+    /// holds every row `window` needs: known without reading the file.
+    fn current(&self, meta: &fs::Metadata, gzip: bool, window: &Window) -> bool {
+        // A plain file not grown was not written since, unless rewritten
+        // in place; a gzip part is never appended to.
+        let len = if gzip { self.len } else { self.covered };
+        self.describes(meta, gzip, window) && meta.len() == len && self.mtime_ns == mtime_ns(meta)
+    }
+
+    /// Whether it describes plain `file`, grown since by appends alone (its
+    /// probes hold), and holds every row `window` needs.
+    fn grown_into(&self, file: &File, meta: &fs::Metadata, gzip: bool, window: &Window) -> bool {
+        self.describes(meta, gzip, window)
+            && !gzip
+            && meta.len() > self.covered
+            && Probes::of(file, self.covered).is_ok_and(|p| p == self.probes)
+    }
+
+    fn describes(&self, meta: &fs::Metadata, gzip: bool, window: &Window) -> bool {
         let same_file = self.dev == meta.dev() && self.ino == meta.ino() && self.gzip == gzip;
-        let unchanged = if gzip {
-            self.len == meta.len() && self.mtime_ns == mtime_ns(meta)
-        } else if meta.len() == self.covered {
-            // Not grown: not written since, unless rewritten in place.
-            self.mtime_ns == mtime_ns(meta)
-        } else {
-            meta.len() > self.covered
-                && Probes::of(file, self.covered).is_ok_and(|p| p == self.probes)
-        };
         let early_enough = match (self.complete_after_ms, window.from_ms) {
             (None, _) => true,
             (Some(after), Some(from)) => from >= after,
             (Some(_), None) => false,
         };
-        same_file && unchanged && early_enough
+        same_file && early_enough
     }
 
     fn encode(&self) -> Vec<u8> {
@@ -869,23 +877,25 @@ fn checksum(bytes: &[u8]) -> u64 {
 /// A part's segments, holding at least every row of it in `window`: the
 /// cached ones, brought up to date with the rows appended since, or built
 /// from the file (from where the window begins) and cached. Returned with
-/// the file, opened, for reading the days the window cuts; `None` for a
-/// part not read (not a regular file, or last written before the window).
+/// the part as found, for reading the days the window cuts (a part whose
+/// entry is current is not opened); `None` for a part not read (not a
+/// regular file, or last written before the window).
 pub fn segments(
     part: &Part,
     window: &Window,
     caches: &CacheDirs,
     acc: &mut Accumulator,
     writes: &Sender<EntryWrite>,
-) -> Result<Option<(File, Vec<Segment>)>, ReportError> {
+) -> Result<Option<(Found, Vec<Segment>)>, ReportError> {
     let path = &part.path;
     let err = |error| ReportError::File {
         path: path.to_path_buf(),
         error,
     };
-    let Some((file, meta)) = scan::open_regular_part(part)? else {
+    let Some(mut found) = Found::stat(part)? else {
         return Ok(None);
     };
+    let meta = found.meta.clone();
     let at = caches.dir_of(path);
     // The writer is gone only if it panicked; the report goes on.
     let send = |what| at.map(|dir| writes.send(EntryWrite::new(dir, &meta, what)));
@@ -893,17 +903,20 @@ pub fn segments(
         send(Write::Keep);
         return Ok(None);
     }
-    let cached = at
-        .and_then(|dir| dir.load(&meta, max_entry_len(meta.len(), part.gzip)))
-        .filter(|e| e.fits(&file, &meta, part.gzip, window));
+    let cached = at.and_then(|dir| dir.load(&meta, max_entry_len(meta.len(), part.gzip)));
+    let cached = match cached {
+        Some(e) if e.current(&meta, part.gzip, window) => {
+            send(Write::Keep);
+            return Ok(Some((found, e.segments)));
+        }
+        cached => cached,
+    };
+    let file = found.file(part).map_err(err)?;
+    let cached = cached.filter(|e| e.grown_into(file, &meta, part.gzip, window));
     // Where the cached entry's probes were taken, and found to hold.
     let probed = cached.as_ref().map(|e| (e.covered, e.probes));
     let entry = match cached {
-        Some(e) if part.gzip || e.covered == meta.len() => {
-            send(Write::Keep);
-            return Ok(Some((file, e.segments)));
-        }
-        Some(e) => extend(e, part, &file, meta.len(), acc).map_err(err)?,
+        Some(e) => extend(e, part, file, meta.len(), acc).map_err(err)?,
         None => None,
     };
     let entry = match entry {
@@ -912,8 +925,8 @@ pub fn segments(
     };
     let probes = match (part.gzip, probed) {
         (true, _) => Probes::default(),
-        (false, Some((before, p))) => p.grown(&file, before, entry.covered).map_err(err)?,
-        (false, None) => Probes::of(&file, entry.covered).map_err(err)?,
+        (false, Some((before, p))) => p.grown(file, before, entry.covered).map_err(err)?,
+        (false, None) => Probes::of(file, entry.covered).map_err(err)?,
     };
     let entry = Entry {
         len: meta.len(),
@@ -922,7 +935,7 @@ pub fn segments(
         ..entry
     };
     send(Write::Put(entry.encode()));
-    Ok(Some((file, entry.segments)))
+    Ok(Some((found, entry.segments)))
 }
 
 /// The entry with the rows appended to its file since, up to `len` (its

@@ -78,7 +78,7 @@ pub fn plan(data_dirs: &[PathBuf], window: Window, threads: usize) -> Result<Day
                             };
                             for (part, p) in parts.iter().enumerate() {
                                 let read = cache::segments(p, &window, caches, &mut acc, &writes);
-                                let (file, segments) = match read {
+                                let (part_found, segments) = match read {
                                     Ok(Some(read)) => read,
                                     Ok(None) => continue,
                                     Err(e) => {
@@ -88,7 +88,7 @@ pub fn plan(data_dirs: &[PathBuf], window: Window, threads: usize) -> Result<Day
                                         continue;
                                     }
                                 };
-                                let Ok(meta) = file.metadata() else { continue };
+                                let meta = &part_found.meta;
                                 for seg in &segments {
                                     let cut = match cover(seg, &window) {
                                         Cover::Outside => continue,

@@ -5,14 +5,13 @@
 //! This is where the cache (which keeps segments) and the segments (which
 //! a file's rows are built into) meet, so neither needs the other.
 
-use std::fs::File;
 use std::net::IpAddr;
 
 use crossbeam_channel::Sender;
 
 use super::cache::{self, CacheDirs};
 use super::policy::Probe;
-use super::scan::{self, Part, Window};
+use super::scan::{self, Found, Part, Window};
 use super::segment::{Cover, Segment, cover};
 use super::summary::{Accumulator, DAY_MS, TimeOrder, Unmergeable, VmSummary};
 
@@ -49,7 +48,7 @@ pub fn summarize_vm(
     scratch.vm.reset();
     for part in parts {
         let read = cache::segments(part, window, caches, &mut scratch.part, &scratch.writes);
-        let (file, segments) = match read {
+        let (mut found, segments) = match read {
             Ok(Some(read)) => read,
             Ok(None) => continue,
             Err(e) => {
@@ -58,12 +57,12 @@ pub fn summarize_vm(
             }
         };
         scratch.vm.start_file();
-        match merge_part(part, &file, &segments, window, scratch) {
+        match merge_part(part, &mut found, &segments, window, scratch) {
             Ok(()) => {}
             Err(why) => {
                 if why == Some(Unmergeable::Corrupt) {
                     // A stored day that fails its checks: build it anew next time.
-                    caches.forget(part, &file, &scratch.writes);
+                    caches.forget(part, &found.meta, &scratch.writes);
                 }
                 // Merging would not be exact: read the VM's rows in order.
                 return scan::read_vm(ip, parts, window, probe, false)
@@ -102,7 +101,7 @@ fn trusted(
 /// segment would not merge (`None`: its cut day could not be read).
 fn merge_part(
     part: &Part,
-    file: &File,
+    found: &mut Found,
     segments: &[Segment],
     window: &Window,
     scratch: &mut Scratch,
@@ -111,7 +110,7 @@ fn merge_part(
         match cover(seg, window) {
             Cover::Outside => {}
             Cover::Whole => scratch.vm.absorb(&seg.state, seg.bounds()).map_err(Some)?,
-            Cover::Cut => read_cut(file, part, seg, window, &mut scratch.vm).map_err(|e| {
+            Cover::Cut => read_cut(found, part, seg, window, &mut scratch.vm).map_err(|e| {
                 crate::log_line(&format!(
                     "warning: cannot read {}: {e}",
                     part.path.display()
@@ -128,12 +127,13 @@ fn merge_part(
 /// the segment's bytes). Added as rows, in file order, after the file's
 /// segments before it: exactly what reading the file in order does.
 fn read_cut(
-    file: &File,
+    found: &mut Found,
     part: &Part,
     seg: &Segment,
     window: &Window,
     acc: &mut Accumulator,
 ) -> std::io::Result<()> {
+    let file = found.file(part)?;
     let start = match window.from_ms {
         Some(from) if !part.gzip => scan::window_start(file, seg.first_byte, seg.end_byte, from)?,
         _ => seg.first_byte,
