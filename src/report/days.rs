@@ -54,11 +54,7 @@ pub struct DayPlan {
 /// that cannot be read is named on stderr and left out.
 pub fn plan(data_dirs: &[PathBuf], window: Window, threads: usize) -> Result<DayPlan, ReportError> {
     let vms = scan::vm_files(data_dirs)?;
-    let with_files = vms
-        .iter()
-        .flat_map(|(_, parts)| parts.iter().filter_map(|p| p.path.parent()))
-        .collect();
-    let caches = CacheDirs::open(data_dirs, &with_files);
+    let caches = CacheDirs::open(data_dirs, &scan::dirs_with_files(&vms));
     let days = Mutex::new(BTreeMap::<u64, Day>::new());
     let next = AtomicUsize::new(0);
     let quiet = crate::is_quiet();

@@ -137,8 +137,10 @@ pub struct Report {
     pub rules: &'static [Rule],
     /// Whether savings were estimated (prices or a catalog given).
     pub priced: bool,
-    /// Ordered by category (reclaimable first), then address.
-    pub vms: Vec<VmReport>,
+    /// Ordered by category (reclaimable first), then address. Boxed: at a
+    /// million VMs, joining the reading threads' lists and sorting them
+    /// moved 720 MB of reports where it now moves 8 MB of pointers.
+    pub vms: Vec<Box<VmReport>>,
     /// Summed once here; every renderer reads them.
     totals: Totals,
 }
@@ -170,13 +172,13 @@ impl Report {
     pub fn new(summaries: Vec<VmSummary>, s: &Settings, window: Window) -> Report {
         let vms = summaries
             .into_iter()
-            .map(|vm| VmReport::new(vm, s, window.as_of_ms))
+            .map(|vm| Box::new(VmReport::new(vm, s, window.as_of_ms)))
             .collect();
         Report::of(vms, s, window)
     }
 
     /// The report of VMs already judged by `s` (on the reading threads).
-    fn of(mut vms: Vec<VmReport>, s: &Settings, window: Window) -> Report {
+    fn of(mut vms: Vec<Box<VmReport>>, s: &Settings, window: Window) -> Report {
         // Addresses are unique: an unstable sort gives the one order.
         vms.sort_unstable_by_key(|v| (v.verdict.category, v.vm.ip));
         let totals = totals_of(&vms);
@@ -199,7 +201,7 @@ impl Report {
 }
 
 /// The fleet's totals over its VMs' reports.
-fn totals_of(vms: &[VmReport]) -> Totals {
+fn totals_of(vms: &[Box<VmReport>]) -> Totals {
     vms.iter()
         .fold(Totals::default(), |t, v| t.plus(&Totals::of(v)))
 }
@@ -253,14 +255,12 @@ trait Keep: Default + Send {
     fn join(&mut self, other: Self);
 }
 
-impl Keep for Vec<VmReport> {
+impl Keep for Vec<Box<VmReport>> {
     fn keep(&mut self, vm: VmReport) {
-        self.push(vm);
+        self.push(Box::new(vm));
     }
 
     fn join(&mut self, other: Self) {
-        // The first thread's reports taken as they are, not copied (a
-        // fourth of a gigabyte at a million VMs).
         if self.is_empty() {
             *self = other;
         } else {
@@ -334,7 +334,8 @@ fn build_all(
     files: Files,
 ) -> Result<Report, ReportError> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) * READERS_PER_CORE;
-    let built = build_with::<Vec<VmReport>>(data_dirs, settings, as_of_ms, threads, None, files)?;
+    let built =
+        build_with::<Vec<Box<VmReport>>>(data_dirs, settings, as_of_ms, threads, None, files)?;
     let (vms, window) = built.expect("a report without a stop is never stopped");
     Ok(Report::of(vms, settings, window))
 }
@@ -347,7 +348,7 @@ fn report_with(
     as_of_ms: u64,
     stop: &Stop,
 ) -> Result<Option<Report>, ReportError> {
-    let built = in_background::<Vec<VmReport>>(data_dirs, settings, as_of_ms, stop)?;
+    let built = in_background::<Vec<Box<VmReport>>>(data_dirs, settings, as_of_ms, stop)?;
     Ok(built.map(|(vms, window)| Report::of(vms, settings, window)))
 }
 
@@ -411,11 +412,7 @@ fn build_with<K: Keep>(
             dirs: dirs.join(", "),
         });
     }
-    let with_files: std::collections::HashSet<&Path> = vms
-        .iter()
-        .flat_map(|(_, parts)| parts.iter().filter_map(|p| p.path.parent()))
-        .collect();
-    let caches = cache::CacheDirs::open(data_dirs, &with_files);
+    let caches = cache::CacheDirs::open(data_dirs, &scan::dirs_with_files(&vms));
     let judged = cache::with_writer(&caches, stop, |writes| {
         summarize_all::<K>(&vms, &window, &probe, &caches, writes, threads, stop)
     });
@@ -488,7 +485,12 @@ pub fn offline(cfg: &OfflineReportConfig) -> Result<(), ReportError> {
     let as_of = cfg.as_of.unwrap_or_else(crate::unix_ms);
     // An empty or mistaken dir is an error, not an empty table.
     let report = build_all(&cfg.data_dirs, &settings, as_of, Files::Required)?;
-    write(&report, cfg.report.format, cfg.report.file.as_deref())
+    let written = write(&report, cfg.report.format, cfg.report.file.as_deref());
+    // The command exits next, and the system takes the memory back at
+    // once: freeing a million reports one allocation at a time took half
+    // a second of the cached million-VM report.
+    std::mem::forget(report);
+    written
 }
 
 /// Writes the rendered report to `file`, or stdout when `None`.

@@ -546,7 +546,7 @@ mod tests {
     fn judged(rows: &[Row], s: &Settings, as_of: u64) -> VmReport {
         let vm = summary_with(rows, s, as_of);
         let r = Report::new(vec![vm], s, Window::before(as_of, None));
-        r.vms.into_iter().next().unwrap()
+        *r.vms.into_iter().next().unwrap()
     }
 
     /// 199 samples at 25 % of 4 vCPUs (1 busy) and one at 100 % (4 busy),

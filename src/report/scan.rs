@@ -10,6 +10,7 @@
 //! bounded line at a time, so a planted FIFO cannot hang the report and an
 //! endless line cannot grow its memory.
 
+use std::collections::HashSet;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
 use std::net::IpAddr;
@@ -151,6 +152,22 @@ pub fn vm_files(dirs: &[PathBuf]) -> Result<Vec<(IpAddr, Vec<Part>)>, ReportErro
         }
     }
     Ok(vms)
+}
+
+/// The directories holding any of `vms`' files: a million parts in a
+/// few dirs, so a parent is hashed only when it is not the last one's.
+pub fn dirs_with_files(vms: &[(IpAddr, Vec<Part>)]) -> HashSet<&Path> {
+    let mut dirs = HashSet::new();
+    let mut last: Option<&Path> = None;
+    for (_, parts) in vms {
+        for dir in parts.iter().filter_map(|p| p.path.parent()) {
+            if last.is_none_or(|l| l.as_os_str() != dir.as_os_str()) {
+                dirs.insert(dir);
+                last = Some(dir);
+            }
+        }
+    }
+    dirs
 }
 
 /// One VM's summary over `window` from all its parts, or `None` when no

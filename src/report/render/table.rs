@@ -29,17 +29,33 @@ const HEAD: [&str; 15] = [
 /// Columns aligned to the right (numbers).
 const RIGHT: [&str; 5] = ["SAMPLES", "AUTH", "IDLE_DAYS", "VCPU", "MEM_MIB"];
 
-/// A row's cells in one string, each ending where `ends` says: two
-/// allocations a row where a string a cell made fifteen, fifteen million
-/// at a million VMs (a sixth of a cached report's time, with the pages
-/// they took).
+/// A run of rows' cells in one string, each cell ending where `ends`
+/// says and each row's first cell at `rows`: three allocations a run
+/// where a string a cell made fifteen million at a million VMs, and a
+/// string a row still took a million allocations and their fresh pages
+/// (a sixth of a cached report's time, then a twentieth).
 #[derive(Default)]
 struct Cells {
     text: String,
     ends: Vec<usize>,
+    rows: Vec<usize>,
 }
 
 impl Cells {
+    /// Room for `rows` rows of about a table line each.
+    fn with_rows(rows: usize) -> Cells {
+        Cells {
+            text: String::with_capacity(rows * 256),
+            ends: Vec::with_capacity(rows * HEAD.len()),
+            rows: Vec::with_capacity(rows),
+        }
+    }
+
+    /// Starts the next row.
+    fn row(&mut self) {
+        self.rows.push(self.ends.len());
+    }
+
     fn push(&mut self, cell: std::fmt::Arguments) {
         let _ = self.text.write_fmt(cell);
         self.end();
@@ -50,20 +66,24 @@ impl Cells {
         self.ends.push(self.text.len());
     }
 
-    fn iter(&self) -> impl ExactSizeIterator<Item = &str> {
-        (0..self.ends.len()).map(|i| {
-            let start = if i == 0 { 0 } else { self.ends[i - 1] };
-            &self.text[start..self.ends[i]]
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Row `i`'s cells.
+    fn cells(&self, i: usize) -> impl ExactSizeIterator<Item = &str> {
+        let last = self.rows.get(i + 1).copied().unwrap_or(self.ends.len());
+        (self.rows[i]..last).map(|c| {
+            let start = if c == 0 { 0 } else { self.ends[c - 1] };
+            &self.text[start..self.ends[c]]
         })
     }
 }
 
-fn cells(r: &VmReport, as_of_ms: u64) -> Cells {
+/// `r`'s row, appended to `c`.
+fn row(c: &mut Cells, r: &VmReport, as_of_ms: u64) {
     let v = &r.vm;
-    let mut c = Cells {
-        text: String::with_capacity(256),
-        ends: Vec::with_capacity(HEAD.len() + r.others.len()),
-    };
+    c.row();
     c.push(format_args!("{}", v.ip));
     c.push(format_args!("{}", r.verdict.category.name()));
     for (_, other) in &r.others {
@@ -122,7 +142,6 @@ fn cells(r: &VmReport, as_of_ms: u64) -> Cells {
         );
     }
     c.end();
-    c
 }
 
 /// Where `--policy all` puts one column per vendor: after CATEGORY.
@@ -173,24 +192,30 @@ pub fn render(r: &Report) -> String {
     for (i, rule) in r.rules[1..].iter().enumerate() {
         head.insert(OTHERS_AT + i, rule_header(*rule));
     }
-    let runs: Vec<Vec<Cells>> = super::in_parallel(&r.vms, |_, vms| {
-        vms.iter().map(|v| cells(v, r.window.as_of_ms)).collect()
+    let runs: Vec<Cells> = super::in_parallel(&r.vms, |_, vms| {
+        let mut c = Cells::with_rows(vms.len());
+        for v in vms {
+            row(&mut c, v, r.window.as_of_ms);
+        }
+        c
     });
     let mut widths: Vec<usize> = head.iter().map(|h| h.len()).collect();
-    for row in runs.iter().flatten() {
-        for (w, cell) in widths.iter_mut().zip(row.iter()) {
-            *w = (*w).max(cell.len());
+    for run in &runs {
+        for i in 0..run.len() {
+            for (w, cell) in widths.iter_mut().zip(run.cells(i)) {
+                *w = (*w).max(cell.len());
+            }
         }
     }
     let right: Vec<bool> = head.iter().map(|h| RIGHT.contains(h)).collect();
     let line_len = widths.iter().sum::<usize>() + 64;
-    let lines = super::each_on_a_thread(&runs, |i, rows| {
-        let mut out = String::with_capacity((rows.len() + 1) * line_len);
+    let lines = super::each_on_a_thread(&runs, |i, run| {
+        let mut out = String::with_capacity((run.len() + 1) * line_len);
         if i == 0 {
             line(&mut out, head.iter().copied(), &widths, &right);
         }
-        for row in rows {
-            line(&mut out, row.iter(), &widths, &right);
+        for row in 0..run.len() {
+            line(&mut out, run.cells(row), &widths, &right);
         }
         out
     });

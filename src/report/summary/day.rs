@@ -2,6 +2,8 @@
 //! 4 KB), peaks and bytes, for the report's daily figures and charts, and
 //! the day's demand, which the rightsizing trend is fitted to.
 
+use std::collections::BTreeMap;
+
 use crate::wire::MAX_PCT_X100;
 
 /// One UTC day of a VM.
@@ -41,6 +43,39 @@ impl DaySummary {
 /// Buckets of a day's CPU counts: 0.1 % steps keep a day at 4 KB.
 pub(super) const DAY_CPU_BUCKETS: usize = 1001;
 
+/// A VM's days, their accumulators kept for the next VM when it is done:
+/// a new day's 4 kB of counts, zeroed by the allocator, took fresh pages
+/// for each of a million VMs (a sixteenth of a cached report).
+#[derive(Default)]
+pub(super) struct Days {
+    by_day: BTreeMap<u64, DayAcc>,
+    spare: Vec<DayAcc>,
+}
+
+impl Days {
+    pub(super) fn of(&mut self, day: u64) -> &mut DayAcc {
+        let spare = &mut self.spare;
+        self.by_day
+            .entry(day)
+            .or_insert_with(|| spare.pop().unwrap_or_else(DayAcc::new))
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&u64, &DayAcc)> {
+        self.by_day.iter()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.by_day.len()
+    }
+
+    pub(super) fn clear(&mut self) {
+        while let Some((_, mut acc)) = self.by_day.pop_first() {
+            acc.clear();
+            self.spare.push(acc);
+        }
+    }
+}
+
 pub(super) struct DayAcc {
     pub(super) samples: u64,
     pub(super) cpu: Box<[u32]>,
@@ -57,9 +92,14 @@ pub(super) struct DayAcc {
 
 impl DayAcc {
     pub(super) fn new() -> DayAcc {
+        DayAcc::with_counts(vec![0; DAY_CPU_BUCKETS].into_boxed_slice())
+    }
+
+    /// A day of no samples over `cpu`, all zero.
+    fn with_counts(cpu: Box<[u32]>) -> DayAcc {
         DayAcc {
             samples: 0,
-            cpu: vec![0; DAY_CPU_BUCKETS].into_boxed_slice(),
+            cpu,
             cpu_sum: 0,
             cpu_max: 0,
             mem_max: 0,
@@ -69,6 +109,12 @@ impl DayAcc {
             vcpus: 0,
             mem_in_use_x100: 0,
         }
+    }
+
+    fn clear(&mut self) {
+        let mut cpu = std::mem::take(&mut self.cpu);
+        cpu.fill(0);
+        *self = DayAcc::with_counts(cpu);
     }
 
     /// One row's figures; `secs` is its interval.

@@ -24,14 +24,14 @@ mod demand;
 mod seqs;
 mod stored;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::codec::Corrupt;
 use crate::wire::Row;
 use counts::Rates;
-use day::DayAcc;
 pub use day::DaySummary;
+use day::Days;
 use demand::BySize;
 pub use demand::{Demand, Over, Probe};
 pub use seqs::jump_bound;
@@ -215,7 +215,7 @@ pub struct Accumulator {
     verified: u64,
     only_verified: bool,
     unverified_skipped: u64,
-    days: BTreeMap<u64, DayAcc>,
+    days: Days,
     /// A bound was reached (seq ranges, distinct sizes or intervals): the
     /// figures are still right for these rows, but merging them with
     /// others' could differ from reading all rows in order.
@@ -249,7 +249,7 @@ impl Default for Accumulator {
             verified: 0,
             only_verified: false,
             unverified_skipped: 0,
-            days: BTreeMap::new(),
+            days: Days::default(),
             capped: false,
             held: Vec::new(),
         }
@@ -275,10 +275,7 @@ impl Accumulator {
         self.verified += u64::from(row.verified);
         let secs = u64::from(s.interval_s.max(1));
         self.add_figures(s, secs);
-        self.days
-            .entry(row.recv_ms / DAY_MS)
-            .or_insert_with(DayAcc::new)
-            .add(s, secs);
+        self.days.of(row.recv_ms / DAY_MS).add(s, secs);
         let size = (s.vcpus, s.mem_mib);
         if !count_value(&mut self.intervals, s.interval_s, 1)
             | !count_value(&mut self.sizes, size, 1)

@@ -11,7 +11,6 @@
 use serde::{Deserialize, Serialize};
 
 use super::counts::StoredCounts;
-use super::day::DayAcc;
 use super::{Accumulator, SegmentBounds, Unmergeable, count_value};
 use crate::report::codec::Corrupt;
 use crate::wire::{MAX_PCT_X100, Row};
@@ -270,7 +269,7 @@ impl Accumulator {
         if d.day != want {
             return Err(Unmergeable::Corrupt);
         }
-        let acc = self.days.entry(d.day).or_insert_with(DayAcc::new);
+        let acc = self.days.of(d.day);
         for (v, c) in &self.held {
             acc.samples = acc.samples.saturating_add(*c);
             let bucket = &mut acc.cpu[usize::from(*v / 10)];
