@@ -34,7 +34,6 @@ const RIGHT: [&str; 5] = ["SAMPLES", "AUTH", "IDLE_DAYS", "VCPU", "MEM_MIB"];
 /// where a string a cell made fifteen million at a million VMs, and a
 /// string a row still took a million allocations and their fresh pages
 /// (a sixth of a cached report's time, then a twentieth).
-#[derive(Default)]
 struct Cells {
     text: String,
     ends: Vec<usize>,
