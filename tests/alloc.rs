@@ -97,6 +97,7 @@ fn steady_state_allocates_nothing_per_datagram() {
     // Warm up: files opened, buffers and queues at their working size.
     feed(&mut d, &stats, 400, 0);
     let allocs = allocations();
+    let written_before = stats.get(Counter::RowsWritten);
     let rounds = 1000;
     feed(&mut d, &stats, rounds, 400);
     let during = allocations() - allocs;
@@ -105,11 +106,18 @@ fn steady_state_allocates_nothing_per_datagram() {
 
     assert_eq!(stats.get(Counter::DroppedOverload), 0);
     // Buffers were flushed by size again and again in the window.
-    let written = stats.get(Counter::RowsWritten);
-    assert!(written > 1300 * u64::from(VMS), "{written}");
-    // Zero, but for the rare growth of a shared structure.
+    let written = stats.get(Counter::RowsWritten) - written_before;
     assert!(
-        during * 1000 < datagrams,
+        written > datagrams / 2,
+        "{written} of {datagrams} rows written"
+    );
+    // Zero per datagram, but for the rare growth of a shared structure
+    // and of a VM's buffer to a new high (a release build's feed outruns
+    // the journal's 5 ms syncs by up to 160 rows a VM now and then, and
+    // each buffer grew once more in the window): bounded by the VMs, not
+    // the datagrams, which allocating per datagram would pass 1,000 times.
+    assert!(
+        during < datagrams / 1000 + 2 * u64::from(VMS),
         "{during} allocations for {datagrams} datagrams"
     );
     drop(d);
