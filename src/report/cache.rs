@@ -572,11 +572,16 @@ impl<'a> Fetched<'a> {
         }
     }
 
+    /// The fetched bytes from `at` on (never past the length `new` took).
+    fn rest(&self, at: u64) -> Option<&[u8]> {
+        let start = usize::try_from(at.checked_sub(self.from)?).ok()?;
+        self.bytes.as_ref()?.get(start..)
+    }
+
     /// The fetched bytes from `at` to `end`, when they were all fetched.
     fn slice(&self, at: u64, end: u64) -> Option<&[u8]> {
-        let start = usize::try_from(at.checked_sub(self.from)?).ok()?;
-        let end = usize::try_from(end.checked_sub(self.from)?).ok()?;
-        self.bytes.as_ref()?.get(start..end)
+        self.rest(at)?
+            .get(..usize::try_from(end.checked_sub(at)?).ok()?)
     }
 
     fn read_exact_at(&self, buf: &mut [u8], at: u64) -> io::Result<()> {
@@ -1040,8 +1045,7 @@ fn extend(
     let mut builder = Builder::new(acc, entry.segments);
     let line = |row, start, end| builder.line(row, start, end);
     // The new rows as fetched (to `len`, or where the file was cut).
-    let fetched_end = file.from + file.bytes.as_ref().map_or(0, |b| b.len() as u64);
-    let covered = match file.slice(entry.covered, fetched_end.min(len)) {
+    let covered = match file.rest(entry.covered) {
         Some(rows) => scan::each_line(rows, entry.covered, u64::MAX, line)?,
         None => {
             let reader = scan::reader_at(file.file, part, entry.covered, Some(len))?;
@@ -1143,12 +1147,15 @@ mod tests {
         assert!(widest.unwrap() <= 4, "{widest:?}");
     }
 
+    /// A temp file and `n` numbered lines to write into it.
+    fn file_and_lines(n: u32) -> (File, Vec<u8>) {
+        let lines = (0..n).flat_map(|i| format!("{i},row\n").into_bytes());
+        (tempfile::tempfile().unwrap(), lines.collect())
+    }
+
     #[test]
     fn probes_keep_their_spread_as_a_file_grows_and_see_a_rewrite() {
-        let f = tempfile::tempfile().unwrap();
-        let rows: Vec<u8> = (0..3_000u32)
-            .flat_map(|i| format!("{i},row\n").into_bytes())
-            .collect();
+        let (f, rows) = file_and_lines(3_000);
         f.write_all_at(&rows[..10_000], 0).unwrap();
         let read = Fetched::none(&f);
         let before = Probes::of(&read, 10_000).unwrap();
@@ -1173,10 +1180,7 @@ mod tests {
 
     #[test]
     fn a_fetch_reads_what_the_file_holds_and_no_more() {
-        let f = tempfile::tempfile().unwrap();
-        let rows: Vec<u8> = (0..20_000u32)
-            .flat_map(|i| format!("{i},row\n").into_bytes())
-            .collect();
+        let (f, rows) = file_and_lines(20_000);
         f.write_all_at(&rows, 0).unwrap();
         let len = rows.len() as u64;
         let direct = Fetched::none(&f);
