@@ -28,10 +28,12 @@
 //!
 //! The segment format is ours (the contract only says the journal lives
 //! under `<data-dir>/.vmstats/`): one line per row, the VM's address, a
-//! space and the row exactly as its VM file gets it. A line that does not
-//! parse, or lacks its newline, is a torn tail and ends the segment, as a
-//! torn last row ends a CSV file.
+//! space and the row exactly as its VM file gets it. A chunk written with
+//! direct I/O (see [`writer`]) ends in empty lines up to a 4 KiB boundary;
+//! a reader skips them. A line that does not parse, or lacks its newline,
+//! is a torn tail and ends the segment, as a torn last row ends a CSV file.
 
+mod block_buf;
 mod replay;
 mod writer;
 
@@ -46,6 +48,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
+use self::block_buf::BlockBuf;
 use crate::dispatch::RecvMs;
 use crate::stats::Stats;
 
@@ -68,7 +71,7 @@ fn segment_name(worker: usize, first_chunk: u64) -> String {
 /// Appends one journal line: `<address> <row>` (the row ends in `\n`).
 /// Once per datagram: an IPv4 address goes through `itoa`, as the row
 /// does, rather than `fmt::Display`.
-fn push_line(out: &mut Vec<u8>, ip: IpAddr, row: &[u8]) {
+fn push_line(out: &mut BlockBuf, ip: IpAddr, row: &[u8]) {
     match ip {
         IpAddr::V4(v4) => {
             let mut n = itoa::Buffer::new();
@@ -101,7 +104,7 @@ fn parse_line(line: &[u8]) -> Option<(IpAddr, &[u8])> {
 /// Rows sealed together: the journal's unit of writing and syncing.
 struct Chunk {
     number: u64,
-    bytes: Vec<u8>,
+    bytes: BlockBuf,
     /// Receive times of its rows, one entry per run of equal times (rows
     /// arrive in receive order, so runs are long), for the latency figures.
     received: Vec<(u64, u64)>,
@@ -155,7 +158,7 @@ impl Journal {
         Ok(Journal {
             open: Chunk {
                 number: 0,
-                bytes: Vec::new(),
+                bytes: BlockBuf::new(),
                 received: Vec::new(),
             },
             tx,
@@ -198,7 +201,7 @@ impl Journal {
             Ok(spare) => Chunk { number, ..spare },
             Err(_) => Chunk {
                 number,
-                bytes: Vec::with_capacity(self.open.bytes.capacity()),
+                bytes: BlockBuf::with_capacity(self.open.bytes.capacity()),
                 received: Vec::new(),
             },
         };
@@ -250,6 +253,8 @@ impl Emptying {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::OpenOptionsExt;
+
     use super::*;
 
     #[test]
@@ -262,10 +267,10 @@ mod tests {
             ..crate::wire::Stat::default()
         };
         crate::wire::push_row_of(&mut row, 1_000, &stat, true);
-        let mut line = Vec::new();
+        let mut line = BlockBuf::new();
         push_line(&mut line, "fd00::5".parse().unwrap(), &row);
         assert!(line.starts_with(b"fd00::5 1000,"));
-        let mut v4 = Vec::new();
+        let mut v4 = BlockBuf::new();
         push_line(&mut v4, "10.200.0.15".parse().unwrap(), &row);
         assert!(v4.starts_with(b"10.200.0.15 1000,"));
         let (ip, parsed) = parse_line(&line[..line.len() - 1]).unwrap();
@@ -278,5 +283,72 @@ mod tests {
         }
         assert!(parse_line(&[0u8; 40]).is_none());
         assert!(parse_line(b"10.0.0.1 not,a,row").is_none());
+    }
+
+    /// Where the filesystem takes direct I/O (ext4 under /tmp here) and
+    /// where it does not (tmpfs under /dev/shm): the rows read back as they
+    /// were pushed, a direct segment is whole blocks, and a finished journal
+    /// is empty.
+    #[test]
+    fn segments_hold_the_rows_written_directly_or_not() {
+        let mut dirs = vec![tempfile::tempdir().unwrap()];
+        dirs.extend(tempfile::tempdir_in("/dev/shm").ok());
+        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        for dir in &dirs {
+            let probe = dir.path().join("probe");
+            let direct = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(crate::sys::DIRECT_IO)
+                .open(&probe)
+                .is_ok()
+                && crate::sys::DIRECT_IO != 0;
+            std::fs::remove_file(&probe).ok();
+            let settings = Settings {
+                dir: dir.path().to_path_buf(),
+                file_mode: 0o640,
+                sync: true,
+                segment_bytes: SEGMENT_BYTES,
+            };
+            let mut journal = Journal::start(0, settings, Arc::new(Stats::new(1, 1))).unwrap();
+            let mut want = Vec::new();
+            for (chunk, seqs) in [(0..700u64), (700..701), (701..1500)]
+                .into_iter()
+                .enumerate()
+            {
+                for seq in seqs {
+                    let stat = crate::wire::Stat {
+                        seq,
+                        interval_s: 10,
+                        vcpus: 2,
+                        ..crate::wire::Stat::default()
+                    };
+                    let mut row = Vec::new();
+                    crate::wire::push_row_of(&mut row, 1_000 + seq, &stat, true);
+                    journal.push(ip, &row, RecvMs(1_000 + chunk as u64));
+                    want.extend_from_slice(&row);
+                }
+                journal.seal_and_wait();
+            }
+            let segments: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            assert_eq!(segments.len(), 1, "{segments:?}");
+            let bytes = std::fs::read(&segments[0]).unwrap();
+            let mut by_vm = foldhash::HashMap::default();
+            assert_eq!(replay::read_segment(&bytes, &mut by_vm), (1500, 0));
+            assert_eq!(by_vm[&ip], want);
+            let lines = want.len() + 1500 * "10.1.2.3 ".len();
+            if direct {
+                assert_eq!(bytes.len() % block_buf::BLOCK, 0);
+                assert!(bytes.len() > lines);
+            } else {
+                assert_eq!(bytes.len(), lines);
+            }
+            let all = journal.chunk();
+            journal.finish(all).wait();
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        }
     }
 }

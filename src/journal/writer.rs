@@ -9,6 +9,14 @@
 //! one, seconds of disk time at 100,000 VMs, and must not hold up the
 //! next chunk's sync meanwhile.
 //!
+//! Segments are written with direct I/O when the filesystem takes it
+//! (ext4 and XFS do, tmpfs does not): each chunk goes from the worker's
+//! aligned buffer to the disk, padded with empty lines to a 4 KiB boundary.
+//! Through the page cache, the copy into it took an eighth of the
+//! collector's CPU at a million rows a second, and the kernel then wrote the
+//! same pages back beside the VM files' write-back. `--no-sync` keeps the
+//! page cache: it asks for speed, not for the disk to be waited on.
+//!
 //! A journal that cannot be written (a full disk) must not stop the VM
 //! files: the failed chunk is marked durable anyway, so its rows still go
 //! to their files, and the failure is counted (`journal_errors`) and logged
@@ -59,6 +67,8 @@ struct Segment {
 struct Open {
     file: File,
     segment: Segment,
+    /// Opened with direct I/O: every write is whole blocks.
+    direct: bool,
 }
 
 struct Writer {
@@ -68,6 +78,9 @@ struct Writer {
     durable: Arc<AtomicU64>,
     closed_newest: Arc<AtomicU64>,
     open: Option<Open>,
+    /// Whether new segments are opened with direct I/O: until the
+    /// filesystem refuses it once.
+    direct: bool,
     closed: VecDeque<Segment>,
     /// Segments whose rows are all in their files, to be synced and
     /// removed.
@@ -86,8 +99,10 @@ pub(super) fn spawn(
 ) -> io::Result<JoinHandle<()>> {
     let (cleaner, released) = crossbeam_channel::unbounded();
     let cleaning = spawn_cleaner(worker, settings.clone(), Arc::clone(&stats), released)?;
+    let direct = settings.sync && crate::sys::DIRECT_IO != 0;
     let mut w = Writer {
         worker,
+        direct,
         settings,
         stats,
         durable,
@@ -103,7 +118,7 @@ pub(super) fn spawn(
             for msg in rx {
                 match msg {
                     Message::Chunk(mut chunk) => {
-                        w.write(&chunk);
+                        w.write(&mut chunk);
                         chunk.bytes.clear();
                         chunk.received.clear();
                         let _ = spare.try_send(chunk);
@@ -162,7 +177,7 @@ fn spawn_cleaner(
 }
 
 impl Writer {
-    fn write(&mut self, chunk: &Chunk) {
+    fn write(&mut self, chunk: &mut Chunk) {
         if !chunk.bytes.is_empty()
             && let Err(e) = self.append(chunk)
         {
@@ -183,11 +198,14 @@ impl Writer {
     }
 
     /// Appends and syncs one chunk, opening a segment first when none is.
-    fn append(&mut self, chunk: &Chunk) -> io::Result<()> {
+    fn append(&mut self, chunk: &mut Chunk) -> io::Result<()> {
         if self.open.is_none() {
             self.open = Some(self.create(chunk.number)?);
         }
         let open = self.open.as_mut().expect("opened above");
+        if open.direct {
+            chunk.bytes.pad_to_block(b'\n');
+        }
         let result = open.file.write_all(&chunk.bytes).and_then(|()| {
             if self.settings.sync {
                 open.file.sync_data()
@@ -199,7 +217,14 @@ impl Writer {
             // Cut what the failed write left, so a replay finds whole lines
             // only, and start a new segment with the next chunk.
             let _ = open.file.set_len(open.segment.bytes);
+            let refused = open.direct && e.raw_os_error() == Some(libc::EINVAL);
             self.close_open();
+            if refused {
+                // Opened, but not written so (an alignment this disk does
+                // not take): the chunk goes to a buffered segment instead.
+                self.direct = false;
+                return self.append(chunk);
+            }
             return Err(e);
         }
         let len = chunk.bytes.len() as u64;
@@ -212,17 +237,31 @@ impl Writer {
         Ok(())
     }
 
-    fn create(&self, first_chunk: u64) -> io::Result<Open> {
+    fn create(&mut self, first_chunk: u64) -> io::Result<Open> {
         let path = self
             .settings
             .dir
             .join(super::segment_name(self.worker, first_chunk));
-        let file = OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .mode(self.settings.file_mode)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)?;
+        let open = |direct: bool| {
+            let flags = libc::O_NOFOLLOW | libc::O_CLOEXEC;
+            OpenOptions::new()
+                .append(true)
+                .create_new(true)
+                .mode(self.settings.file_mode)
+                .custom_flags(if direct {
+                    flags | crate::sys::DIRECT_IO
+                } else {
+                    flags
+                })
+                .open(&path)
+        };
+        let file = match open(self.direct) {
+            Err(e) if self.direct && e.raw_os_error() == Some(libc::EINVAL) => {
+                self.direct = false;
+                open(false)?
+            }
+            opened => opened?,
+        };
         if self.settings.sync {
             // The new name must survive a power loss with the rows in it.
             File::open(&self.settings.dir)?.sync_all()?;
@@ -235,6 +274,7 @@ impl Writer {
                 last_chunk: first_chunk,
                 bytes: 0,
             },
+            direct: self.direct,
         })
     }
 

@@ -53,6 +53,10 @@ pub fn sync_filesystem(dir: &File) -> io::Result<()> {
     dir.sync_all()
 }
 
+/// No direct I/O here: a file opened with this (none) is written through
+/// the page cache, as any other.
+pub const DIRECT_IO: libc::c_int = 0;
+
 /// A file closed by the store is synced first: no later call reaches it.
 pub fn close_file(file: File) {
     let _ = file.sync_data();

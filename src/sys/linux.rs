@@ -294,6 +294,11 @@ pub fn sync_filesystem(file: &File) -> io::Result<()> {
     }
 }
 
+/// The open flag for writes that go from the caller's memory to the disk,
+/// past the page cache (`O_DIRECT`): lengths, offsets and memory aligned
+/// to the disk's logical block.
+pub const DIRECT_IO: libc::c_int = libc::O_DIRECT;
+
 /// Closing needs no sync here: [`sync_filesystem`] reaches closed files.
 pub fn close_file(file: File) {
     drop(file);

@@ -19,8 +19,8 @@ mod imp;
 mod unix;
 
 pub use imp::{
-    close_file, force_recv_buffer, foreign_port_sharers, lower_thread_priority, recv_batch,
-    send_batch, socket_drops, sync_filesystem,
+    DIRECT_IO, close_file, force_recv_buffer, foreign_port_sharers, lower_thread_priority,
+    recv_batch, send_batch, socket_drops, sync_filesystem,
 };
 pub use unix::{clock_ticks_per_second, open_at, raise_nofile_limit, unlink_at};
 
