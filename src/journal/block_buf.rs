@@ -16,6 +16,11 @@ use std::ptr::NonNull;
 /// this machine's virtio disk, 4096 on many NVMe and cloud volumes).
 pub const BLOCK: usize = 4096;
 
+/// The layout of an allocation of `bytes` (a multiple of [`BLOCK`]).
+fn layout_of(bytes: usize) -> Layout {
+    Layout::from_size_align(bytes, BLOCK).expect("a chunk's size fits a layout")
+}
+
 /// A growable byte buffer whose memory starts on a [`BLOCK`] boundary.
 pub struct BlockBuf {
     ptr: NonNull<u8>,
@@ -109,25 +114,19 @@ impl BlockBuf {
             .checked_add(more)
             .expect("a journal chunk of 2^64 bytes");
         let cap = need.max(self.cap * 2).next_multiple_of(BLOCK);
-        let layout = Layout::from_size_align(cap, BLOCK).expect("a chunk fits a layout");
+        let layout = layout_of(cap);
         let ptr = if self.cap == 0 {
             // SAFETY: `layout` has a non-zero size (`cap >= need > 0`, as
             // `grow` is called only when `more` does not fit).
             unsafe { alloc::alloc(layout) }
         } else {
-            let old = Layout::from_size_align(self.cap, BLOCK).expect("allocated with it");
-            // SAFETY: `ptr` was allocated by this allocator with `old`,
-            // and `cap` is non-zero; the new block keeps `old`'s alignment.
-            unsafe { alloc::realloc(self.ptr.as_ptr(), old, cap) }
+            // SAFETY: `ptr` was allocated by this allocator with the
+            // layout of `self.cap`, which is non-zero; the new block keeps
+            // that layout's alignment.
+            unsafe { alloc::realloc(self.ptr.as_ptr(), layout_of(self.cap), cap) }
         };
         self.ptr = NonNull::new(ptr).unwrap_or_else(|| alloc::handle_alloc_error(layout));
         self.cap = cap;
-    }
-}
-
-impl Default for BlockBuf {
-    fn default() -> BlockBuf {
-        BlockBuf::new()
     }
 }
 
@@ -156,9 +155,8 @@ impl std::ops::Deref for BlockBuf {
 impl Drop for BlockBuf {
     fn drop(&mut self) {
         if self.cap > 0 {
-            let layout = Layout::from_size_align(self.cap, BLOCK).expect("allocated with it");
             // SAFETY: allocated by this allocator with this layout.
-            unsafe { alloc::dealloc(self.ptr.as_ptr(), layout) };
+            unsafe { alloc::dealloc(self.ptr.as_ptr(), layout_of(self.cap)) };
         }
     }
 }
