@@ -264,6 +264,13 @@ impl FileStore {
         self.open.len()
     }
 
+    /// The inode of the VM's file when we last had it open, if we did: the
+    /// order in which many appends are best made (see `Worker::flush_all`).
+    pub fn inode_of(&self, ip: IpAddr) -> Option<u64> {
+        let mark = self.open.get(&ip).map(|f| &f.mark);
+        mark.or_else(|| self.closed.get(&ip)).map(|m| m.ino)
+    }
+
     /// Appends `data` (whole rows) to the VM's file with one `write` in the
     /// common case. Returns what opening found when the file was not open.
     pub fn append(&mut self, ip: IpAddr, data: &[u8]) -> Result<Option<Opened>, AppendError> {

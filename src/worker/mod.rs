@@ -491,18 +491,31 @@ impl Worker {
         }
     }
 
-    /// Flushes every buffer (shutdown, reopen).
+    /// Flushes every buffer (shutdown, reopen), in the order of the files'
+    /// inodes: the kernel writes dirty files back in the order they were
+    /// dirtied, and files made one after another lie one after another, so
+    /// a million appends in inode order reach the disk as nearly sequential
+    /// writes, where the map's order made them random (a million appends
+    /// and a sync: 7.8 to 8.1 s in inode order, 13.8 to 14.0 s shuffled;
+    /// `benches/stop_order.rs`).
     pub fn flush_all(&mut self) {
         let now = self.now();
-        let ips: Vec<IpAddr> = self
+        for ip in self.held_in_inode_order() {
+            self.flush_vm(ip, now);
+        }
+    }
+
+    /// The VMs holding rows, by their files' inodes; those whose file was
+    /// never opened (its inode unknown) last, by address.
+    fn held_in_inode_order(&self) -> Vec<IpAddr> {
+        let mut held: Vec<(u64, IpAddr)> = self
             .vms
             .iter()
             .filter(|(_, vm)| !vm.rows.is_empty())
-            .map(|(ip, _)| *ip)
+            .map(|(ip, _)| (self.store.inode_of(*ip).unwrap_or(u64::MAX), *ip))
             .collect();
-        for ip in ips {
-            self.flush_vm(ip, now);
-        }
+        held.sort_unstable();
+        held.into_iter().map(|(_, ip)| ip).collect()
     }
 
     /// Writes what a VM holds durably in the journal. Whatever reached the
@@ -714,6 +727,39 @@ mod tests {
             .sum();
         assert_eq!(w.stats.get(Counter::JournalBytes), on_disk);
         assert!(on_disk >= file_rows + 8 * prefix, "{on_disk}");
+    }
+
+    #[test]
+    fn a_stop_appends_in_the_files_inode_order_new_files_last() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        // More VMs than open files (8), so most marks are of closed files.
+        let mut w = worker(dir.path(), 1 << 20, 60_000);
+        let ips: Vec<String> = (1..=40).map(|n| format!("127.5.1.{n}")).collect();
+        for ip in &ips {
+            ingest_durably(&mut w, &records(ip, 0..1));
+        }
+        w.flush_all();
+        for ip in ips
+            .iter()
+            .chain([&"127.5.2.2".to_string(), &"127.5.2.1".to_string()])
+        {
+            ingest_durably(&mut w, &records(ip, 1..2));
+        }
+        let mut expected: Vec<(u64, IpAddr)> = ips
+            .iter()
+            .map(|ip| {
+                let path = dir.path().join(format!("{ip}.csv"));
+                (std::fs::metadata(path).unwrap().ino(), ip.parse().unwrap())
+            })
+            .collect();
+        expected.sort_unstable();
+        let mut expected: Vec<IpAddr> = expected.into_iter().map(|(_, ip)| ip).collect();
+        expected.extend(["127.5.2.1", "127.5.2.2"].map(|ip| ip.parse::<IpAddr>().unwrap()));
+        assert_eq!(w.held_in_inode_order(), expected);
+        w.flush_all();
+        assert_eq!(rows_in(&dir.path().join("127.5.1.40.csv")), 2);
+        assert_eq!(rows_in(&dir.path().join("127.5.2.1.csv")), 1);
     }
 
     #[test]
