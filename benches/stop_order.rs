@@ -10,14 +10,15 @@
 //! per pass, 2 rounds of both orders. One untimed pass first takes every
 //! file into its second block, so no timed pass allocates one.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::fd::AsRawFd;
+use std::net::Ipv4Addr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rand::seq::SliceRandom;
+use vmstats::{sys, wire};
 
 const FILE_BYTES: usize = 3_700;
 const APPEND_BYTES: usize = 600;
@@ -44,11 +45,8 @@ fn main() {
     let body = vec![b'7'; FILE_BYTES];
     let paths: Vec<PathBuf> = (0..files)
         .map(|i| {
-            dir.join(format!(
-                "127.{}.{}.{}.csv",
-                1 + i / 65_536,
-                (i / 256) % 256,
-                i % 256
+            dir.join(wire::file_name(
+                Ipv4Addr::from(0x7f01_0000 + i as u32).into(),
             ))
         })
         .collect();
@@ -108,9 +106,5 @@ fn pass(dir: &Path, order: &[&Path]) -> (f64, f64) {
 
 /// One `syncfs` of the filesystem holding `dir`, as the collector's stop.
 fn sync(dir: &Path) {
-    let d = File::open(dir).expect("the bench dir");
-    // SAFETY: `d` is an open descriptor for the whole call; syncfs only
-    // reads it.
-    let rc = unsafe { libc::syncfs(d.as_raw_fd()) };
-    assert_eq!(rc, 0, "syncfs: {}", std::io::Error::last_os_error());
+    sys::sync_filesystem_at(dir).expect("syncfs of the bench dir");
 }

@@ -67,8 +67,6 @@ struct Segment {
 struct Open {
     file: File,
     segment: Segment,
-    /// Opened with direct I/O: every write is whole blocks.
-    direct: bool,
 }
 
 struct Writer {
@@ -78,8 +76,9 @@ struct Writer {
     durable: Arc<AtomicU64>,
     closed_newest: Arc<AtomicU64>,
     open: Option<Open>,
-    /// Whether new segments are opened with direct I/O: until the
-    /// filesystem refuses it once.
+    /// Whether segments are opened with direct I/O (every write whole
+    /// blocks): until the filesystem refuses it once, which happens only
+    /// with no segment open, so it also says how the open one was opened.
     direct: bool,
     closed: VecDeque<Segment>,
     /// Segments whose rows are all in their files, to be synced and
@@ -203,7 +202,7 @@ impl Writer {
             self.open = Some(self.create(chunk.number)?);
         }
         let open = self.open.as_mut().expect("opened above");
-        if open.direct {
+        if self.direct {
             chunk.bytes.pad_to_block(b'\n');
         }
         let result = open.file.write_all(&chunk.bytes).and_then(|()| {
@@ -217,7 +216,7 @@ impl Writer {
             // Cut what the failed write left, so a replay finds whole lines
             // only, and start a new segment with the next chunk.
             let _ = open.file.set_len(open.segment.bytes);
-            let refused = open.direct && e.raw_os_error() == Some(libc::EINVAL);
+            let refused = self.direct && refuses_direct(&e);
             self.close_open();
             if refused {
                 // Opened, but not written so (an alignment this disk does
@@ -243,20 +242,16 @@ impl Writer {
             .dir
             .join(super::segment_name(self.worker, first_chunk));
         let open = |direct: bool| {
-            let flags = libc::O_NOFOLLOW | libc::O_CLOEXEC;
+            let direct = if direct { crate::sys::DIRECT_IO } else { 0 };
             OpenOptions::new()
                 .append(true)
                 .create_new(true)
                 .mode(self.settings.file_mode)
-                .custom_flags(if direct {
-                    flags | crate::sys::DIRECT_IO
-                } else {
-                    flags
-                })
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | direct)
                 .open(&path)
         };
         let file = match open(self.direct) {
-            Err(e) if self.direct && e.raw_os_error() == Some(libc::EINVAL) => {
+            Err(e) if self.direct && refuses_direct(&e) => {
                 self.direct = false;
                 open(false)?
             }
@@ -274,7 +269,6 @@ impl Writer {
                 last_chunk: first_chunk,
                 bytes: 0,
             },
-            direct: self.direct,
         })
     }
 
@@ -318,6 +312,12 @@ impl Writer {
         let _ = self.cleaner.send(batch);
         self.publish_closed();
     }
+}
+
+/// A filesystem's refusal of direct I/O, at the open or at a write (an
+/// alignment the disk does not take): `EINVAL`.
+fn refuses_direct(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EINVAL)
 }
 
 fn remove(stats: &Stats, segment: &Segment) {
